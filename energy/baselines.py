@@ -1,0 +1,432 @@
+"""ANN baselines counted in the same taxonomy, with the same cost rules and tables.
+
+- GPT-2 small / medium and the paper's Table 2 transformer, built from ``transformers``
+  ``GPT2Config`` (architecture only, random weights, eager attention), and any
+  ``nn.Module`` a user passes (``count_module``): counted with fvcore's
+  ``FlopCountAnalysis``, with a handle for every arithmetic aten op that calls the kinds
+  of ``energy.rules`` (so a LayerNorm or an exp costs the same as in SpikeGPT). fvcore
+  still reports any op without a handle; those are kept as ``uncounted``.
+- The plain RWKV-4 twin: the SpikeGPT itself with every LIF replaced by identity,
+  measured by the same hooks on the same tokens.
+
+Effective MACs (zeros skipped) are measured from the values actually seen: the
+activation operand of every matrix product, read in one extra forward.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from energy.census import run_with_module_stack
+from energy.costs import CostTable
+from energy.estimate import ANN_SCENARIOS, scenario_energy
+from energy.rules import KINDS, Cost, bind_module
+from spikegpt import model as sg
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Baseline:
+    """Per-token counts of one baseline in the shared taxonomy (same columns as a Profile)."""
+
+    name: str
+    description: str
+    ops: pd.DataFrame  # layer, block, kind, stage, primitive, operand, count, per_token
+    layers: pd.DataFrame  # layer, block, kind, params, weight_elems, synaptic_ops_per_token, out_per_token, ...
+    params: int
+    context: int
+    uncounted: dict = field(default_factory=dict)  # aten op -> count (fvcore's unsupported ops)
+    spiking: bool = False
+
+    def ops_per_token(self) -> dict[str, float]:
+        by = self.ops.groupby("primitive").per_token.sum()
+        return {k: float(v) for k, v in by.items()}
+
+    def energy(self, scenario: str, costs: CostTable, precision: str = "fp32", batch: int = 1, zero_skipping=True):
+        return scenario_energy(
+            scenario, self.ops, self.layers, costs, precision, spiking=False, batch=batch, zero_skipping=zero_skipping
+        )
+
+    def summary(self, costs: CostTable, precision: str = "fp32", batch: int = 1) -> dict:
+        ops = self.ops_per_token()
+        return {
+            "description": self.description,
+            "params": self.params,
+            "context": self.context,
+            "ops_per_token": ops,
+            "energy_pj_per_token": {s: float(self.energy(s, costs, precision, batch).pj.sum()) for s in ANN_SCENARIOS},
+            "uncounted_ops": self.uncounted,
+        }
+
+
+# ---------------------------------------------------------------------------------
+# fvcore handles built from the registry's kinds
+# ---------------------------------------------------------------------------------
+
+
+def _shape(v) -> list[int] | None:
+    from fvcore.nn.jit_handles import get_shape
+
+    try:
+        return get_shape(v)
+    except Exception:  # a scalar or list argument has no tensor shape
+        return None
+
+
+def _scalar(v):
+    try:
+        return v.toIValue()
+    except Exception:
+        return None
+
+
+def _to_counter(cost: Cost) -> Counter:
+    """fvcore keys are 'stage|primitive' so that stages survive its per-operator totals."""
+    out = Counter()
+    for stage, c in cost.ops.items():
+        for prim, n in c.items():
+            out[f"{stage}|{prim}"] += n
+    return out
+
+
+def _out_numel(outputs) -> int:
+    s = _shape(outputs[0])
+    return math.prod(s) if s else 1
+
+
+def h_addmm(inputs, outputs):
+    (n, k), (_, m) = _shape(inputs[1]), _shape(inputs[2])
+    return _to_counter(KINDS["linear"](n, k, m, None, bias=True))
+
+
+def h_linear(inputs, outputs):
+    x, w = _shape(inputs[0]), _shape(inputs[1])
+    bias = len(inputs) > 2 and _shape(inputs[2]) is not None
+    return _to_counter(KINDS["linear"](math.prod(x[:-1]), x[-1], w[0], None, bias=bias))
+
+
+def h_matmul(inputs, outputs):
+    a, b = _shape(inputs[0]), _shape(inputs[1])
+    if len(b) == 2 and len(a) >= 2:  # (..., k) @ (k, n): a projection without a module
+        return _to_counter(KINDS["linear"](math.prod(a[:-1]), a[-1], b[-1], None))
+    batch = math.prod(_shape(outputs[0])[:-2])
+    return _to_counter(KINDS["matmul"](batch, a[-2], a[-1], b[-1], None))
+
+
+def h_layer_norm(inputs, outputs):
+    x = _shape(inputs[0])
+    width = math.prod(_scalar(inputs[1]) or x[-1:])
+    affine = len(inputs) > 2 and _shape(inputs[2]) is not None
+    return _to_counter(KINDS["layernorm"](math.prod(x) // width, width, affine))
+
+
+def h_softmax(inputs, outputs):
+    x = _shape(inputs[0])
+    return _to_counter(KINDS["softmax"](math.prod(x) // x[-1], x[-1]))
+
+
+def h_sdpa(inputs, outputs):
+    q, k, v = (_shape(i) for i in inputs[:3])
+    batch = math.prod(q[:-2])
+    c = Counter()
+    c += _to_counter(KINDS["matmul"](batch, q[-2], q[-1], k[-2], None))  # Q K^T
+    c += _to_counter(KINDS["elementwise"]("mul", batch * q[-2] * k[-2], "attention.scale"))
+    c += _to_counter(KINDS["softmax"](batch * q[-2], k[-2]))
+    c += _to_counter(KINDS["matmul"](batch, q[-2], k[-2], v[-1], None))  # P V
+    return c
+
+
+def h_elementwise(primitive: str, stage: str | None = None):
+    def handle(inputs, outputs):
+        return _to_counter(KINDS["elementwise"](primitive, _out_numel(outputs), stage))
+
+    return handle
+
+
+def h_pow(inputs, outputs):
+    e = _scalar(inputs[1])
+    n = _out_numel(outputs)
+    if isinstance(e, (int, float)) and float(e).is_integer() and 1 <= e <= 4:
+        return _to_counter(KINDS["elementwise"]("mul", n * (int(e) - 1), "pow"))
+    return _to_counter(KINDS["elementwise"]("exp", n, "pow")) + _to_counter(KINDS["elementwise"]("mul", n, "pow"))
+
+
+def h_tanh(inputs, outputs):
+    n = _out_numel(outputs)  # tanh(z) = 2 sigmoid(2z) - 1
+    return _to_counter(Cost({"tanh": Counter(sigmoid=n, mul=2 * n, add=n)}))
+
+
+def h_gelu(inputs, outputs):
+    return _to_counter(KINDS["gelu"](_out_numel(outputs)))
+
+
+def h_embedding(inputs, outputs):
+    s = _shape(outputs[0])
+    return _to_counter(KINDS["embedding"](math.prod(s[:-1])))
+
+
+FVCORE_HANDLES = {
+    "aten::addmm": h_addmm,
+    "aten::linear": h_linear,
+    "aten::matmul": h_matmul,
+    "aten::mm": h_matmul,
+    "aten::bmm": h_matmul,
+    "aten::layer_norm": h_layer_norm,
+    "aten::softmax": h_softmax,
+    "aten::scaled_dot_product_attention": h_sdpa,
+    "aten::add": h_elementwise("add"),
+    "aten::add_": h_elementwise("add"),
+    "aten::sub": h_elementwise("add", "sub"),
+    "aten::rsub": h_elementwise("add", "sub"),
+    "aten::mul": h_elementwise("mul"),
+    "aten::mul_": h_elementwise("mul"),
+    "aten::div": h_elementwise("div"),
+    "aten::exp": h_elementwise("exp"),
+    "aten::sigmoid": h_elementwise("sigmoid"),
+    "aten::relu": h_elementwise("max", "relu"),
+    "aten::maximum": h_elementwise("max"),
+    "aten::neg": h_elementwise("add", "neg"),
+    "aten::where": h_elementwise("max", "where/mask"),
+    "aten::masked_fill": h_elementwise("max", "where/mask"),
+    "aten::pow": h_pow,
+    "aten::square": h_elementwise("mul", "square"),
+    "aten::tanh": h_tanh,
+    "aten::gelu": h_gelu,
+    "aten::embedding": h_embedding,
+    # attention-mask construction (positions, causal mask): compares and running sums
+    "aten::le": h_elementwise("max", "mask"),
+    "aten::lt": h_elementwise("max", "mask"),
+    "aten::ge": h_elementwise("max", "mask"),
+    "aten::gt": h_elementwise("max", "mask"),
+    "aten::ne": h_elementwise("max", "mask"),
+    "aten::eq": h_elementwise("max", "mask"),
+    "aten::__and__": h_elementwise("max", "mask"),
+    "aten::bitwise_and": h_elementwise("max", "mask"),
+    "aten::cumsum": h_elementwise("add", "mask"),
+    "aten::diff": h_elementwise("add", "mask"),
+    # data movement / allocation: no arithmetic
+    "aten::new_ones": None,
+    "aten::ones": None,
+    "aten::zeros": None,
+    "aten::arange": None,
+    "aten::full": None,
+    "aten::scalar_tensor": None,
+    "aten::dropout": None,
+    "aten::contiguous": None,
+    "aten::expand": None,
+    "aten::slice": None,
+    "aten::select": None,
+    "aten::to": None,
+    "aten::copy_": None,
+    "aten::clone": None,
+    "aten::view": None,
+    "aten::reshape": None,
+    "aten::permute": None,
+    "aten::transpose": None,
+    "aten::unsqueeze": None,
+    "aten::split": None,
+    "aten::split_with_sizes": None,
+    "aten::size": None,
+    "aten::index": None,
+    "aten::detach": None,
+}
+
+
+# ---------------------------------------------------------------------------------
+# Counting an arbitrary module with fvcore
+# ---------------------------------------------------------------------------------
+
+
+class _LogitsOnly(nn.Module):
+    """Wrap a Hugging Face model so the traced forward returns only the logits tensor."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx):
+        out = self.model(input_ids=idx, use_cache=False)
+        return out.logits if hasattr(out, "logits") else out
+
+
+def _block_index(name: str) -> float:
+    for part_i, part in enumerate(parts := name.split(".")):
+        if part in ("h", "blocks", "layers", "layer") and part_i + 1 < len(parts) and parts[part_i + 1].isdigit():
+            return float(parts[part_i + 1])
+    return float("nan")
+
+
+def count_module(module: nn.Module, example: torch.Tensor, name: str, description: str = "") -> Baseline:
+    """Count any module's forward on ``example`` (token ids of shape (1, T)) with fvcore.
+
+    Dense MACs and elementwise ops come from fvcore's trace with the registry's handles;
+    effective MACs (activation zeros skipped) from one extra forward under a dispatch
+    mode that reads the activation operand of every matrix product.
+    """
+    from fvcore.nn import FlopCountAnalysis
+
+    module = module.eval()
+    with torch.no_grad():
+        fa = FlopCountAnalysis(module, (example,))
+        fa.set_op_handle(**FVCORE_HANDLES)
+        fa.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+        per_module = fa.by_module_and_operator()
+        unsupported = dict(fa.unsupported_ops())
+    measured = run_with_module_stack(module, lambda: module(example)).effective_mac
+    tokens = example.numel()
+    modules = dict(module.named_modules())
+    rows, layer_rows = [], []
+    for mname, counter in per_module.items():
+        own = Counter(counter)
+        for child in _children(mname, per_module):
+            own.subtract(per_module[child])
+        own = +own
+        if not own:
+            continue
+        layer, block, mod = mname or "<top level>", _block_index(mname), modules.get(mname)
+        dense = {k.split("|")[0]: n for k, n in own.items() if k.endswith("|mac")}
+        main_stage = max(dense, key=dense.get) if dense else None
+        for key, n in own.items():
+            stage, prim = key.split("|")
+            if prim == "effective_mac":
+                n = measured.get(mname, 0) if stage == main_stage else 0
+            rows.append((layer, block, stage, stage, prim, "float", n, n / tokens))
+        params = sum(p.numel() for p in mod.parameters(recurse=False)) if mod is not None else 0
+        kind = "embedding" if isinstance(mod, nn.Embedding) else (main_stage or "other")
+        layer_rows.append(
+            {
+                "layer": layer,
+                "block": block,
+                "kind": kind,
+                "params": params,
+                # attention streams the K/V cache instead of weights
+                "weight_elems": params if kind != "matmul" else _kv_elems(own, tokens),
+                "synaptic_ops_per_token": measured.get(mname, 0) / tokens,
+                "out_per_token": mod.embedding_dim if kind == "embedding" else 0.0,
+                "membrane_rw_per_token": 0.0,
+                "state_rw_per_token": 0.0,
+            }
+        )
+    ops = pd.DataFrame(rows, columns=["layer", "block", "kind", "stage", "primitive", "operand", "count", "per_token"])
+    ops = ops[ops["count"] != 0].reset_index(drop=True)
+    params = sum(p.numel() for p in module.parameters())
+    return Baseline(name, description, ops, pd.DataFrame(layer_rows), params, example.shape[-1], unsupported)
+
+
+def _children(name: str, names) -> list[str]:
+    prefix = name + "." if name else ""
+    return [c for c in names if c != name and c.startswith(prefix) and "." not in c[len(prefix) :]]
+
+
+def _kv_elems(own: Counter, tokens: int) -> float:
+    """Size of one cached K (or V) matrix, T x width, from causal self-attention's
+    2 x T^2 x width MACs (Q K^T and P V): the memory the attention matmuls stream."""
+    macs = sum(n for k, n in own.items() if k.startswith("matmul|") and k.endswith("|mac"))
+    return macs / (2 * tokens)
+
+
+# ---------------------------------------------------------------------------------
+# The baselines
+# ---------------------------------------------------------------------------------
+
+GPT2_PRESETS = {
+    "gpt2-small": dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257),
+    "gpt2-medium": dict(n_layer=24, n_embd=1024, n_head=16, vocab_size=50257),
+    # The paper's Table 2 transformer: 12 x 512, ctx 1024, enwik8 (byte vocabulary)
+    "transformer-paper-table2": dict(n_layer=12, n_embd=512, n_head=8, vocab_size=256),
+}
+
+DESCRIPTIONS = {
+    "gpt2-small": "GPT-2 small (124M), transformers GPT2Config, random weights",
+    "gpt2-medium": "GPT-2 medium (355M), transformers GPT2Config, random weights",
+    "transformer-paper-table2": "the paper's Table 2 transformer (12 layers, d=512, byte vocab)",
+    "transformer-same-dims": "a GPT-2-style transformer with the checkpoint's own layers, width and vocab",
+}
+
+
+def gpt2_like(n_layer: int, n_embd: int, n_head: int, vocab_size: int, context: int, seed: int = 0) -> nn.Module:
+    """A GPT-2 architecture from ``transformers`` (no pretrained weights), eager attention."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(
+        n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=vocab_size, n_positions=context,
+        bos_token_id=0, eos_token_id=0,
+    )  # fmt: skip
+    cfg._attn_implementation = "eager"  # explicit matmul + softmax ops, not a fused kernel
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def count_gpt2(name: str, context: int, **dims) -> Baseline:
+    spec = {**GPT2_PRESETS.get(name, {}), **dims}
+    model = gpt2_like(**spec, context=context)
+    ids = torch.randint(0, spec["vocab_size"], (1, context), generator=torch.Generator().manual_seed(0))
+    return count_module(_LogitsOnly(model), ids, name, DESCRIPTIONS.get(name, name))
+
+
+def _heads_for(width: int) -> int:
+    for h in (12, 16, 8, 4, 2, 1):
+        if width % h == 0 and width // h >= 32:
+            return h
+    return 1
+
+
+class Identity2(nn.Module):
+    """Stands in for a LIF in the twin: passes its input through, keeps the call signature."""
+
+    def forward(self, x, v0=None):
+        return x, torch.zeros_like(x[:, -1]) if v0 is None else v0
+
+
+@bind_module(Identity2, "free", ())
+def _identity_rule(m, ops, out_shape) -> Cost:
+    return KINDS["free"]()
+
+
+def rwkv_twin(model: sg.SpikeGPT) -> sg.SpikeGPT:
+    """The same model with every LIF replaced by identity: plain RWKV-4, the non-spiking twin."""
+    twin = copy.deepcopy(model)
+    for block in twin.blocks:
+        block.lif1, block.lif2 = Identity2(), Identity2()
+    return twin
+
+
+def twin_baseline(model: sg.SpikeGPT, tokens, *, batch: int = 1, mode: str = "parallel", census_tokens: int = 8):
+    """Profile the twin on the same tokens; returns (Baseline, its Profile)."""
+    from energy.profile import profile
+
+    prof = profile(rwkv_twin(model), tokens, batch=batch, mode=mode, census_tokens=census_tokens)
+    base = Baseline(
+        "rwkv-twin",
+        "plain RWKV-4: this checkpoint's weights with every LIF replaced by identity",
+        prof.ops,
+        prof.layers,
+        prof.meta["params"],
+        prof.meta["tokens_per_sequence"],
+        {r["aten_op"]: r["calls"] for r in prof.uncounted().to_dict("records")},
+    )
+    return base, prof
+
+
+def default_baselines(
+    config, context: int, include=("gpt2-small", "gpt2-medium", "transformer-paper-table2", "transformer-same-dims")
+) -> dict[str, Baseline]:
+    """The transformer baselines at a given context length."""
+    out = {}
+    for name in include:
+        if name == "transformer-same-dims":
+            dims = dict(n_layer=config.n_layer, n_embd=config.n_embd, n_head=_heads_for(config.n_embd),
+                        vocab_size=config.vocab_size)  # fmt: skip
+            out[name] = count_gpt2(name, context, **dims)
+        else:
+            out[name] = count_gpt2(name, context)
+    return out

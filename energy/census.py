@@ -1,0 +1,107 @@
+"""Coverage: every aten op the forward executed, and what accounts for it.
+
+A ``TorchDispatchMode`` sees each aten op; forward pre-/post-hooks keep a stack of
+the module currently running, so each op is charged to the innermost module. An op
+is *attributed* when that module has a cost rule that names the op, *free* when it
+only moves data (``rules.FREE_ATEN``), and *uncounted* otherwise. Dispatch-level
+interception is slow, so the census runs on a short prefix of the input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pandas as pd
+import torch
+import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from energy.rules import FREE_ATEN, MODULE_RULES, aten_base_name
+
+# (activation operand index, weight operand index) of the matrix products
+_MATMUL_OPERANDS = {"mm": (0, 1), "bmm": (0, 1), "addmm": (1, 2), "matmul": (0, 1)}
+
+
+class _Dispatch(TorchDispatchMode):
+    """Counts aten ops per innermost module; for matrix products also the MACs whose
+    activation operand is nonzero (effective MACs), from the values seen."""
+
+    def __init__(self, stack: list[str]):
+        super().__init__()
+        self.stack = stack
+        self.calls: Counter = Counter()
+        self.elements: Counter = Counter()
+        self.effective_mac: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        module = self.stack[-1] if self.stack else ""
+        key = (module, func.name())
+        self.calls[key] += 1
+        first = out[0] if isinstance(out, (tuple, list)) and out else out
+        self.elements[key] += math.prod(first.shape) if isinstance(first, torch.Tensor) else 0
+        pair = _MATMUL_OPERANDS.get(func.name().split("::")[-1].split(".")[0])
+        if pair is not None:
+            a, w = args[pair[0]], args[pair[1]]
+            self.effective_mac[module] += int(torch.count_nonzero(a)) * w.shape[-1]
+        return out
+
+
+def run_with_module_stack(model: nn.Module, fn) -> _Dispatch:
+    """Run ``fn()`` under the dispatch mode with the module stack kept by hooks."""
+    stack: list[str] = []
+    handles = []
+
+    def push(name):
+        def pre(mod, args):
+            stack.append(name)
+
+        return pre
+
+    def pop(mod, args, out):
+        stack.pop()
+
+    for name, mod in model.named_modules():
+        handles.append(mod.register_forward_pre_hook(push(name)))
+        handles.append(mod.register_forward_hook(pop))
+    mode = _Dispatch(stack)
+    try:
+        with torch.no_grad(), mode:
+            fn()
+    finally:
+        for h in handles:
+            h.remove()
+    return mode
+
+
+def census(model: nn.Module, fn) -> pd.DataFrame:
+    """Run ``fn()`` (a forward of ``model``) under the census; one row per (module, aten op).
+
+    Columns: module, module_type, aten_op, calls, elements (of the first output),
+    status (attributed / free / uncounted), kind (the cost kind it is attributed to).
+    """
+    types = {name: type(m) for name, m in model.named_modules()}
+    mode = run_with_module_stack(model, fn)
+    rows = []
+    for (module, op), calls in sorted(mode.calls.items()):
+        rule = MODULE_RULES.get(types.get(module))
+        base = aten_base_name(op)
+        if rule is not None and base in rule.aten:
+            status, kind = "attributed", rule.kind
+        elif base in FREE_ATEN:
+            status, kind = "free", "data movement"
+        else:
+            status, kind = "uncounted", ""
+        rows.append(
+            {
+                "module": module or "<top level>",
+                "module_type": types[module].__name__ if module in types else "",
+                "aten_op": op,
+                "calls": calls,
+                "elements": mode.elements[(module, op)],
+                "status": status,
+                "kind": kind,
+            }
+        )
+    return pd.DataFrame(rows, columns=["module", "module_type", "aten_op", "calls", "elements", "status", "kind"])

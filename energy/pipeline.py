@@ -1,0 +1,335 @@
+"""The whole job behind ``spike-energy profile`` and ``audit``, as library calls.
+
+load the model and its tokenizer -> read and tokenize the text -> profile -> baselines ->
+audit -> ``summary`` (a plain dict, written as summary.json; the report renders from it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from energy.audit import audit
+from energy.baselines import DESCRIPTIONS, Baseline, default_baselines, twin_baseline
+from energy.costs import CostTable, load_costs
+from energy.estimate import SCENARIO_LABELS, SCENARIOS
+from energy.profile import Profile, profile
+from spikegpt.checkpoint import CheckpointInfo, load_checkpoint
+from spikegpt.errors import SpikeEnergyError, TextError
+from spikegpt.model import SpikeGPT
+from spikegpt.tokenizer import read_text, resolve_tokenizer
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DEFAULT_BASELINES = ("gpt2-small", "gpt2-medium", "transformer-paper-table2", "transformer-same-dims")
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def demo_paths() -> tuple[Path, Path]:
+    """The bundled demo checkpoint and the held-out sample text."""
+    root = Path(str(resources.files("spikegpt") / "demo"))
+    return root / "demo.pth", root / "sample.txt"
+
+
+@dataclass
+class Job:
+    """Inputs of one run (the CLI's options)."""
+
+    checkpoint: str | None = None
+    tokenizer: str | None = None
+    text: str | None = None
+    tokens: int = 2048
+    batch: int = 1
+    mode: str = "parallel"
+    device: str = "cpu"
+    dtype: str = "float32"
+    precision: str = "fp32"
+    costs: str | None = None
+    binary_embedding: bool | None = None
+    lif_threshold: float | None = None
+    lif_tau: float | None = None
+    unknown_chars: str | dict = "error"
+    census_tokens: int = 16
+    baselines: tuple[str, ...] = DEFAULT_BASELINES
+    twin: bool = True
+    context: int | None = None  # transformer baselines' context length (default: the model's ctx_len)
+    command_line: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    job: Job
+    model: SpikeGPT
+    info: CheckpointInfo
+    tokenizer: object
+    profile: Profile
+    baselines: dict[str, Baseline]
+    audit: dict
+    text: str
+    text_path: str
+    costs: CostTable
+    timings: dict
+    scored_chars: int  # characters (bytes) of text the scored tokens stand for
+
+
+def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, str, str]:
+    ckpt = Path(job.checkpoint) if job.checkpoint else demo_paths()[0]
+    text_path = Path(job.text) if job.text else demo_paths()[1]
+    if job.dtype not in DTYPES:
+        raise SpikeEnergyError(f"--dtype must be one of {', '.join(DTYPES)}, got {job.dtype!r}")
+    if job.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SpikeEnergyError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    model, info = load_checkpoint(
+        ckpt,
+        dtype=DTYPES[job.dtype],
+        device=job.device,
+        binary_embedding=job.binary_embedding,
+        lif_threshold=job.lif_threshold,
+        lif_tau=job.lif_tau,
+    )
+    tok = resolve_tokenizer(info.config.vocab_size, job.tokenizer, ckpt, unknown=job.unknown_chars)
+    text = read_text(text_path)
+    return model, info, tok, text, str(text_path)
+
+
+def tokenize(text: str, tok, n_tokens: int, batch: int, path: str) -> torch.Tensor:
+    """The first ``batch * n_tokens`` tokens (+1 to score the last), as (batch, T + 1)."""
+    if n_tokens < 2:
+        raise SpikeEnergyError(f"--tokens must be at least 2, got {n_tokens}")
+    if batch < 1:
+        raise SpikeEnergyError(f"--batch must be at least 1, got {batch}")
+    need = batch * n_tokens + 1
+    ids = tok.encode(text[: max(need * 16, 4096)] if tok.kind == "bpe" else text[: need * 4])
+    if len(ids) < need and tok.kind == "bpe":
+        ids = tok.encode(text)
+    if len(ids) < batch * 2 + 1:
+        raise TextError(f"{path} gives only {len(ids)} tokens; give a longer text or lower --tokens/--batch")
+    if len(ids) < need:
+        logger.warning(
+            "%s has %d tokens, fewer than --tokens x --batch = %d; using all of them", path, len(ids), need - 1
+        )
+    ids = torch.tensor(ids[:need])
+    per_row = (len(ids) - 1) // batch
+    rows = [ids[i * per_row : i * per_row + per_row + 1] for i in range(batch)]
+    return torch.stack(rows)
+
+
+def run(job: Job, progress=None) -> Result:
+    """``progress(description, done, total)``: optional callback for progress bars."""
+    timings = {}
+    t0 = time.perf_counter()
+    model, info, tok, text, text_path = load(job)
+    costs = load_costs(job.costs)
+    ids = tokenize(text, tok, job.tokens, job.batch, text_path)
+    scored = ids[:, 1:]
+    if tok.kind == "bpe":
+        scored_chars = sum(len(tok.decode(row.tolist())) for row in scored)
+    else:
+        scored_chars = scored.numel()
+    timings["load_s"] = time.perf_counter() - t0
+
+    def tick(name):
+        return (lambda done, total: progress(name, done, total)) if progress else None
+
+    t0 = time.perf_counter()
+    prof = profile(
+        model, ids, mode=job.mode, census_tokens=job.census_tokens, costs=costs, precision=job.precision,
+        progress=tick("profile"),
+    )  # fmt: skip
+    timings["profile_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    bases: dict[str, Baseline] = {}
+    if job.twin:
+        bases["rwkv-twin"], _ = twin_baseline(model, ids, mode=job.mode, census_tokens=min(job.census_tokens, 8))
+        if progress:
+            progress("baselines", 1, len(job.baselines) + 1)
+    context = job.context or model.config.ctx_len
+    for i, name in enumerate(job.baselines):
+        bases.update(default_baselines(model.config, context, include=(name,)))
+        if progress:
+            progress("baselines", i + 2, len(job.baselines) + 1)
+    timings["baselines_s"] = time.perf_counter() - t0
+    reference = "gpt2-small" if "gpt2-small" in bases else next((b for b in bases if b != "rwkv-twin"), None)
+    aud = audit(prof, bases, costs, job.precision, reference=reference or "", twin="rwkv-twin")
+    return Result(job, model, info, tok, prof, bases, aud, text, text_path, costs, timings, scored_chars)
+
+
+# ---------------------------------------------------------------------------------
+# summary.json
+# ---------------------------------------------------------------------------------
+
+
+def _clean(o):
+    """JSON-safe: NaN/inf -> None, numpy/torch scalars -> Python."""
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if hasattr(o, "item") and not isinstance(o, (str, bytes)):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
+
+
+def _hist(rates: np.ndarray, bins: int = 20) -> dict:
+    counts, edges = np.histogram(rates, bins=bins, range=(0.0, 1.0))
+    return {"counts": counts.tolist(), "edges": edges.tolist()}
+
+
+def environment(device: str, command_line: list[str]) -> dict:
+    env = {
+        "spike_energy": _version(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU ({platform.machine()})",
+        "threads": torch.get_num_threads(),
+        "command_line": command_line,
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for mod in ("fvcore", "transformers", "tokenizers", "pandas", "matplotlib", "triton"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except Exception:  # optional packages may be absent (triton on CPU machines)
+            env[mod] = None
+    return env
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("spike-energy")
+    except Exception:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict:
+    """Everything the report, compare and the user's own scripts need, as plain data."""
+    p, cfg = r.profile, r.model.config
+    ev_bits = p.meta["nats"] / math.log(2)
+    energy = p.energy()
+    e_tot = {s: float(energy[energy.scenario == s].pj.sum()) for s in SCENARIOS}
+    breakdown = {
+        s: {
+            "by_primitive": energy[energy.scenario == s].groupby("primitive").pj.sum().to_dict(),
+            "by_stage": energy[energy.scenario == s].groupby("stage").pj.sum().to_dict(),
+            "by_layer": energy[energy.scenario == s].groupby("layer", sort=False).pj.sum().to_dict(),
+        }
+        for s in SCENARIOS
+    }
+    lif = p.layers[p.layers.kind == "lif"]
+    hist = {name: _hist(p.neurons[p.neurons.layer == name].rate.to_numpy()) for name in lif.layer}
+    chosen = list(lif.layer)
+    step = max(1, len(chosen) // raster_layers)
+    rasters = {name: p.rasters[name][:raster_tokens] for name in chosen[::step][:raster_layers]}
+    positions = {
+        name: p.positions[p.positions.layer == name].sort_values("position").rate.head(512).tolist()
+        for name in lif.layer
+    }
+    relu = p.layers[p.layers.kind == "relu_sq"]
+    census_df = p.census
+    ops_by_layer = p.ops[~p.ops.primitive.isin(["mac"])].groupby(["layer", "primitive"], sort=False).per_token.sum()
+    layer_ops = {}
+    for (layer, prim), v in ops_by_layer.items():
+        layer_ops.setdefault(layer, {})[prim] = v
+    base = {name: b.summary(r.costs, r.job.precision, p.meta["batch"]) for name, b in r.baselines.items()}
+    headline = {}
+    for scen in ("as_executed", "as_executed_memory"):
+        headline[scen] = {
+            name: (b["energy_pj_per_token"][scen] / e_tot[scen]) if e_tot[scen] else None for name, b in base.items()
+        }
+    text_excerpt = r.text[:600]
+    out = {
+        "schema_version": SCHEMA_VERSION,
+        "model": {
+            "n_layer": cfg.n_layer,
+            "n_embd": cfg.n_embd,
+            "vocab_size": cfg.vocab_size,
+            "ctx_len": cfg.ctx_len,
+            "params": r.model.num_params(),
+            "checkpoint": r.info.path,
+            "sha256": r.info.sha256,
+            "file_dtypes": r.info.file_dtypes,
+            "binary_embedding": cfg.binary_embedding,
+            "lif_tau": cfg.lif_tau,
+            "lif_threshold": cfg.lif_threshold,
+            "lif_reset": cfg.lif_reset,
+            "demo": r.job.checkpoint is None,
+            "warnings": r.info.warnings,
+            "tokenizer": r.tokenizer.describe(),
+        },
+        "text": {
+            "path": r.text_path,
+            "sha256": hashlib.sha256(r.text.encode("utf-8")).hexdigest(),
+            "chars": len(r.text),
+            "excerpt": text_excerpt,
+            "demo": r.job.text is None,
+        },
+        "tokens": p.tokens,
+        "batch": p.meta["batch"],
+        "tokens_per_sequence": p.meta["tokens_per_sequence"],
+        "mode": p.meta["mode"],
+        "dtype": p.meta["dtype"],
+        "precision": r.job.precision,
+        "unit": r.tokenizer.unit,
+        "bits_per_token": ev_bits / p.tokens,
+        "bpc": ev_bits / max(r.scored_chars, 1),  # bits per character (per byte for a byte vocab)
+        "ppl": math.exp(p.meta["nats"] / p.tokens) if r.tokenizer.kind == "bpe" else None,
+        "firing_rate": p.firing_rates,
+        "ops_per_token": p.ops_per_token(),
+        "ops_per_token_by_layer": layer_ops,
+        "setup_ops_per_call": p.setup.groupby(["stage", "primitive"])["count"].sum().reset_index().to_dict("records")
+        if not p.setup.empty
+        else [],
+        "energy_pj_per_token": e_tot,
+        "energy_pj_per_sequence": {k: v * p.meta["tokens_per_sequence"] for k, v in e_tot.items()},
+        "energy_breakdown": breakdown,
+        "scenarios": {s: SCENARIO_LABELS[s] for s in SCENARIOS},
+        "headline": {
+            "claim": r.audit["claim"],
+            "ratio_as_executed": headline["as_executed"],
+            "ratio_as_executed_memory": headline["as_executed_memory"],
+            "reference": r.audit["reference"],
+        },
+        "baselines": base,
+        "baseline_descriptions": {k: DESCRIPTIONS.get(k, v["description"]) for k, v in base.items()},
+        "audit": r.audit,
+        "uncounted_ops": p.uncounted().to_dict("records"),
+        "census": {
+            "tokens": p.meta["census_tokens"],
+            "note": p.meta["census_note"],
+            "aten_calls": int(census_df.calls.sum()),
+            "by_status": census_df.groupby("status").calls.sum().to_dict(),
+            "modules_without_rule": p.meta["modules_without_rule"],
+        },
+        "memory_bytes_per_token": p.memory().drop(columns="layer").sum().to_dict(),
+        "assumptions": r.costs.assumptions().to_dict("records"),
+        "costs": {"path": r.costs.path, "table": r.costs.df.to_dict("records")},
+        "layers": p.layers.to_dict("records"),
+        "neurons": {
+            "histograms": hist,
+            "saturated_rate": p.meta["saturated_rate"],
+            "dead_fraction": dict(zip(lif.layer, lif.dead_fraction)),
+            "saturated_fraction": dict(zip(lif.layer, lif.saturated_fraction)),
+        },
+        "raster": rasters,
+        "firing_rate_by_position": positions,
+        "relu_sq_zero_fraction": dict(zip(relu.layer, relu.relu_sq_zero_fraction)),
+        "timings_s": {**r.timings, "profile_pass_s": p.meta["wall_time_s"]},
+        "environment": environment(r.job.device, r.job.command_line or sys.argv),
+    }
+    return _clean(out)

@@ -1,0 +1,350 @@
+"""``energy.profile(model, tokens) -> Profile``: one measured pass over real text.
+
+The main pass runs the whole input with the ``Meter``'s hooks (fast); the coverage
+census runs on a short prefix under a dispatch mode (slow), in the same mode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import re
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from energy.census import census
+from energy.costs import BYTES_PER_VALUE, CostTable, load_costs
+from energy.estimate import SCENARIOS, scenario_energy
+from energy.hooks import Meter, preceding_spike_source
+from energy.rules import MODULE_RULES, PRIMITIVES
+
+SATURATED_RATE = 0.5  # a neuron that fires on more than half of the steps is "saturated"
+
+
+def _block_of(name: str) -> float:
+    m = re.match(r"blocks\.(\d+)\.", name + ".")
+    return float(m.group(1)) if m else float("nan")
+
+
+@dataclass
+class Profile:
+    """What one run measured. DataFrames are long-form; counts are per token unless named ``count``."""
+
+    meta: dict
+    ops: pd.DataFrame  # layer, block, kind, stage, primitive, operand, count, per_token
+    setup: pd.DataFrame  # layer, kind, stage, primitive, count (parameter-only ops, summed over calls)
+    layers: pd.DataFrame  # one row per measured module
+    neurons: pd.DataFrame  # layer, neuron, spikes, rate
+    positions: pd.DataFrame  # layer, position, rate
+    rasters: dict  # layer -> list of lists (tokens x sampled neurons) of 0/1
+    census: pd.DataFrame
+    costs: CostTable = field(repr=False)
+    precision: str = "fp32"
+
+    # ------------------------------------------------------------ headline numbers
+
+    @property
+    def tokens(self) -> int:
+        return self.meta["tokens"]
+
+    @cached_property
+    def firing_rates(self) -> dict[str, float]:
+        """Per spiking layer, and ``overall`` over the LIF layers (the encoder is listed, not averaged in)."""
+        spk = self.layers[self.layers.firing_rate.notna()]
+        rates = dict(zip(spk.layer, spk.firing_rate.astype(float)))
+        lif = spk[spk.kind == "lif"].layer.tolist()
+        steps = sum(self.meta["neuron_steps"][k] for k in lif)
+        spikes = float(self.neurons[self.neurons.layer.isin(lif)].spikes.sum())
+        rates["overall"] = spikes / steps if steps else float("nan")
+        return rates
+
+    def ops_per_token(self) -> dict[str, float]:
+        """Totals by primitive (mac, effective_mac, ac, add, ...), and composite kinds."""
+        by = self.ops.groupby("primitive").per_token.sum()
+        out = {p: float(by.get(p, 0.0)) for p in PRIMITIVES}
+        lay = self.layers.set_index("layer")
+        out["lif_updates"] = float(lay.loc[lay.kind == "lif", "out_per_token"].sum())
+        out["wkv_steps"] = float(lay.loc[lay.kind == "wkv", "out_per_token"].sum())
+        out["layernorm_elements"] = float(lay.loc[lay.kind == "layernorm", "out_per_token"].sum())
+        return out
+
+    def uncounted(self) -> pd.DataFrame:
+        """Aten ops no rule accounts for (the goal is an empty table), with counts."""
+        return self.census[self.census.status == "uncounted"].reset_index(drop=True)
+
+    def by_layer(self) -> pd.DataFrame:
+        return self.ops.pivot_table(index="layer", columns="primitive", values="per_token", aggfunc="sum", sort=False)
+
+    def by_op(self) -> pd.DataFrame:
+        return self.ops.groupby(["kind", "stage", "primitive"], sort=False).per_token.sum().reset_index()
+
+    def by_layer_and_op(self) -> pd.DataFrame:
+        return self.ops.groupby(["layer", "stage", "primitive"], sort=False).per_token.sum().reset_index()
+
+    def memory(self) -> pd.DataFrame:
+        """Bytes per token by layer: weights (dense read at batch 1, and per synaptic op),
+        activations in/out, membrane potentials (read + write), recurrent state."""
+        b = BYTES_PER_VALUE[self.precision]
+        lay = self.layers
+        return pd.DataFrame(
+            {
+                "layer": lay.layer,
+                "weight_bytes_dense": lay.params * b,
+                "weight_bytes_per_synaptic_op": lay.synaptic_ops_per_token * b,
+                "activation_bytes": (lay.in_per_token + lay.out_per_token) * b,
+                "membrane_bytes": lay.membrane_rw_per_token * b,
+                "state_bytes": lay.state_rw_per_token * b,
+            }
+        )
+
+    # ------------------------------------------------------------ energy
+
+    def energy(
+        self,
+        scenario: str | None = None,
+        *,
+        precision: str | None = None,
+        costs: CostTable | None = None,
+        paper_rate: float = 0.15,
+        zero_skipping: bool = True,
+    ) -> pd.DataFrame:
+        """pJ per token by scenario, layer, stage and primitive (long form)."""
+        names = SCENARIOS if scenario is None else (scenario,)
+        frames = [
+            scenario_energy(
+                name,
+                self.ops,
+                self.layers,
+                costs or self.costs,
+                precision or self.precision,
+                batch=self.meta["batch"],
+                paper_rate=paper_rate,
+                zero_skipping=zero_skipping,
+            )
+            for name in names
+        ]
+        return pd.concat(frames, ignore_index=True)
+
+    def energy_per_token(self, **kw) -> dict[str, float]:
+        e = self.energy(**kw)
+        return {s: float(e[e.scenario == s].pj.sum()) for s in SCENARIOS}
+
+    # ------------------------------------------------------------ export
+
+    def to_dict(self) -> dict:
+        e = self.energy_per_token()
+        seq = self.meta["tokens_per_sequence"]
+        return {
+            "meta": self.meta,
+            "firing_rate": self.firing_rates,
+            "ops_per_token": self.ops_per_token(),
+            "energy_pj_per_token": e,
+            "energy_pj_per_sequence": {k: v * seq for k, v in e.items()},
+            "uncounted_ops": self.uncounted().to_dict("records"),
+            "layers": self.layers.to_dict("records"),
+        }
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=1, default=_json_default)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def to_csv(self, directory: str | Path) -> None:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.layers.to_csv(d / "layers.csv", index=False)
+        self.ops.to_csv(d / "ops.csv", index=False)
+        self.neurons.to_csv(d / "neurons.csv", index=False)
+        self.census.to_csv(d / "census.csv", index=False)
+        self.energy().to_csv(d / "energy.csv", index=False)
+
+
+def _json_default(o):
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def as_batch(tokens, batch: int) -> torch.Tensor:
+    """ids of shape (batch, T + 1): the model reads [:, :-1] and is scored on [:, 1:].
+
+    A 1-D sequence is cut into ``batch`` consecutive rows of equal length.
+    """
+    ids = torch.as_tensor(tokens, dtype=torch.long)
+    if ids.dim() == 2:
+        return ids
+    if ids.dim() != 1:
+        raise ValueError(f"tokens must be 1-D or (batch, T), got shape {tuple(ids.shape)}")
+    per_row = ids.numel() // batch
+    if per_row < 2:
+        raise ValueError(f"{ids.numel()} tokens are too few for batch {batch}: need at least 2 per row")
+    return ids[: per_row * batch].view(batch, per_row)
+
+
+@torch.no_grad()
+def profile(
+    model: nn.Module,
+    tokens,
+    *,
+    batch: int = 1,
+    mode: str = "parallel",
+    chunk_len: int | None = None,
+    census_tokens: int = 16,
+    costs: CostTable | None = None,
+    precision: str = "fp32",
+    raster_neurons: int = 64,
+    raster_tokens: int = 256,
+    progress=None,
+) -> Profile:
+    """Run ``model`` on ``tokens`` with the meter attached and return what it measured.
+
+    ``progress``: optional callable ``(tokens_done, tokens_total)`` for a progress bar.
+    """
+    costs = costs or load_costs()
+    ids = as_batch(tokens, batch)
+    device = next(model.parameters()).device
+    ids = ids.to(device)
+    x, y = ids[:, :-1], ids[:, 1:]
+    B, T = x.shape
+    was_training, kernels = model.training, getattr(model, "kernels", None)
+    model.eval()
+    if kernels is not None:
+        model.kernels = "eager"  # the hooks must see every module; fused kernels hide them
+
+    census_df = census(model, lambda: model.run(x[:, :census_tokens], mode=mode, chunk_len=chunk_len))
+
+    nats = 0.0
+    t0 = time.perf_counter()
+    with Meter(model, raster_neurons=raster_neurons, raster_tokens=raster_tokens) as meter:
+        for start, out in model.chunks(x, mode=mode, chunk_len=chunk_len):
+            logits = out.logits if out.logits.dtype == torch.float64 else out.logits.float()
+            n = logits.shape[1]
+            nats += float(F.cross_entropy(logits.flatten(0, 1), y[:, start : start + n].flatten(), reduction="sum"))
+            if progress is not None:
+                progress(start + n, T)
+    wall = time.perf_counter() - t0
+    model.train(was_training)
+    if kernels is not None:
+        model.kernels = kernels
+
+    n_tokens = B * T
+    ops = _ops_frame(meter, n_tokens)
+    layers = _layers_frame(model, meter, ops, n_tokens)
+    neurons = pd.DataFrame(
+        [
+            {"layer": name, "neuron": i, "spikes": float(c), "rate": float(c) / st.steps}
+            for name, st in meter.spikes.items()
+            for i, c in enumerate(st.per_neuron.tolist())
+        ],
+        columns=["layer", "neuron", "spikes", "rate"],
+    )
+    positions = pd.DataFrame(
+        [
+            {"layer": name, "position": p, "rate": float(s) / (float(r) * st.width)}
+            for name, st in meter.spikes.items()
+            for p, (s, r) in enumerate(zip(st.per_position.tolist(), st.rows_per_position.tolist()))
+        ],
+        columns=["layer", "position", "rate"],
+    )
+    setup = pd.DataFrame(
+        [{"layer": k[0], "kind": k[1], "stage": k[2], "primitive": k[3], "count": v} for k, v in meter.setup.items()],
+        columns=["layer", "kind", "stage", "primitive", "count"],
+    )
+    cfg = getattr(model, "config", None)
+    meta = {
+        "tokens": n_tokens,
+        "batch": B,
+        "tokens_per_sequence": T,
+        "mode": mode,
+        "chunk_len": chunk_len or (cfg.ctx_len if cfg is not None else None),
+        "census_tokens": min(census_tokens, T),
+        "census_note": f"the coverage census ran on the first {min(census_tokens, T)} tokens of each row",
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "device": str(device),
+        "precision": precision,
+        "params": sum(p.numel() for p in model.parameters()),
+        "nats": nats,
+        "bits_per_token": nats / math.log(2) / n_tokens,
+        "wall_time_s": wall,
+        "neuron_steps": {n: st.steps * st.width for n, st in meter.spikes.items()},
+        "saturated_rate": SATURATED_RATE,
+        "modules_without_rule": meter.unruled,  # their arithmetic shows as uncounted in the census
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if cfg is not None:
+        meta["config"] = cfg.to_dict()
+    rasters = {name: meter.raster(name).int().tolist() for name in meter.spikes}
+    return Profile(meta, ops, setup, layers, neurons, positions, rasters, census_df, costs, precision)
+
+
+def _ops_frame(meter: Meter, n_tokens: int) -> pd.DataFrame:
+    rows = [
+        {"layer": k[0], "block": _block_of(k[0]), "kind": k[1], "stage": k[2], "primitive": k[3], "operand": k[4],
+         "count": v, "per_token": v / n_tokens}
+        for k, v in meter.counts.items()
+    ]  # fmt: skip
+    cols = ["layer", "block", "kind", "stage", "primitive", "operand", "count", "per_token"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _layers_frame(model: nn.Module, meter: Meter, ops: pd.DataFrame, n_tokens: int) -> pd.DataFrame:
+    modules = dict(model.named_modules())
+    rates = meter.firing_rates()
+    source = preceding_spike_source(meter.order, meter.kinds)
+    rows = []
+    for name in meter.order:
+        mod = modules[name]
+        kind = meter.kinds[name]
+        mine = ops[ops.layer == name]
+        prim = mine.groupby("primitive").per_token.sum()
+        st = meter.spikes.get(name)
+        out_pt = meter.activation_elems[(name, "out")] / n_tokens
+        rule, nan = MODULE_RULES[type(mod)], float("nan")
+        ci = rule.classify[-1] if rule.classify else None  # the operand whose values set the cost
+        rec = meter.operands.get((name, ci))
+        src = source.get(name)
+        rows.append(
+            {
+                "layer": name,
+                "block": _block_of(name),
+                "module_type": meter.module_types[name],
+                "kind": kind,
+                "calls": meter.calls[name],
+                "in_features": getattr(mod, "in_features", None),
+                "out_features": getattr(mod, "out_features", None),
+                "params": sum(p.numel() for p in mod.parameters(recurse=False)),
+                "weight_elems": sum(p.numel() for p in mod.parameters(recurse=False)),
+                "operand_class": meter.operand_class(name, ci) if rec else "-",
+                "zero_fraction": 1 - rec["nnz"] / rec["numel"] if rec else float("nan"),
+                "firing_rate": rates.get(name, float("nan")),
+                "dead_fraction": float((st.per_neuron == 0).double().mean()) if st else nan,
+                "saturated_fraction": float((st.per_neuron / st.steps > SATURATED_RATE).double().mean()) if st else nan,
+                "relu_sq_zero_fraction": (meter.relu[(name, "zeros")] / meter.relu[(name, "numel")])
+                if meter.relu[(name, "numel")] else float("nan"),
+                "spike_source": src or "",
+                "spike_source_rate": rates.get(src, float("nan")) if src else float("nan"),
+                "mac": float(prim.get("mac", 0.0)),
+                "effective_mac": float(prim.get("effective_mac", 0.0)),
+                "ac": float(prim.get("ac", 0.0)),
+                "elementwise": float(prim.drop(["mac", "effective_mac", "ac"], errors="ignore").sum()),
+                "synaptic_ops_per_token": float(prim.get("effective_mac", 0.0) + prim.get("ac", 0.0)),
+                "in_per_token": meter.activation_elems[(name, "in")] / n_tokens,
+                "out_per_token": out_pt,
+                "membrane_rw_per_token": rule.membrane_rw * out_pt,
+                "state_rw_per_token": rule.state_rw * out_pt,
+                "lookup_width": getattr(mod, "embedding_dim", None),
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows)
