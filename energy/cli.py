@@ -44,7 +44,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     e.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="cost preset for all models")
     e.add_argument("--costs", help="your own cost table CSV (columns op,dtype,pj,status,source,table,note)")
     e.add_argument("--baselines", default=",".join(_default_baselines()),
-                   help="comma-separated transformer baselines, or 'none' (the RWKV twin is always included)")  # fmt: skip
+                   help="comma-separated transformer baselines or 'none' (the RWKV twin is always in)")  # fmt: skip
     e.add_argument("--context", type=int, help="context length of the transformer baselines (default: ctx_len)")
     e.add_argument("--census-tokens", type=int, default=16, help="tokens for the coverage census (slow; default 16)")
 
@@ -77,6 +77,8 @@ def make_parser() -> argparse.ArgumentParser:
         ev.add_argument(opt)
     ev.add_argument("--tokens", type=int, help="score only the first N tokens")
     ev.add_argument("--device", default="cpu")
+    ev.add_argument("--kernels", choices=["auto", "eager", "fused"], default="auto",
+                    help="fused Triton kernels (default on CUDA with Triton) or eager modules")  # fmt: skip
     ev.add_argument("--unknown-chars", default="error")
 
     tr = sub.add_parser("train", help="train a small SpikeGPT on text (checkpoint in the reference key format)")
@@ -90,6 +92,9 @@ def make_parser() -> argparse.ArgumentParser:
     be.add_argument("--tokens", type=int, default=1024)
     be.add_argument("--device", default="cuda")
     be.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    be.add_argument("--modes", default="eager,fused,compiled", help="forward modes to time (default all three)")
+    be.add_argument("--decode-batches", default="1,64", help="batch sizes of the streaming decode (default 1,64)")
+    be.add_argument("--repeats", type=int, default=5)
     be.add_argument("--out", default="bench.json", help="where to write the results (default bench.json)")
 
     cmp_ = sub.add_parser("compare", help="two runs side by side (summary.json files)")
@@ -166,9 +171,8 @@ def _progress():
 
 
 def cmd_profile(a) -> int:
-    from reports.html import write_report
-
     from energy import pipeline
+    from reports.html import write_report
 
     job = _job(a)
     bench = None
@@ -264,13 +268,18 @@ def cmd_audit(a) -> int:
 
 
 def cmd_eval(a) -> int:
+    import torch
+
     from energy.pipeline import demo_paths
     from spikegpt.checkpoint import load_checkpoint
     from spikegpt.evaluate import evaluate, unigram_entropy_bits
     from spikegpt.tokenizer import read_text, resolve_tokenizer
 
     ckpt = a.checkpoint or demo_paths()[0]
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SpikeEnergyError("--device cuda was asked for but no CUDA device is available; use --device cpu")
     model, info = load_checkpoint(ckpt, device=a.device)
+    model.kernels = a.kernels
     tok = resolve_tokenizer(info.config.vocab_size, a.tokenizer, ckpt, unknown=_parse_unknown(a.unknown_chars))
     text = read_text(a.text or demo_paths()[1])
     ev = evaluate(model, tok, text, max_tokens=a.tokens)
@@ -296,8 +305,15 @@ def cmd_bench(a) -> int:
     from spikegpt import preset
 
     if a.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpikeEnergyError("spike-energy bench needs a CUDA device (--device cuda); none is available here")
-    res = run_bench(preset(a.preset), batch=a.batch, tokens=a.tokens, device=a.device, dtype=getattr(torch, a.dtype))
+        raise SpikeEnergyError("no CUDA device is available here; run on a GPU machine or pass --device cpu")
+    try:
+        config = preset(a.preset)
+        modes = tuple(m for m in a.modes.split(",") if m)
+        batches = tuple(int(b) for b in a.decode_batches.split(",") if b)
+        res = run_bench(config, batch=a.batch, tokens=a.tokens, device=a.device, dtype=getattr(torch, a.dtype),
+                        modes=modes, decode_batches=batches, repeats=a.repeats)  # fmt: skip
+    except ValueError as e:
+        raise SpikeEnergyError(f"bench: {e}") from None
     Path(a.out).write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
     print(f"bench: {a.out}")

@@ -242,7 +242,7 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
     }
     relu = p.layers[p.layers.kind == "relu_sq"]
     census_df = p.census
-    ops_by_layer = p.ops[~p.ops.primitive.isin(["mac"])].groupby(["layer", "primitive"], sort=False).per_token.sum()
+    ops_by_layer = p.ops.groupby(["layer", "primitive"], sort=False).per_token.sum()
     layer_ops = {}
     for (layer, prim), v in ops_by_layer.items():
         layer_ops.setdefault(layer, {})[prim] = v
@@ -260,6 +260,7 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
             "n_embd": cfg.n_embd,
             "vocab_size": cfg.vocab_size,
             "ctx_len": cfg.ctx_len,
+            "config_source": r.info.config_source,
             "params": r.model.num_params(),
             "checkpoint": r.info.path,
             "sha256": r.info.sha256,
@@ -319,7 +320,10 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
         "memory_bytes_per_token": p.memory().drop(columns="layer").sum().to_dict(),
         "assumptions": r.costs.assumptions().to_dict("records"),
         "costs": {"path": r.costs.path, "table": r.costs.df.to_dict("records")},
-        "layers": p.layers.to_dict("records"),
+        "layers": [
+            {**row, "block": None if row["block"] != row["block"] else int(row["block"])}
+            for row in p.layers.to_dict("records")
+        ],
         "neurons": {
             "histograms": hist,
             "saturated_rate": p.meta["saturated_rate"],

@@ -10,6 +10,7 @@ weights_only=True)``, which refuses any pickle that would run code, and
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -36,6 +37,31 @@ class CheckpointInfo:
     file_dtypes: list[str]
     config: SpikeGPTConfig
     warnings: list[str] = field(default_factory=list)
+    config_source: str = "inferred from the keys"  # or the sidecar file that gave ctx_len and the LIF settings
+
+
+# What the keys cannot tell. A sidecar ``<stem>.config.json`` (written by the trainer) may
+# give them; otherwise the published models' values are assumed (ctx_len 1024).
+SIDECAR_FIELDS = ("ctx_len", "lif_tau", "lif_threshold", "lif_reset", "surrogate_alpha", "binary_embedding",
+                  "layer_norm_eps")  # fmt: skip
+
+
+def sidecar_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.stem + ".config.json")
+
+
+def read_sidecar(path: str | Path) -> dict:
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        d = json.loads(side.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{side}: not valid JSON ({e}); fix or delete it") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{side}: expected a JSON object of SpikeGPTConfig fields")
+    return d
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -75,14 +101,25 @@ def _torch_load(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, KeyError... for bad files
         msg = str(e)
-        if "Weights only load failed" in msg:
-            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)|GLOBAL ([\w.]+) was not an allowed global", msg)
-            what = next((g for g in found.groups() if g), "") if found else ""
+        found = re.search(
+            r"GLOBAL ([\w.]+) was not an allowed global|Unsupported global: GLOBAL ([\w.]+)"
+            r"|unsupported GLOBAL ([\w.]+)",
+            msg,
+        )
+        if found:
+            what = next(g for g in found.groups() if g)
             raise CheckpointError(
-                f"refused to load {path}: it is a pickle that asks to run Python code"
-                f"{' (' + what + ')' if what else ''}, which a weights-only load does not allow. "
-                "It may be malicious. Get the checkpoint from a trusted source, or convert it to .safetensors "
-                "on a machine where running its code is safe"
+                f"refused to load {path}: it is a pickle that asks to run Python code ({what}), which a "
+                "weights-only load does not allow. It may be malicious. Get the checkpoint from a trusted source, "
+                "or convert it to .safetensors on a machine where running its code is safe"
+            ) from None
+        if "Weights only load failed" in msg:
+            op = re.search(r"Unsupported operand (\d+)", msg)
+            raise CheckpointError(
+                f"{path} cannot be loaded safely (the weights-only unpickler stops at "
+                f"{'pickle opcode ' + op.group(1) if op else 'an unsupported instruction'}): it is corrupt, not a "
+                "PyTorch checkpoint, or an old raw pickle. Re-save it with torch.save from a trusted copy, or convert "
+                "it to .safetensors"
             ) from None
         first = msg.splitlines()[0][:160] if msg else ""
         raise CheckpointError(
@@ -193,7 +230,15 @@ def load_checkpoint(
     what the checkpoint does not store; ``None`` values are ignored.
     """
     sd = read_state_dict(path)
-    config = infer_config(sd, path, **config_overrides)
+    side = read_sidecar(path)
+    known = {k: side[k] for k in SIDECAR_FIELDS if k in side}
+    config = infer_config(sd, path, **{**known, **{k: v for k, v in config_overrides.items() if v is not None}})
+    for k in ("n_layer", "n_embd", "vocab_size"):
+        if k in side and side[k] != getattr(config, k):
+            raise CheckpointError(
+                f"{sidecar_path(path)} says {k}={side[k]} but the weights have {getattr(config, k)}; "
+                "it belongs to another checkpoint: fix or delete it"
+            )
     with torch.device("meta"):
         model = SpikeGPT(config)
     warnings = check_state_dict(sd, model, path)
@@ -208,14 +253,20 @@ def load_checkpoint(
         file_dtypes=file_dtypes,
         config=config,
         warnings=warnings,
+        config_source=str(sidecar_path(path)) if side else "inferred from the keys (ctx_len 1024 assumed)",
     )
     return model, info
 
 
-def save_checkpoint(model: SpikeGPT, path: str | Path, dtype: torch.dtype = torch.float32) -> None:
-    """The reference key format (loads wherever the published checkpoints load)."""
+def save_checkpoint(model: SpikeGPT, path: str | Path, dtype=torch.float32, sidecar: bool = False) -> None:
+    """The reference key format (loads wherever the published checkpoints load).
+
+    ``sidecar``: also write ``<stem>.config.json`` with what the keys cannot tell (ctx_len, LIF settings).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if sidecar:
+        sidecar_path(path).write_text(json.dumps(model.config.to_dict(), indent=1))
     sd = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file

@@ -78,21 +78,6 @@ class CharTokenizer:
         self.unknown = unknown
 
     @classmethod
-    def from_file(cls, path: str | Path, unknown: str | dict = "error") -> CharTokenizer:
-        path = Path(path)
-        try:
-            raw = path.read_bytes()
-        except OSError as e:
-            raise TokenizerError(f"{path}: cannot read the vocabulary ({e.strerror}); check --tokenizer") from None
-        try:
-            obj = json.loads(decode_json_bytes(raw, path))
-        except json.JSONDecodeError as e:
-            raise TokenizerError(
-                f'{path}: not valid JSON ({e.msg} at line {e.lineno}); expected {{"id": "char"}}'
-            ) from None
-        return cls(parse_char_vocab(obj, path), path=str(path), unknown=unknown)
-
-    @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
         """A vocabulary of the characters of ``text``, sorted (like nanoGPT's char models)."""
         return cls(dict(enumerate(sorted(set(text)))))

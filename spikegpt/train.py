@@ -7,6 +7,7 @@ last ``--val-fraction`` of the text) with bits-per-character evaluation, a progr
 bar, resumable (``--resume``), bf16 autocast on CUDA. Writes
 
     OUT/model.pth          weights, reference key format (loads like the published models)
+    OUT/model.config.json  what the keys cannot tell: ctx_len, LIF settings (read by the loader)
     OUT/model.vocab.json   the char vocabulary {"id": "char"} (char vocab only)
     OUT/model.train.pt     optimizer, step and settings, for --resume (weights_only-safe)
     OUT/train_log.json     the loss / BPC curve, settings, wall time, device
@@ -179,7 +180,7 @@ def train(s: TrainSettings, progress: bool = True) -> dict:
                 }
                 log["curve"].append(entry)
                 logger.info("step %d: train loss %.3f nats, held-out %.3f bits/token", step + 1, loss.item(), bpc)
-                save_checkpoint(model, ckpt_path)
+                save_checkpoint(model, ckpt_path, sidecar=True)
                 torch.save(
                     {
                         "step": step + 1,

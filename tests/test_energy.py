@@ -310,3 +310,20 @@ def test_sram_interpolation():
     assert c.sram_pj_per_byte(16 * 1024) == pytest.approx(15 / 8)  # halfway in log2 size
     assert c.sram_pj_per_byte(2**21) == pytest.approx((100 + 16) / 8)  # 32KB->1MB slope, one more doubling
     assert math.isclose(c.dram_pj_per_byte(), 1300 / 8)
+
+
+@pytest.mark.slow
+def test_216m_profile_counts_and_coverage():
+    """The 216M configuration (random weights): every op covered, matmul MACs = FlopCounterMode / 2."""
+    from spikegpt import SpikeGPT, preset
+
+    torch.manual_seed(0)
+    model = SpikeGPT(preset("216m")).eval()
+    ids = torch.randint(0, 50277, (1, 33))
+    prof = energy.profile(model, ids, census_tokens=4)
+    assert prof.uncounted().empty
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model.run(ids[:, :-1])
+    assert prof.ops[prof.ops.primitive == "mac"]["count"].sum() == fc.get_total_flops() / 2
+    per_token = prof.ops_per_token()["mac"]
+    assert per_token == 18 * 13 * 768 * 768 + 768 * 50277  # 176.6M MACs per token, the head 38.6M of them

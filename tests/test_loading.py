@@ -86,9 +86,22 @@ def test_overrides_lif_and_embedding(tiny_ckpt):
     assert m.blocks[0].lif1.threshold == 0.1 and m.blocks[1].lif2.tau == 3.0 and m.encode is None
 
 
+def test_sidecar_config(tmp_path):
+    model = SpikeGPT(preset("tiny", ctx_len=48, lif_threshold=0.5))
+    save_checkpoint(model, tmp_path / "m.pth", sidecar=True)
+    loaded, info = load_checkpoint(tmp_path / "m.pth")
+    assert (info.config.ctx_len, info.config.lif_threshold) == (48, 0.5)
+    assert info.config_source.endswith("m.config.json")
+    loaded, info = load_checkpoint(tmp_path / "m.pth", lif_threshold=0.2)  # an explicit option wins
+    assert info.config.lif_threshold == 0.2
+    (tmp_path / "m.config.json").write_text('{"n_layer": 7}')
+    with pytest.raises(CheckpointError, match="says n_layer=7 but the weights have 2"):
+        load_checkpoint(tmp_path / "m.pth")
+    save_checkpoint(model, tmp_path / "plain.pth")
+    assert load_checkpoint(tmp_path / "plain.pth")[1].config.ctx_len == 1024
+
+
 def test_bpe_sized_checkpoint_defaults_to_float_embedding(tmp_path):
-    with torch.device("meta"):
-        pass
     model = SpikeGPT(preset("tiny", vocab_size=50277, n_embd=8, n_layer=1))
     save_checkpoint(model, tmp_path / "bpe.pth")
     loaded, info = load_checkpoint(tmp_path / "bpe.pth")

@@ -1,0 +1,1 @@
+"""The HTML report, its figures and ``spike-energy compare``, all rendered from summary.json."""

@@ -1,0 +1,582 @@
+"""The self-contained HTML report, rendered from a summary dict (summary.json) alone.
+
+``render_report(summary)`` validates the summary, draws the figures (``reports.plots``),
+inlines them as data URIs and renders ``templates/report.html.j2`` with autoescape on:
+every string that came from the user (paths, the text excerpt, the command line, layer
+names) is escaped. The page loads nothing: no scripts, no external styles, fonts or images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shlex
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
+
+from reports.schema import validate_summary
+
+logger = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+PAPER_RATE = 0.15
+NA = "—"
+
+# ---------------------------------------------------------------------------- formatting
+
+
+def _finite(x) -> float | None:
+    if x is None or isinstance(x, (bool, Undefined)):
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+_PREFIXES = ((1e24, "Y"), (1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"),
+             (1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"), (1e-12, "p"), (1e-15, "f"))  # fmt: skip
+
+
+def si(x, unit: str = "", digits: int = 3) -> str:
+    """A number with an SI prefix and ``digits`` significant digits: si(17909.8, 'pJ') -> '17.9 kpJ'."""
+    v = _finite(x)
+    if v is None:
+        return NA
+    if v == 0:
+        return f"0 {unit}".strip()
+    for scale, prefix in _PREFIXES:
+        if abs(v) >= scale * 0.9995:
+            s = f"{v / scale:.{digits}g}"
+            if "e" in s:  # rounding reached the next prefix (999.96 -> 1e+03)
+                continue
+            return f"{s} {prefix}{unit}".strip()
+    return f"{v:.{digits}g} {unit}".strip()
+
+
+def energy(pj) -> str:
+    """Picojoules as joules with an SI prefix: 17909.8 -> '17.9 nJ'."""
+    v = _finite(pj)
+    return NA if v is None else si(v * 1e-12, "J")
+
+
+def pj(x) -> str:
+    """Picojoules with thousands separators: 489934.5 -> '489,935 pJ'."""
+    v = _finite(x)
+    if v is None:
+        return NA
+    return f"{v:,.0f} pJ" if abs(v) >= 100 else f"{v:.3g} pJ"
+
+
+def num(x, decimals: int | None = None) -> str:
+    """A count or measure: thousands separators, integers without decimals, small values to 3 digits."""
+    v = _finite(x)
+    if v is None:
+        return NA
+    if decimals is not None:
+        return f"{v:,.{decimals}f}"
+    if v == int(v) and abs(v) < 1e15:
+        return f"{int(v):,}"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def ratio(x) -> str:
+    """An energy ratio to 2 decimals with a times sign: 1320.298 -> '1,320.30×'."""
+    v = _finite(x)
+    return NA if v is None else f"{v:,.2f}×"
+
+
+def ratio_short(x) -> str:
+    """A ratio for the large summary cards: 3 significant digits at most ('1,320×', '27.6×', '0.99×')."""
+    v = _finite(x)
+    if v is None:
+        return NA
+    if abs(v) >= 100:
+        return f"{v:,.0f}×"
+    return f"{v:.1f}×" if abs(v) >= 10 else f"{v:.2f}×"
+
+
+def pct(x, decimals: int = 1) -> str:
+    v = _finite(x)
+    return NA if v is None else f"{v * 100:.{decimals}f}%"
+
+
+def rate(x) -> str:
+    v = _finite(x)
+    return NA if v is None else f"{v:.3f}"
+
+
+def seconds(x) -> str:
+    v = _finite(x)
+    if v is None:
+        return NA
+    if v >= 1:
+        return f"{v:.2f} s"
+    return si(v, "s")
+
+
+FILTERS: dict[str, Callable] = {
+    "si": si,
+    "energy": energy,
+    "pj": pj,
+    "num": num,
+    "ratio": ratio,
+    "ratio_short": ratio_short,
+    "pct": pct,
+    "rate": rate,
+    "seconds": seconds,
+}
+
+# ---------------------------------------------------------------------------- figures
+
+
+def _figures(s: Mapping) -> dict[str, dict]:
+    """{key: {"title", "uri" or "note", "alt"}} for every figure; a figure with no data
+    gets a note in its place, and one that fails to draw says so (and logs the traceback)."""
+    from reports import plots
+
+    neurons = s.get("neurons") or {}
+    audit = s.get("audit") or {}
+    firing = s.get("firing_rate") or {}
+    baselines = s.get("baselines") or {}
+    base_energy = {k: (v or {}).get("energy_pj_per_token") or {} for k, v in baselines.items()}
+    claim = audit.get("claim") or plots.PAPER_CLAIM
+    by_rate = (audit.get("sensitivity") or {}).get("by_rate") or []
+    specs: list[tuple[str, str, str, Callable[[], object]]] = [
+        ("firing_by_layer", "Firing rate per LIF layer", "svg", lambda: plots.firing_rate_by_layer(firing)),
+        ("neuron_hist", "Per-neuron firing rates", "svg",
+         lambda: plots.neuron_rate_histogram(neurons.get("histograms") or {}, neurons.get("dead_fraction"),
+                                             neurons.get("saturated_fraction"), neurons.get("saturated_rate"))),
+        ("raster", "Spike raster", "png", lambda: plots.spike_raster(s.get("raster") or {})),
+        ("by_position", "Firing rate by token position", "png",
+         lambda: plots.firing_rate_by_position(s.get("firing_rate_by_position") or {})),
+        ("relu_sq", "ReLU² sparsity by block", "svg",
+         lambda: plots.relu_sq_sparsity(s.get("relu_sq_zero_fraction") or {})),
+        ("ops_by_layer", "Ops per token by block", "svg",
+         lambda: plots.ops_by_layer(s.get("ops_per_token_by_layer") or {})),
+        ("energy_by_scenario", "Energy per token by scenario", "svg",
+         lambda: plots.energy_by_scenario(s.get("energy_breakdown") or {}, s.get("scenarios") or {})),
+        ("baselines", "SpikeGPT and the baselines", "svg",
+         lambda: plots.baseline_comparison(s.get("energy_pj_per_token") or {}, base_energy, s.get("scenarios") or {})),
+        ("waterfall", "Audit waterfall", "svg", lambda: plots.audit_waterfall(audit.get("waterfall") or [], claim)),
+        ("sensitivity", "Sensitivity to the firing rate", "svg",
+         lambda: plots.sensitivity_curves(by_rate, claim, firing.get("overall"))),
+    ]  # fmt: skip
+    out = {}
+    for key, title, fmt, make in specs:
+        try:
+            fig = make()
+            out[key] = {"title": title, "uri": plots.figure_to_data_uri(fig, fmt), "note": None}
+        except plots.NoData as e:
+            out[key] = {"title": title, "uri": None, "note": f"{title}: not drawn, {e}."}
+        except Exception as e:  # a broken figure must not take the report down; it is shown and logged
+            logger.warning("figure %s failed", key, exc_info=True)
+            out[key] = {"title": title, "uri": None, "note": f"{title}: drawing failed ({type(e).__name__}: {e})."}
+    return out
+
+
+# ---------------------------------------------------------------------------- context
+
+
+def _block_sort_key(name: str):
+    parts = str(name).split(".")
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts]
+
+
+def _twin(s: Mapping) -> str | None:
+    audit = s.get("audit") or {}
+    twin = audit.get("twin")
+    if twin:
+        return twin
+    return "rwkv-twin" if "rwkv-twin" in (s.get("baselines") or {}) else None
+
+
+def headline(s: Mapping) -> dict:
+    """The answer in one plain sentence, plus the numbers behind it."""
+    h = s.get("headline") or {}
+    claim = _finite(h.get("claim")) or _finite((s.get("audit") or {}).get("claim")) or 32.2
+    ex, mem = h.get("ratio_as_executed") or {}, h.get("ratio_as_executed_memory") or {}
+    ref = h.get("reference") or (s.get("audit") or {}).get("reference")
+    twin = _twin(s)
+    desc = s.get("baseline_descriptions") or {}
+    parts = []
+    if ref and _finite(ex.get(ref)) is not None:
+        parts.append(
+            f"{ref} would use {ratio(ex.get(ref))} SpikeGPT's energy per token ({ratio(mem.get(ref))} counting "
+            "memory traffic)"
+        )
+    if twin and _finite(ex.get(twin)) is not None:
+        parts.append(
+            f"the same model without spikes ({twin}) would use {ratio(ex.get(twin))} ({ratio(mem.get(twin))} with "
+            "memory)"
+        )
+    if parts:
+        sentence = f"As executed, {' and '.join(parts)}, where the paper claims {claim:g}× fewer operations."
+    else:
+        sentence = f"No baseline was run, so there is no measured ratio to set against the paper's {claim:g}×."
+    verdict, tone = None, "neutral"
+    r_twin = _finite(ex.get(twin)) if twin else None
+    if r_twin is not None:
+        if round(r_twin, 2) == 1:
+            verdict = (
+                "Against its own non-spiking twin, spiking changes nothing here: the two cost the same energy per "
+                "token to within 0.5%."
+            )
+            tone = "bad"
+        elif r_twin < 1:
+            verdict = (
+                f"Against its own non-spiking twin, spiking saves nothing here: SpikeGPT costs {1 / r_twin:.2f}× "
+                "the twin's energy per token."
+            )
+            tone = "bad"
+        elif r_twin < claim:
+            verdict = f"Against its non-spiking twin, spiking saves {r_twin:.2f}×, short of the paper's {claim:g}×."
+            tone = "warn"
+        else:
+            verdict = f"Against its non-spiking twin, spiking saves {r_twin:.2f}×, at least the paper's {claim:g}×."
+            tone = "good"
+    size_note = None
+    params = _finite((s.get("model") or {}).get("params"))
+    ref_params = _finite(((s.get("baselines") or {}).get(ref) or {}).get("params")) if ref else None
+    if params and ref_params and not (0.5 <= ref_params / params <= 2):
+        size_note = (
+            f"{ref} has {si(ref_params)} parameters against this model's {si(params)}: that ratio mixes model size "
+            "with spiking; the twin holds the size fixed."
+        )
+    return {
+        "sentence": sentence,
+        "verdict": verdict,
+        "tone": tone,
+        "size_note": size_note,
+        "claim": claim,
+        "reference": ref,
+        "reference_description": desc.get(ref, ""),
+        "twin": twin,
+        "ref_ex": ex.get(ref) if ref else None,
+        "ref_mem": mem.get(ref) if ref else None,
+        "twin_ex": ex.get(twin) if twin else None,
+        "twin_mem": mem.get(twin) if twin else None,
+    }
+
+
+def _quality(s: Mapping) -> dict:
+    unit = s.get("unit") or "token"
+    if unit == "token":
+        return {"label": "bits / token", "value": s.get("bits_per_token"), "unit": unit}
+    label = "BPC" if unit == "char" else f"bits / {unit}"
+    return {"label": label, "value": s.get("bpc"), "unit": unit}
+
+
+def _scenario_rows(s: Mapping) -> list[dict]:
+    labels = s.get("scenarios") or {}
+    per_seq = s.get("energy_pj_per_sequence") or {}
+    return [
+        {"key": k, "label": labels.get(k, k), "pj": v, "per_sequence": per_seq.get(k)}
+        for k, v in (s.get("energy_pj_per_token") or {}).items()
+    ]
+
+
+def _layers(s: Mapping, kinds: tuple[str, ...]) -> list[dict]:
+    return [r for r in (s.get("layers") or []) if isinstance(r, Mapping) and r.get("kind") in kinds]
+
+
+def _lif_rows(s: Mapping) -> list[dict]:
+    rows = _layers(s, ("lif", "heaviside"))
+    if rows:
+        return rows
+    firing = s.get("firing_rate") or {}
+    n = s.get("neurons") or {}
+    return [
+        {"layer": k, "kind": "lif", "firing_rate": v, "dead_fraction": (n.get("dead_fraction") or {}).get(k),
+         "saturated_fraction": (n.get("saturated_fraction") or {}).get(k)}
+        for k, v in firing.items() if k != "overall"
+    ]  # fmt: skip
+
+
+OP_NOTES = {
+    "mac": "multiply-accumulates, dense (MAC = multiply + add; 1 FLOP = 1/2 MAC)",
+    "effective_mac": "MACs whose input operand is not zero (what zero-skipping hardware executes)",
+    "ac": "accumulates: a weight added when the input is a spike",
+    "add": "additions and subtractions",
+    "mul": "multiplications",
+    "div": "divisions",
+    "exp": "exponentials",
+    "sigmoid": "sigmoids",
+    "max": "max / compare / select",
+    "rsqrt": "reciprocal square roots (LayerNorm)",
+    "lookup": "embedding row reads",
+    "lif_updates": "neuron updates (a count of neurons, not of ops)",
+    "wkv_steps": "WKV channel steps (a count, not ops)",
+    "layernorm_elements": "elements normalised (a count, not ops)",
+}
+
+
+def _ops_table(s: Mapping) -> list[dict]:
+    tokens_per_seq = _finite(s.get("tokens_per_sequence"))
+    rows = []
+    for k, v in (s.get("ops_per_token") or {}).items():
+        fv = _finite(v)
+        rows.append({"kind": k, "per_token": v, "per_sequence": fv * tokens_per_seq if fv is not None and
+                     tokens_per_seq else None, "note": OP_NOTES.get(k, "")})  # fmt: skip
+    return rows
+
+
+def _ops_by_layer_table(s: Mapping) -> dict:
+    by_layer = s.get("ops_per_token_by_layer") or {}
+    totals: dict[str, float] = {}
+    for ops in by_layer.values():
+        for k, v in (ops or {}).items():
+            totals[k] = totals.get(k, 0.0) + (_finite(v) or 0.0)
+    cols = sorted(totals, key=lambda k: -totals[k])
+    rows = [{"layer": layer, "ops": {c: (ops or {}).get(c) for c in cols}} for layer, ops in by_layer.items()]
+    return {"columns": cols, "rows": rows}
+
+
+def _energy_tables(s: Mapping) -> dict:
+    from reports.plots import ENERGY_CATEGORIES, energy_categories
+
+    labels = s.get("scenarios") or {}
+    breakdown = s.get("energy_breakdown") or {}
+    cat_rows, prim_cols, prim_rows = [], [], []
+    cats_present: list[str] = []
+    for scen, b in breakdown.items():
+        cats = energy_categories((b or {}).get("by_stage") or {})
+        cat_rows.append({"label": labels.get(scen, scen), "cats": cats, "total": sum(cats.values())})
+        for c in cats:
+            if c not in cats_present:
+                cats_present.append(c)
+        prims = (b or {}).get("by_primitive") or {}
+        for p in prims:
+            if p not in prim_cols:
+                prim_cols.append(p)
+        prim_rows.append({"label": labels.get(scen, scen), "prims": prims})
+    order = [c for c, _ in ENERGY_CATEGORIES]
+    cats_present.sort(key=lambda c: order.index(c) if c in order else len(order))
+    top_layers = []
+    ex = (breakdown.get("as_executed") or {}).get("by_layer") or {}
+    total = sum(_finite(v) or 0.0 for v in ex.values())
+    for layer, v in sorted(ex.items(), key=lambda kv: -(_finite(kv[1]) or 0.0))[:12]:
+        top_layers.append({"layer": layer, "pj": v, "share": (_finite(v) or 0.0) / total if total else None})
+    stages = {}
+    for scen, b in breakdown.items():
+        stages[labels.get(scen, scen)] = sorted(
+            ((b or {}).get("by_stage") or {}).items(), key=lambda kv: -(_finite(kv[1]) or 0)
+        )
+    return {
+        "categories": cats_present,
+        "category_rows": cat_rows,
+        "primitive_columns": prim_cols,
+        "primitive_rows": prim_rows,
+        "top_layers": top_layers,
+        "stages": stages,
+    }
+
+
+def _baseline_rows(s: Mapping) -> list[dict]:
+    h = s.get("headline") or {}
+    ex, mem = h.get("ratio_as_executed") or {}, h.get("ratio_as_executed_memory") or {}
+    desc = s.get("baseline_descriptions") or {}
+    rows = []
+    for name, b in sorted((s.get("baselines") or {}).items(), key=lambda kv: (kv[0] != _twin(s), kv[0])):
+        b = b or {}
+        ops = b.get("ops_per_token") or {}
+        rows.append({
+            "name": name,
+            "description": desc.get(name) or b.get("description", ""),
+            "params": b.get("params"),
+            "context": b.get("context"),
+            "mac": ops.get("mac"),
+            "effective_mac": ops.get("effective_mac"),
+            "energy": b.get("energy_pj_per_token") or {},
+            "ratio_ex": ex.get(name),
+            "ratio_mem": mem.get(name),
+            "uncounted": len(b.get("uncounted_ops") or []),
+        })  # fmt: skip
+    return rows
+
+
+def _baseline_scenarios(s: Mapping) -> list[tuple[str, str]]:
+    labels = s.get("scenarios") or {}
+    seen = []
+    for b in (s.get("baselines") or {}).values():
+        for k in (b or {}).get("energy_pj_per_token") or {}:
+            if k not in seen:
+                seen.append(k)
+    order = list(labels)
+    seen.sort(key=lambda k: order.index(k) if k in order else len(order))
+    return [(k, labels.get(k, k)) for k in seen]
+
+
+def _break_even_rows(audit: Mapping) -> list[dict]:
+    rows = []
+    for prec, modes in (audit.get("break_even") or {}).items():
+        for mode, r in (modes or {}).items():
+            r = r or {}
+            key32 = next((k for k in r if k.startswith("rate_for_")), None)
+            rows.append({
+                "precision": prec,
+                "mode": mode,
+                "e0": r.get("energy_at_rate_0_pj"),
+                "slope": r.get("energy_per_unit_rate_pj"),
+                "rate_32": r.get(key32) if key32 else None,
+                "label_32": key32[len("rate_for_"):].replace("_vs_", " vs ") if key32 else None,
+                "note_32": r.get("note_32x", ""),
+                "rate_twin": r.get("rate_twin_parity"),
+                "note_twin": r.get("note_twin", ""),
+            })  # fmt: skip
+    return rows
+
+
+def _ratio_columns(rows: list[Mapping]) -> list[str]:
+    cols = []
+    for r in rows:
+        for k in r:
+            if k.startswith("ratio_vs_") and k[len("ratio_vs_") :] not in cols:
+                cols.append(k[len("ratio_vs_") :])
+    return sorted(cols, key=lambda b: (b != "rwkv-twin", b))
+
+
+def _waterfall_baselines(audit: Mapping) -> list[str]:
+    names = []
+    for step in audit.get("waterfall") or []:
+        for b in (step or {}).get("ratio") or {}:
+            if b not in names:
+                names.append(b)
+    return sorted(names, key=lambda b: (b != "rwkv-twin", b))
+
+
+def _bench(bench) -> dict | None:
+    if bench is None:
+        return None
+    out = {"raw": json.dumps(bench, indent=1, default=str), "known": False}
+    if not isinstance(bench, Mapping):
+        return out
+    fwd = bench.get("forward")
+    if isinstance(fwd, Mapping):
+        out["known"] = True
+        out["forward"] = [{"mode": m, **(r if isinstance(r, Mapping) else {"status": str(r)})} for m, r in fwd.items()]
+        dec = []
+        for m, rs in (bench.get("decode") or {}).items():
+            for r in rs or []:
+                if isinstance(r, Mapping):
+                    dec.append({"mode": m, **r})
+        out["decode"] = dec
+        out["matmul"] = bench.get("matmul") if isinstance(bench.get("matmul"), Mapping) else None
+        out["derived"] = bench.get("derived") if isinstance(bench.get("derived"), Mapping) else {}
+    out["device"] = bench.get("device")
+    out["settings"] = bench.get("settings") if isinstance(bench.get("settings"), Mapping) else {}
+    return out
+
+
+def _command_line(env: Mapping) -> str:
+    cl = env.get("command_line")
+    if isinstance(cl, list):
+        return shlex.join(str(a) for a in cl)
+    return "" if cl is None else str(cl)
+
+
+def _cost_sources(s: Mapping) -> list[str]:
+    out = []
+    for r in (s.get("costs") or {}).get("table") or s.get("assumptions") or []:
+        src = (r or {}).get("source")
+        if src and (r or {}).get("status") in ("published", "derived") and src not in out:
+            out.append(src)
+    return out
+
+
+def context(s: Mapping) -> dict:
+    """Everything the template shows, from the summary alone."""
+    model = s.get("model") or {}
+    env = s.get("environment") or {}
+    audit = s.get("audit") or {}
+    firing = s.get("firing_rate") or {}
+    linears = _layers(s, ("linear",))
+    n_binary = sum(1 for r in linears if r.get("operand_class") == "binary")
+    by_prec = (audit.get("sensitivity") or {}).get("by_precision") or []
+    assumptions = s.get("assumptions") or []
+    return {
+        "s": s,
+        "model": model,
+        "text": s.get("text") or {},
+        "env": env,
+        "audit": audit,
+        "quality": _quality(s),
+        "overall_rate": firing.get("overall"),
+        "paper_rate": PAPER_RATE,
+        "scenario_rows": _scenario_rows(s),
+        "as_executed": (s.get("energy_pj_per_token") or {}).get("as_executed"),
+        "head": headline(s),
+        "figs": _figures(s),
+        "lif_rows": _lif_rows(s),
+        "neurons": s.get("neurons") or {},
+        "linears": linears,
+        "n_binary": n_binary,
+        "relu_rows": sorted((s.get("relu_sq_zero_fraction") or {}).items(), key=lambda kv: _block_sort_key(kv[0])),
+        "ops_rows": _ops_table(s),
+        "ops_layers": _ops_by_layer_table(s),
+        "setup_ops": s.get("setup_ops_per_call") or [],
+        "memory_bytes": s.get("memory_bytes_per_token") or {},
+        "energy_tables": _energy_tables(s),
+        "baseline_rows": _baseline_rows(s),
+        "baseline_scenarios": _baseline_scenarios(s),
+        "waterfall_baselines": _waterfall_baselines(audit),
+        "break_even": _break_even_rows(audit),
+        "precision_cols": _ratio_columns(by_prec),
+        "by_precision": by_prec,
+        "uncounted": s.get("uncounted_ops") or [],
+        "uncounted_cols": list(dict.fromkeys(k for r in (s.get("uncounted_ops") or []) for k in (r or {}))),
+        "census": s.get("census") or {},
+        "assumptions": assumptions,
+        "n_assumed": sum(1 for r in assumptions if (r or {}).get("status") == "assumption"),
+        "costs": s.get("costs") or {},
+        "cost_sources": _cost_sources(s),
+        "bench": _bench(s.get("bench")),
+        "command_line": _command_line(env),
+        "env_rows": [(k, v) for k, v in env.items() if k != "command_line"],
+        "timings": s.get("timings_s") or {},
+        "version": env.get("spike_energy") or "unknown",
+    }
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def _beyond(r) -> str:
+    """A break-even rate: rates outside [0, 1] cannot happen, so say which side they fall on."""
+    v = _finite(r)
+    if v is None:
+        return NA
+    if v > 1:
+        return "> 1"
+    if v < 0:
+        return "< 0"
+    return f"{v:.3f}"
+
+
+def _env() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(enabled_extensions=("html", "j2"), default_for_string=True, default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(FILTERS)
+    env.globals["finite"] = _finite
+    env.globals["beyond"] = _beyond
+    return env
+
+
+def render_report(summary: dict) -> str:
+    """The report as one self-contained HTML string."""
+    validate_summary(summary, "summary")
+    return _env().get_template("report.html.j2").render(**context(summary))
+
+
+def write_report(summary: dict, path) -> None:
+    Path(path).write_text(render_report(summary), encoding="utf-8")
