@@ -16,7 +16,7 @@ from __future__ import annotations
 import pandas as pd
 
 from energy.costs import PRECISIONS, CostTable
-from energy.estimate import PAPER_RATE, Accounting, account
+from energy.estimate import PAPER_RATE, SCENARIO_ACCOUNTING, Accounting, account, counterfactual_rates
 
 PAPER_CLAIM = 32.2
 E_MAC_PAPER, E_AC_PAPER = 4.6, 0.9
@@ -28,9 +28,9 @@ PAPER_SETTINGS = (
 
 WATERFALL = (
     ("paper", "the paper's accounting: block projections as ACs at R = 0.15, WKV as 6 MACs, nothing else priced",
-     Accounting("paper", PAPER_RATE, elementwise=False, outside_blocks=False)),
+     SCENARIO_ACCOUNTING["paper"]),
     ("measured rates", "R replaced by the measured rate of the spiking layer before each projection",
-     Accounting("paper", None, elementwise=False, outside_blocks=False)),
+     SCENARIO_ACCOUNTING["paper_measured_rates"]),
     ("operands as executed", "operand classes as measured: projections read LayerNorm floats, so they are MACs "
      "(zeros skipped)", Accounting("executed", elementwise=False, outside_blocks=False)),
     ("elementwise priced", "exp, division, sigmoid, LayerNorm, ReLU^2, the LIF update and the WKV's real ops priced",
@@ -38,7 +38,7 @@ WATERFALL = (
     ("LM head", "the LM head, the embedding and the final LayerNorm included",
      Accounting("executed", elementwise=True, outside_blocks=True)),
     ("memory", "memory traffic: a weight read per synaptic op, membranes and state read + written (SRAM)",
-     Accounting("executed", elementwise=True, outside_blocks=True, memory="sram")),
+     SCENARIO_ACCOUNTING["as_executed_memory"]),
 )  # fmt: skip
 
 
@@ -118,7 +118,7 @@ def _counterfactual_line(profile, costs, precision, memory: bool):
         acc = Accounting("counterfactual", rate, memory="sram" if memory else None)
         layers = profile.layers
         if memory:  # a projection fed spikes at rate r reads r x dense weights per token
-            fed = layers.spike_source_rate.notna() & layers.kind.eq("linear")
+            fed = counterfactual_rates(layers).reindex(layers.layer).notna().to_numpy()
             layers = layers.assign(synaptic_ops_per_token=layers.synaptic_ops_per_token.where(~fed, layers.mac * rate))
         return float(account(profile.ops, layers, costs, precision, acc, spiking=True, batch=batch).pj.sum())
 
@@ -180,7 +180,9 @@ def sensitivity(profile, baselines: dict, costs: CostTable, precision: str = "fp
         {"rate": r, "spikegpt_pj": e0 + r * slope, **{f"ratio_vs_{b}": e / (e0 + r * slope) for b, e in ann.items()}}
         for r in SENSITIVITY_RATES
     ]
-    snn32 = float(profile.energy("as_executed", precision=precision).pj.sum())
+    snn32 = float(
+        account(profile.ops, profile.layers, costs, precision, Accounting(), spiking=True, batch=batch).pj.sum()
+    )
     by_precision = []
     for prec in PRECISIONS:
         row = {"ann_precision": prec, "spikegpt_precision": precision, "spikegpt_pj": snn32}

@@ -28,7 +28,7 @@ import torch.nn as nn
 from energy.census import run_with_module_stack
 from energy.costs import CostTable
 from energy.estimate import ANN_SCENARIOS, scenario_energy
-from energy.rules import KINDS, Cost, bind_module
+from energy.rules import KINDS, Cost
 from spikegpt import model as sg
 
 logger = logging.getLogger(__name__)
@@ -161,8 +161,7 @@ def h_pow(inputs, outputs):
 
 
 def h_tanh(inputs, outputs):
-    n = _out_numel(outputs)  # tanh(z) = 2 sigmoid(2z) - 1
-    return _to_counter(Cost({"tanh": Counter(sigmoid=n, mul=2 * n, add=n)}))
+    return _to_counter(KINDS["tanh"](_out_numel(outputs)))
 
 
 def h_gelu(inputs, outputs):
@@ -380,23 +379,11 @@ def _heads_for(width: int) -> int:
     return 1
 
 
-class Identity2(nn.Module):
-    """Stands in for a LIF in the twin: passes its input through, keeps the call signature."""
-
-    def forward(self, x, v0=None):
-        return x, torch.zeros_like(x[:, -1]) if v0 is None else v0
-
-
-@bind_module(Identity2, "free", ())
-def _identity_rule(m, ops, out_shape) -> Cost:
-    return KINDS["free"]()
-
-
 def rwkv_twin(model: sg.SpikeGPT) -> sg.SpikeGPT:
     """The same model with every LIF replaced by identity: plain RWKV-4, the non-spiking twin."""
     twin = copy.deepcopy(model)
     for block in twin.blocks:
-        block.lif1, block.lif2 = Identity2(), Identity2()
+        block.lif1, block.lif2 = sg.Passthrough(), sg.Passthrough()
     return twin
 
 

@@ -126,6 +126,8 @@ def _job(a: argparse.Namespace):
         raise SpikeEnergyError(
             f"--baselines: unknown {unknown}; choose from {', '.join([*GPT2_PRESETS, 'transformer-same-dims'])} or none"
         )
+    if a.context is not None and a.context < 1:
+        raise SpikeEnergyError("--context must be a positive integer")
     for name in ("tokens", "batch", "census_tokens"):
         if getattr(a, name) < 1:
             raise SpikeEnergyError(f"--{name.replace('_', '-')} must be a positive integer")
@@ -170,11 +172,22 @@ def _progress():
     return bar, cb
 
 
+def _writable(path: Path, option: str) -> None:
+    """Fail before a long run, not after it, if the result cannot be written."""
+    if path.is_dir():
+        raise SpikeEnergyError(f"{option} {path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise SpikeEnergyError(f"{option} {path}: the folder {path.parent} does not exist; create it first")
+
+
 def cmd_profile(a) -> int:
     from energy import pipeline
     from reports.html import write_report
 
     job = _job(a)
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise SpikeEnergyError(f"--out {out} is a file; give a directory for the report")
     bench = None
     if a.bench:
         try:
@@ -187,16 +200,12 @@ def cmd_profile(a) -> int:
         summary = pipeline.summary(result)
     if bench is not None:
         summary["bench"] = bench
-    out = Path(a.out)
     # write everything into a temporary folder first: a failed run never leaves a report that looks complete
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".spike-energy-", dir=out.parent))
     try:
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
-        result.profile.layers.to_csv(tmp / "layers.csv", index=False)
-        result.profile.ops.to_csv(tmp / "ops.csv", index=False)
-        result.profile.energy().to_csv(tmp / "energy.csv", index=False)
-        result.profile.census.to_csv(tmp / "census.csv", index=False)
+        result.profile.to_csv(tmp)  # layers, ops, neurons, census, energy
         write_report(summary, tmp / "report.html")
         out.mkdir(exist_ok=True)
         for f in tmp.iterdir():
@@ -241,21 +250,25 @@ def cmd_audit(a) -> int:
     from energy.audit import waterfall_table
 
     job = _job(a)
+    _writable(Path(a.json), "--json")
     bar, cb = _progress()
     with bar:
         result = pipeline.run(job, progress=cb)
     table = waterfall_table(result.audit)
-    with_pj = table.copy()
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"waterfall: SpikeGPT energy per token and ANN/SpikeGPT ratio ({job.precision})")
-    for col in with_pj.columns:
-        t.add_column(col.replace("ratio_vs_", "x vs "), justify="right" if col != "step" else "left")
-    for _, row in with_pj.iterrows():
-        t.add_row(*[row[c] if c == "step" else (f"{row[c]:,.0f}" if c.endswith("pj_per_token") else f"{row[c]:.2f}")
-                    for c in with_pj.columns])  # fmt: skip
-    Console().print(t)
+    from reports.html import si
+
+    t = Table(title=f"audit waterfall ({job.precision}): SpikeGPT energy per token, and ANN energy / SpikeGPT energy")
+    t.add_column("step")
+    t.add_column("SpikeGPT", justify="right")
+    ratio_cols = [c for c in table.columns if c.startswith("ratio_vs_")]
+    for col in ratio_cols:
+        t.add_column(col.removeprefix("ratio_vs_"), justify="right")
+    for _, row in table.iterrows():
+        t.add_row(row.step, si(row.spikegpt_pj_per_token * 1e-12, "J"), *[f"{row[c]:.2f}x" for c in ratio_cols])
+    Console(width=max(120, shutil.get_terminal_size().columns)).print(t)
     for p in result.audit["paper_mode"]:
         print(
             f"paper mode {p['setting']}: {p['ratio']:.1f}x (projection-only variant {p['projection_only_ratio']:.1f}x)"
@@ -275,6 +288,8 @@ def cmd_eval(a) -> int:
     from spikegpt.evaluate import evaluate, unigram_entropy_bits
     from spikegpt.tokenizer import read_text, resolve_tokenizer
 
+    if a.tokens is not None and a.tokens < 1:
+        raise SpikeEnergyError("--tokens must be a positive integer")
     ckpt = a.checkpoint or demo_paths()[0]
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         raise SpikeEnergyError("--device cuda was asked for but no CUDA device is available; use --device cpu")

@@ -80,11 +80,13 @@ def load_costs(path: str | Path | None = None) -> CostTable:
         name = "energy/data/horowitz_45nm.csv"
     else:
         p = Path(path)
+        if p.is_dir():
+            raise SpikeEnergyError(f"{p} is a directory; --costs needs a CSV file")
         if not p.is_file():
             raise SpikeEnergyError(f"cost table {p} does not exist; check --costs")
         try:
             df = pd.read_csv(p, keep_default_na=False)
-        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, OSError) as e:
             raise SpikeEnergyError(f"cost table {p} is not a readable CSV ({e}); expected columns {COLUMNS}") from None
         name = str(p)
     missing = [c for c in COLUMNS if c not in df.columns]

@@ -23,9 +23,10 @@ Scenarios:
    sums, token-shift inputs); one embedding row read per token.
    ``as_executed_memory_dram``: the same but weights stream from DRAM once per step,
    amortised over the batch.
-5. ``spike_input_counterfactual``: 3, but as if every projection read the spikes of
-   the spiking layer before it, at its measured rate (the placement that would make
-   the ACs real).
+5. ``spike_input_counterfactual``: 3, but as if every projection inside the blocks read
+   the spikes of the spiking layer before it, at its measured rate (the placement that
+   would make the ACs real). The feed-forward value projection keeps reading ReLU^2
+   (effective MACs) and the LM head stays as executed (``counterfactual_rates``).
 """
 
 from __future__ import annotations
@@ -93,9 +94,27 @@ def compute_rows(ops: pd.DataFrame, pj: dict[str, float], zero_skipping: bool = 
     return out.reset_index(drop=True)
 
 
+def source_rates(layers: pd.DataFrame) -> pd.Series:
+    """layer -> measured rate of the spiking layer that runs before it (NaN: none)."""
+    if "spike_source_rate" not in layers:
+        return pd.Series(dtype=float)
+    return layers.set_index("layer").spike_source_rate
+
+
+def counterfactual_rates(layers: pd.DataFrame) -> pd.Series:
+    """The projections the counterfactual feeds with spikes: inside the blocks, with a spiking layer
+    before them, and not reading ReLU^2 (the feed-forward value projection reads that activation,
+    whatever the neurons' placement). The LM head stays as executed, as in the paper's accounting."""
+    if "spike_source_rate" not in layers:
+        return pd.Series(dtype=float)
+    lay = layers.set_index("layer")
+    fed = lay.block.notna() & lay.spike_source_rate.notna() & (lay.get("input_from", "") != "relu_sq")
+    return lay.spike_source_rate.where(fed)
+
+
 def _projection_rows(ops, layers, pj, acc: Accounting, spiking: bool) -> pd.DataFrame:
     """Projections (Linear layers and attention products) priced from their dense MACs."""
-    rate = layers.set_index("layer").spike_source_rate if "spike_source_rate" in layers else pd.Series(dtype=float)
+    rate = counterfactual_rates(layers) if acc.projections == "counterfactual" else source_rates(layers)
     dense = ops[ops.kind.isin(MATRIX_KINDS) & (ops.primitive == "mac")]
     dense = dense.groupby("layer", sort=False).agg(per_token=("per_token", "sum"), block=("block", "first"))
     rows = []
@@ -161,10 +180,7 @@ def account(
         parts.append(compute_rows(keep[matrix], pj, acc.zero_skipping))
     else:
         if acc.projections == "counterfactual":  # projections with no spiking layer before them stay as executed
-            rate = (
-                layers.set_index("layer").spike_source_rate if "spike_source_rate" in layers else pd.Series(dtype=float)
-            )
-            fed = keep.layer.map(rate).notna()
+            fed = keep.layer.map(counterfactual_rates(layers)).notna()
             parts.append(compute_rows(keep[matrix & ~fed], pj, acc.zero_skipping))
             matrix = matrix & fed
         parts.append(_projection_rows(keep[matrix], layers, pj, acc, spiking))

@@ -170,11 +170,6 @@ class Meter:
             self._raster_idx[name] = torch.randperm(C, generator=self.gen)[:k].sort().values
         st.add(s, self._raster_idx[name], self.raster_tokens)
 
-    def reset_positions(self) -> None:
-        """Call between independent sequences so token positions restart at 0."""
-        for st in self.spikes.values():
-            st.offset = 0
-
     # ------------------------------------------------------------------ views
 
     def operand_class(self, name: str, i: int) -> str:

@@ -303,12 +303,13 @@ def _layers_frame(model: nn.Module, meter: Meter, ops: pd.DataFrame, n_tokens: i
     modules = dict(model.named_modules())
     rates = meter.firing_rates()
     source = preceding_spike_source(meter.order, meter.kinds)
+    by_layer = {name: g.groupby("primitive").per_token.sum() for name, g in ops.groupby("layer", sort=False)}
+    empty = pd.Series(dtype=float)
     rows = []
-    for name in meter.order:
+    for i, name in enumerate(meter.order):
         mod = modules[name]
         kind = meter.kinds[name]
-        mine = ops[ops.layer == name]
-        prim = mine.groupby("primitive").per_token.sum()
+        prim = by_layer.get(name, empty)
         st = meter.spikes.get(name)
         out_pt = meter.activation_elems[(name, "out")] / n_tokens
         rule, nan = MODULE_RULES[type(mod)], float("nan")
@@ -334,6 +335,7 @@ def _layers_frame(model: nn.Module, meter: Meter, ops: pd.DataFrame, n_tokens: i
                 "relu_sq_zero_fraction": (meter.relu[(name, "zeros")] / meter.relu[(name, "numel")])
                 if meter.relu[(name, "numel")] else float("nan"),
                 "spike_source": src or "",
+                "input_from": meter.kinds[meter.order[i - 1]] if i else "",  # kind of the module run just before
                 "spike_source_rate": rates.get(src, float("nan")) if src else float("nan"),
                 "mac": float(prim.get("mac", 0.0)),
                 "effective_mac": float(prim.get("effective_mac", 0.0)),

@@ -46,10 +46,6 @@ class Operand:
     shape: tuple[int, ...]
 
     @property
-    def zero_fraction(self) -> float:
-        return 1.0 - self.nnz / self.numel if self.numel else 0.0
-
-    @property
     def is_spike(self) -> bool:
         return self.cls in SPIKE_CLASSES
 
@@ -117,15 +113,15 @@ def matmul_cost(batch: int, m: int, k: int, n: int, a: Operand | None = None) ->
 
 @register_cost("layernorm")
 def layernorm_cost(rows: int, width: int, affine: bool = True) -> Cost:
-    """Per row of ``width``: mean (width adds, 1 mul by 1/width), variance (width subs, width
-    muls, width adds, 1 mul), rsqrt of (var + eps) (1 add, 1 rsqrt), normalize (width subs,
-    width muls), scale (width muls), shift (width adds)."""
+    """Per row of ``width``: mean (width adds, 1 mul by 1/width), variance (width subs x - mean,
+    width muls, width adds, 1 mul), rsqrt of (var + eps) (1 add, 1 rsqrt), normalize (width
+    muls; the centred x - mean is reused from the variance), scale (width muls), shift (width adds)."""
     n, C = rows, width
     ops = {
         "layernorm.mean": _c(add=n * C, mul=n),
         "layernorm.variance": _c(add=2 * n * C, mul=n * C + n),
         "layernorm.rsqrt": _c(add=n, rsqrt=n),
-        "layernorm.normalize": _c(add=n * C, mul=n * C),
+        "layernorm.normalize": _c(mul=n * C),
     }
     if affine:
         ops["layernorm.scale"] = _c(mul=n * C)
@@ -216,12 +212,20 @@ def softmax_cost(rows: int, width: int) -> Cost:
     return Cost({"softmax": _c(max=n, add=2 * n, exp=n, div=n)})
 
 
+@register_cost("tanh")
+def tanh_cost(numel: int, stage: str = "tanh") -> Cost:
+    """tanh(z) = 2 sigmoid(2z) - 1: one sigmoid, 2 mul, 1 add."""
+    n = numel
+    return Cost({stage: _c(sigmoid=n, mul=2 * n, add=n)})
+
+
 @register_cost("gelu")
 def gelu_cost(numel: int) -> Cost:
-    """GPT-2's tanh GELU: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): 5 mul, 2 add and one
-    tanh, priced as a sigmoid (tanh(z) = 2 sigmoid(2z) - 1; the 2 extra ops counted)."""
+    """GPT-2's tanh GELU, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): x^3 (2 mul), 3 more mul,
+    2 add, and a tanh. The same total as the traced ``NewGELUActivation`` op by op."""
     n = numel
-    return Cost({"gelu": _c(mul=6 * n, add=3 * n, sigmoid=n)})
+    tanh = KINDS["tanh"](n, "gelu").ops["gelu"]
+    return Cost({"gelu": tanh + _c(mul=6 * n, add=2 * n)})
 
 
 @register_cost("free")
@@ -292,6 +296,11 @@ def _heaviside(m, ops, out_shape):
 @bind_module(sg.LIF, "lif", ("add", "sub", "rsub", "div", "mul", "ge"), membrane_rw=2)
 def _lif(m: sg.LIF, ops, out_shape):
     return KINDS["lif"](math.prod(out_shape), m.reset)
+
+
+@bind_module(sg.Passthrough, "free", ("zeros_like",))
+def _passthrough(m, ops, out_shape):
+    return KINDS["free"]()
 
 
 @bind_module(sg.TokenShift, "free", (), state_rw=2)  # the previous token's input: read + write

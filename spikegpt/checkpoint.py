@@ -57,6 +57,8 @@ def read_sidecar(path: str | Path) -> dict:
         return {}
     try:
         d = json.loads(side.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CheckpointError(f"{side}: cannot read it ({e.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{side}: not valid JSON ({e}); fix or delete it") from None
     if not isinstance(d, dict):
@@ -175,7 +177,15 @@ def infer_config(sd: dict[str, torch.Tensor], path: str | Path = "checkpoint", *
         binary_embedding=vocab_size != NEOX_VOCAB_SIZE,
     )
     settings.update({k: v for k, v in overrides.items() if v is not None})
-    return SpikeGPTConfig(**settings)
+    try:
+        return SpikeGPTConfig(**settings)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: {e}; check the neuron options or the checkpoint's .config.json") from None
+
+
+def _squeezed(shape) -> tuple[int, ...]:
+    """A shape without its size-1 dimensions: time_mix may be stored as [C] or [1, 1, C]."""
+    return tuple(d for d in shape if d != 1)
 
 
 def check_state_dict(sd: dict[str, torch.Tensor], model: SpikeGPT, path: str | Path) -> list[str]:
@@ -199,7 +209,7 @@ def check_state_dict(sd: dict[str, torch.Tensor], model: SpikeGPT, path: str | P
     bad = [
         f"{k} is {tuple(sd[k].shape)}, expected {tuple(v.shape)}"
         for k, v in expected.items()
-        if tuple(sd[k].shape) != tuple(v.shape) and sd[k].numel() != v.numel()
+        if _squeezed(sd[k].shape) != _squeezed(v.shape)
     ]
     if bad:
         raise CheckpointError(f"{path}: wrong shapes: {'; '.join(bad[:6])}. The file is inconsistent or not SpikeGPT")

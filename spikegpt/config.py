@@ -30,6 +30,12 @@ class SpikeGPTConfig:
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
+        if not isinstance(self.binary_embedding, bool):
+            raise ValueError(f"SpikeGPTConfig.binary_embedding must be true or false, got {self.binary_embedding!r}")
+        for name in ("lif_tau", "lif_threshold", "lif_reset", "surrogate_alpha", "dropout", "layer_norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"SpikeGPTConfig.{name} must be a number, got {value!r}")
         for name in ("vocab_size", "n_layer", "n_embd", "ctx_len", "ffn_mult"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -101,6 +101,13 @@ class LIF(nn.Module):
         return f"tau={self.tau}, threshold={self.threshold}, reset={self.reset}"
 
 
+class Passthrough(nn.Module):
+    """Stands in for a LIF to make the non-spiking twin (plain RWKV-4): same call, no spikes."""
+
+    def forward(self, x: torch.Tensor, v0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, torch.zeros_like(x[:, -1]) if v0 is None else v0
+
+
 # ---------------------------------------------------------------------------------
 # Elementwise building blocks (each one a module so hooks can see it)
 # ---------------------------------------------------------------------------------
@@ -431,19 +438,19 @@ class SpikeGPT(nn.Module):
         return Output(logits, State(new_blocks), spikes if return_spikes else None)
 
     def use_fused(self, idx: torch.Tensor) -> bool:
-        if self.kernels == "eager":
+        if self.kernels not in ("auto", "eager", "fused"):
+            raise ValueError(f"kernels must be 'auto', 'eager' or 'fused', got {self.kernels!r}")
+        if self.kernels == "eager" or (self.kernels == "auto" and (not idx.is_cuda or torch.is_grad_enabled())):
             return False
         from spikegpt import kernels
 
-        if self.kernels == "fused":
-            if not kernels.TRITON_AVAILABLE:
-                raise RuntimeError("kernels='fused' needs Triton 3.4 or later (pip install 'spike-energy[gpu]')")
-            if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
-                raise RuntimeError("the fused kernels have no backward: train with kernels='eager'")
-            return True
-        if self.kernels != "auto":
-            raise ValueError(f"kernels must be 'auto', 'eager' or 'fused', got {self.kernels!r}")
-        return idx.is_cuda and kernels.TRITON_AVAILABLE and not torch.is_grad_enabled()
+        if self.kernels == "auto":
+            return kernels.TRITON_AVAILABLE
+        if not kernels.TRITON_AVAILABLE:
+            raise RuntimeError("kernels='fused' needs Triton 3.4 or later (pip install 'spike-energy[gpu]')")
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            raise RuntimeError("the fused kernels have no backward: train with kernels='eager'")
+        return True
 
     def chunks(
         self,

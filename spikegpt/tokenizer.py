@@ -188,9 +188,14 @@ Tokenizer = CharTokenizer | ByteTokenizer | HFTokenizer
 def load_tokenizer(path: str | Path, unknown: str | dict = "error") -> Tokenizer:
     """A char vocabulary or a Hugging Face tokenizer.json, told apart by content."""
     path = Path(path)
+    if path.is_dir():
+        raise TokenizerError(f"{path} is a directory; --tokenizer needs a tokenizer.json or vocabulary file")
     if not path.is_file():
         raise TokenizerError(f"tokenizer file {path} does not exist; check --tokenizer")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise TokenizerError(f"cannot read {path} ({e.strerror}); check its permissions") from None
     try:
         obj = json.loads(decode_json_bytes(raw, path))
     except json.JSONDecodeError as e:
@@ -271,7 +276,10 @@ def read_text(path: str | Path, max_bytes: int = MAX_TEXT_BYTES) -> str:
             f"{path} is {size / 2**20:.0f} MiB, over the {max_bytes / 2**20:.0f} MiB limit; "
             "cut it (e.g. head -c 10M) — profiling uses only the first --tokens tokens"
         )
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise TextError(f"cannot read {path} ({e.strerror}); check its permissions") from None
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8) :]
     try:

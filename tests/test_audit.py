@@ -105,9 +105,11 @@ def test_counterfactual_at_measured_rates_equals_scenario(tiny_setup):
     _, _, prof, _ = tiny_setup
     cf = prof.energy("spike_input_counterfactual")
     assert set(cf[cf.stage == "projection on spikes (counterfactual)"].primitive) == {"ac"}
-    lin = prof.layers[(prof.layers.kind == "linear")]
-    expected = (lin.mac * lin.spike_source_rate).sum() * 0.9
+    lin = prof.layers[(prof.layers.kind == "linear")].set_index("layer")
+    fed = lin.index[lin.block.notna() & ~lin.index.str.endswith("ffn.value")]  # head and ReLU^2 readers excluded
+    expected = (lin.mac * lin.spike_source_rate)[fed].sum() * 0.9
     assert cf[cf.stage == "projection on spikes (counterfactual)"].pj.sum() == pytest.approx(expected)
+    assert set(cf[cf.layer.isin(["head", "blocks.0.ffn.value"])].primitive) == {"effective_mac"}
 
 
 def test_count_any_module():

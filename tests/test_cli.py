@@ -138,6 +138,11 @@ def test_bench_on_cpu(tmp_path, capsys):
         (lambda d: (d / "c.csv").write_text("op,pj\n"), ["--costs", "{d}/c.csv"], "lacks columns"),
         (None, ["--device", "cuda"], "CUDA"),
         (None, ["--tokens", "0"], "positive"),
+        (None, ["--context", "0"], "--context"),
+        (None, ["--lif-tau", "0.5"], "lif_tau must be >= 1"),
+        (None, ["--device", "foo"], "not a device"),
+        (lambda d: (d / "f").write_text("x"), ["--out", "{d}/f"], "is a file"),
+        (None, ["--tokenizer", "{d}"], "is a directory"),
     ],
 )
 def test_bad_input_exit_2(files, tmp_path, capsys, make, args, match):
