@@ -46,7 +46,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     e.add_argument("--baselines", default=",".join(_default_baselines()),
                    help="comma-separated transformer baselines or 'none' (the RWKV twin is always in)")  # fmt: skip
     e.add_argument("--context", type=int, help="context length of the transformer baselines (default: ctx_len)")
-    e.add_argument("--census-tokens", type=int, default=16, help="tokens for the coverage census (slow; default 16)")
+    e.add_argument("--census-tokens", type=int, default=2, help="tokens for the coverage census (slow; default 2)")
 
 
 def _default_baselines():

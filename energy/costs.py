@@ -9,6 +9,7 @@ the same columns (``--costs FILE``); it is validated on load.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -31,11 +32,15 @@ class CostTable:
     df: pd.DataFrame
     path: str
 
+    def __post_init__(self) -> None:
+        self._pj = {(r.op, r.dtype): float(r.pj) for r in self.df.itertuples()}
+
     def pj(self, op: str, dtype: str) -> float:
-        row = self.df[(self.df.op == op) & (self.df.dtype == dtype)]
-        if row.empty:
-            raise SpikeEnergyError(f"cost table {self.path} has no row for op={op!r}, dtype={dtype!r}; add one")
-        return float(row.pj.iloc[0])
+        try:
+            return self._pj[(op, dtype)]
+        except KeyError:
+            msg = f"cost table {self.path} has no row for op={op!r}, dtype={dtype!r}; add one"
+            raise SpikeEnergyError(msg) from None
 
     def primitives(self, precision: str) -> dict[str, float]:
         """pJ per primitive at a precision preset: MACs, ACs and every elementwise op."""
@@ -73,6 +78,17 @@ class CostTable:
 
 def load_costs(path: str | Path | None = None) -> CostTable:
     """The bundled Horowitz table, or a user's file with the same columns."""
+    if path is None:
+        return _bundled_costs()
+    return _load_costs(path)
+
+
+@functools.cache
+def _bundled_costs() -> CostTable:
+    return _load_costs(None)
+
+
+def _load_costs(path: str | Path | None) -> CostTable:
     if path is None:
         src = resources.files("energy") / "data" / "horowitz_45nm.csv"
         with resources.as_file(src) as p:

@@ -64,14 +64,14 @@ class SpikeStats:
 
     def add(self, s: torch.Tensor, raster_neurons: torch.Tensor, raster_tokens: int) -> None:
         B, T, C = s.shape
-        s64 = s.detach().to(torch.float64)
-        self.per_neuron += s64.sum(dim=(0, 1)).cpu()
+        s = s.detach()
+        self.per_neuron += s.sum(dim=(0, 1), dtype=torch.float64).cpu()
         end = self.offset + T
         if end > len(self.per_position):
             grow = torch.zeros(end - len(self.per_position), dtype=torch.float64)
             self.per_position = torch.cat([self.per_position, grow])
             self.rows_per_position = torch.cat([self.rows_per_position, grow])
-        self.per_position[self.offset : end] += s64.sum(dim=(0, 2)).cpu()
+        self.per_position[self.offset : end] += s.sum(dim=(0, 2), dtype=torch.float64).cpu()
         self.rows_per_position[self.offset : end] += B
         self.offset = end
         self.steps += B * T
@@ -100,6 +100,7 @@ class Meter:
         self.kinds: dict[str, str] = {}
         self.unruled: list[str] = []  # leaf modules without a rule (their ops show in the census)
         self._raster_idx: dict[str, torch.Tensor] = {}
+        self._seen: dict[int, tuple] = {}
         self._handles = []
 
     def __enter__(self) -> Meter:
@@ -118,6 +119,7 @@ class Meter:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self._seen.clear()
 
     def _hook(self, name: str, rule):
         def hook(mod, args, output):
@@ -127,7 +129,7 @@ class Meter:
                 if not isinstance(a, torch.Tensor):
                     ops.append(None)
                     continue
-                op = classify(a) if i in rule.classify else Operand("float", a.numel(), a.numel(), tuple(a.shape))
+                op = self._classify(a) if i in rule.classify else Operand("float", a.numel(), a.numel(), tuple(a.shape))
                 ops.append(op)
                 self.activation_elems[(name, "in")] += a.numel()
                 if i in rule.classify:
@@ -148,9 +150,22 @@ class Meter:
                 self._record_spikes(name, out)
             elif isinstance(mod, sg.SquaredReLU):
                 self.relu[(name, "numel")] += out.numel()
-                self.relu[(name, "zeros")] += out.numel() - int(torch.count_nonzero(out))
+                self.relu[(name, "zeros")] += out.numel() - self._classify(out).nnz
 
         return hook
+
+    def _classify(self, t: torch.Tensor) -> Operand:
+        """``classify``, remembered for the few most recent tensors: one module's output is often
+        the next one's input (ReLU^2 -> value projection), and is then read once, not twice."""
+        key = id(t)
+        hit = self._seen.get(key)
+        if hit is not None and hit[0] is t and hit[1] == t._version:
+            return hit[2]
+        op = classify(t)
+        if len(self._seen) >= 8:
+            self._seen.pop(next(iter(self._seen)))
+        self._seen[key] = (t, t._version, op)  # the reference keeps id(t) from being reused
+        return op
 
     def _record_operand(self, name: str, i: int, op: Operand) -> None:
         rec = self.operands.setdefault((name, i), {"calls": 0, "numel": 0, "nnz": 0, "classes": Counter()})

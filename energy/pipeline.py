@@ -60,7 +60,7 @@ class Job:
     lif_threshold: float | None = None
     lif_tau: float | None = None
     unknown_chars: str | dict = "error"
-    census_tokens: int = 16
+    census_tokens: int = 2
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     twin: bool = True
     context: int | None = None  # transformer baselines' context length (default: the model's ctx_len)

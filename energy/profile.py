@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
@@ -200,7 +201,7 @@ def profile(
     batch: int = 1,
     mode: str = "parallel",
     chunk_len: int | None = None,
-    census_tokens: int = 16,
+    census_tokens: int = 2,
     costs: CostTable | None = None,
     precision: str = "fp32",
     raster_neurons: int = 64,
@@ -241,21 +242,34 @@ def profile(
     n_tokens = B * T
     ops = _ops_frame(meter, n_tokens)
     layers = _layers_frame(model, meter, ops, n_tokens)
-    neurons = pd.DataFrame(
+    neurons = pd.concat(
         [
-            {"layer": name, "neuron": i, "spikes": float(c), "rate": float(c) / st.steps}
+            pd.DataFrame(
+                {
+                    "layer": name,
+                    "neuron": np.arange(st.width),
+                    "spikes": st.per_neuron.numpy(),
+                    "rate": st.per_neuron.numpy() / st.steps,
+                }
+            )  # fmt: skip
             for name, st in meter.spikes.items()
-            for i, c in enumerate(st.per_neuron.tolist())
-        ],
-        columns=["layer", "neuron", "spikes", "rate"],
+        ]
+        or [pd.DataFrame(columns=["layer", "neuron", "spikes", "rate"])],
+        ignore_index=True,
     )
-    positions = pd.DataFrame(
+    positions = pd.concat(
         [
-            {"layer": name, "position": p, "rate": float(s) / (float(r) * st.width)}
+            pd.DataFrame(
+                {
+                    "layer": name,
+                    "position": np.arange(len(st.per_position)),
+                    "rate": (st.per_position / (st.rows_per_position * st.width)).numpy(),
+                }
+            )  # fmt: skip
             for name, st in meter.spikes.items()
-            for p, (s, r) in enumerate(zip(st.per_position.tolist(), st.rows_per_position.tolist()))
-        ],
-        columns=["layer", "position", "rate"],
+        ]
+        or [pd.DataFrame(columns=["layer", "position", "rate"])],
+        ignore_index=True,
     )
     setup = pd.DataFrame(
         [{"layer": k[0], "kind": k[1], "stage": k[2], "primitive": k[3], "count": v} for k, v in meter.setup.items()],
@@ -303,13 +317,15 @@ def _layers_frame(model: nn.Module, meter: Meter, ops: pd.DataFrame, n_tokens: i
     modules = dict(model.named_modules())
     rates = meter.firing_rates()
     source = preceding_spike_source(meter.order, meter.kinds)
-    by_layer = {name: g.groupby("primitive").per_token.sum() for name, g in ops.groupby("layer", sort=False)}
-    empty = pd.Series(dtype=float)
+    by_layer: dict[str, dict[str, float]] = {}
+    for (layer, _kind, _stage, prim, _operand), n in meter.counts.items():
+        d = by_layer.setdefault(layer, {})
+        d[prim] = d.get(prim, 0.0) + n / n_tokens
     rows = []
     for i, name in enumerate(meter.order):
         mod = modules[name]
         kind = meter.kinds[name]
-        prim = by_layer.get(name, empty)
+        prim = by_layer.get(name, {})
         st = meter.spikes.get(name)
         out_pt = meter.activation_elems[(name, "out")] / n_tokens
         rule, nan = MODULE_RULES[type(mod)], float("nan")
@@ -340,7 +356,7 @@ def _layers_frame(model: nn.Module, meter: Meter, ops: pd.DataFrame, n_tokens: i
                 "mac": float(prim.get("mac", 0.0)),
                 "effective_mac": float(prim.get("effective_mac", 0.0)),
                 "ac": float(prim.get("ac", 0.0)),
-                "elementwise": float(prim.drop(["mac", "effective_mac", "ac"], errors="ignore").sum()),
+                "elementwise": float(sum(v for k, v in prim.items() if k not in ("mac", "effective_mac", "ac"))),
                 "synaptic_ops_per_token": float(prim.get("effective_mac", 0.0) + prim.get("ac", 0.0)),
                 "in_per_token": meter.activation_elems[(name, "in")] / n_tokens,
                 "out_per_token": out_pt,
