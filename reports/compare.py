@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from reports.schema import validate_summary
+from reports.schema import finite, validate_summary
 from spikegpt.errors import SpikeEnergyError
 
 _FIX = "pass the summary.json that `spike-energy profile --out DIR` writes (DIR/summary.json)"
@@ -32,14 +31,7 @@ def load_summary(path) -> dict:
     return d
 
 
-def _f(x) -> float | None:
-    if x is None or isinstance(x, bool):
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+_f = finite
 
 
 def _fmt(x, kind: str = "num") -> str:

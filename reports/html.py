@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shlex
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
 
-from reports.schema import validate_summary
+from reports.schema import finite, validate_summary
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +28,7 @@ NA = "—"
 
 
 def _finite(x) -> float | None:
-    if x is None or isinstance(x, (bool, Undefined)):
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+    return None if isinstance(x, Undefined) else finite(x)
 
 
 _PREFIXES = ((1e24, "Y"), (1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"),

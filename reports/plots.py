@@ -28,6 +28,8 @@ import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from reports.schema import finite  # noqa: E402
+
 PAPER_RATE = 0.15
 PAPER_CLAIM = 32.2
 
@@ -103,15 +105,7 @@ def _styled(fn):
     return wrapper
 
 
-def _num(x) -> float | None:
-    """A finite float or None (summary.json writes NaN as null)."""
-    if x is None or isinstance(x, bool):
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+_num = finite
 
 
 def _si_tick(x: float, _pos=None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from spikegpt.errors import SpikeEnergyError
@@ -49,3 +50,14 @@ def validate_summary(d: object, source: str = "summary") -> None:
     wrong += [k for k in _ARRAYS if not isinstance(d[k], list)]
     if wrong:
         raise SpikeEnergyError(f"{source}: not a spike-energy summary (wrong type for: {', '.join(wrong)}); {_FIX}")
+
+
+def finite(x) -> float | None:
+    """A finite float, or None (summary.json writes NaN as null; missing values are None)."""
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
