@@ -28,6 +28,7 @@ import torch.nn as nn
 from energy.census import run_with_module_stack
 from energy.costs import CostTable
 from energy.estimate import ANN_SCENARIOS, scenario_energy
+from energy.hooks import block_index
 from energy.rules import KINDS, Cost
 from spikegpt import model as sg
 
@@ -257,13 +258,6 @@ class _LogitsOnly(nn.Module):
         return out.logits if hasattr(out, "logits") else out
 
 
-def _block_index(name: str) -> float:
-    for part_i, part in enumerate(parts := name.split(".")):
-        if part in ("h", "blocks", "layers", "layer") and part_i + 1 < len(parts) and parts[part_i + 1].isdigit():
-            return float(parts[part_i + 1])
-    return float("nan")
-
-
 def count_module(module: nn.Module, example: torch.Tensor, name: str, description: str = "") -> Baseline:
     """Count any module's forward on ``example`` (token ids of shape (1, T)) with fvcore.
 
@@ -280,7 +274,7 @@ def count_module(module: nn.Module, example: torch.Tensor, name: str, descriptio
         fa.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         per_module = fa.by_module_and_operator()
         unsupported = dict(fa.unsupported_ops())
-    measured = run_with_module_stack(module, lambda: module(example)).effective_mac
+    measured = run_with_module_stack(module, lambda: module(example), effective=True).effective_mac
     tokens = example.numel()
     modules = dict(module.named_modules())
     rows, layer_rows = [], []
@@ -291,7 +285,7 @@ def count_module(module: nn.Module, example: torch.Tensor, name: str, descriptio
         own = +own
         if not own:
             continue
-        layer, block, mod = mname or "<top level>", _block_index(mname), modules.get(mname)
+        layer, block, mod = mname or "<top level>", block_index(mname), modules.get(mname)
         dense = {k.split("|")[0]: n for k, n in own.items() if k.endswith("|mac")}
         main_stage = max(dense, key=dense.get) if dense else None
         for key, n in own.items():

@@ -27,9 +27,10 @@ class _Dispatch(TorchDispatchMode):
     """Counts aten ops per innermost module; for matrix products also the MACs whose
     activation operand is nonzero (effective MACs), from the values seen."""
 
-    def __init__(self, stack: list[str]):
+    def __init__(self, stack: list[str], effective: bool):
         super().__init__()
         self.stack = stack
+        self.effective = effective
         self.calls: Counter = Counter()
         self.elements: Counter = Counter()
         self.effective_mac: Counter = Counter()
@@ -41,15 +42,16 @@ class _Dispatch(TorchDispatchMode):
         self.calls[key] += 1
         first = out[0] if isinstance(out, (tuple, list)) and out else out
         self.elements[key] += math.prod(first.shape) if isinstance(first, torch.Tensor) else 0
-        pair = _MATMUL_OPERANDS.get(func.name().split("::")[-1].split(".")[0])
+        pair = _MATMUL_OPERANDS.get(func.name().split("::")[-1].split(".")[0]) if self.effective else None
         if pair is not None:
             a, w = args[pair[0]], args[pair[1]]
             self.effective_mac[module] += int(torch.count_nonzero(a)) * w.shape[-1]
         return out
 
 
-def run_with_module_stack(model: nn.Module, fn) -> _Dispatch:
-    """Run ``fn()`` under the dispatch mode with the module stack kept by hooks."""
+def run_with_module_stack(model: nn.Module, fn, effective: bool = False) -> _Dispatch:
+    """Run ``fn()`` under the dispatch mode with the module stack kept by hooks
+    (``effective``: also read the activation operand of every matrix product)."""
     stack: list[str] = []
     handles = []
 
@@ -65,7 +67,7 @@ def run_with_module_stack(model: nn.Module, fn) -> _Dispatch:
     for name, mod in model.named_modules():
         handles.append(mod.register_forward_pre_hook(push(name)))
         handles.append(mod.register_forward_hook(pop))
-    mode = _Dispatch(stack)
+    mode = _Dispatch(stack, effective)
     try:
         with torch.no_grad(), mode:
             fn()

@@ -214,3 +214,12 @@ def preceding_spike_source(order: list[str], kinds: dict[str, str]) -> dict[str,
         if kinds.get(name) in ("lif", "heaviside"):
             last = name
     return out
+
+
+def block_index(name: str) -> float:
+    """The block a module belongs to, from its path (``blocks.3.att.key`` -> 3.0, GPT-2's ``h.3``), else NaN."""
+    parts = name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part in ("h", "blocks", "layers", "layer") and parts[i + 1].isdigit():
+            return float(parts[i + 1])
+    return float("nan")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import re
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,15 +23,10 @@ import torch.nn.functional as F
 from energy.census import census
 from energy.costs import BYTES_PER_VALUE, CostTable, load_costs
 from energy.estimate import SCENARIOS, scenario_energy
-from energy.hooks import Meter, preceding_spike_source
+from energy.hooks import Meter, block_index, preceding_spike_source
 from energy.rules import MODULE_RULES, PRIMITIVES
 
 SATURATED_RATE = 0.5  # a neuron that fires on more than half of the steps is "saturated"
-
-
-def _block_of(name: str) -> float:
-    m = re.match(r"blocks\.(\d+)\.", name + ".")
-    return float(m.group(1)) if m else float("nan")
 
 
 @dataclass
@@ -305,7 +299,7 @@ def profile(
 
 def _ops_frame(meter: Meter, n_tokens: int) -> pd.DataFrame:
     rows = [
-        {"layer": k[0], "block": _block_of(k[0]), "kind": k[1], "stage": k[2], "primitive": k[3], "operand": k[4],
+        {"layer": k[0], "block": block_index(k[0]), "kind": k[1], "stage": k[2], "primitive": k[3], "operand": k[4],
          "count": v, "per_token": v / n_tokens}
         for k, v in meter.counts.items()
     ]  # fmt: skip
@@ -335,7 +329,7 @@ def _layers_frame(model: nn.Module, meter: Meter, ops: pd.DataFrame, n_tokens: i
         rows.append(
             {
                 "layer": name,
-                "block": _block_of(name),
+                "block": block_index(name),
                 "module_type": meter.module_types[name],
                 "kind": kind,
                 "calls": meter.calls[name],
