@@ -43,7 +43,7 @@ class CheckpointInfo:
 # What the keys cannot tell. A sidecar ``<stem>.config.json`` (written by the trainer) may
 # give them; otherwise the published models' values are assumed (ctx_len 1024).
 SIDECAR_FIELDS = ("ctx_len", "lif_tau", "lif_threshold", "lif_reset", "surrogate_alpha", "binary_embedding",
-                  "layer_norm_eps")  # fmt: skip
+                  "layer_norm_eps", "variant")  # fmt: skip
 
 
 def sidecar_path(path: str | Path) -> Path:

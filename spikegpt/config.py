@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+VARIANTS = ("released", "twin", "spike-input")
+
 
 @dataclass
 class SpikeGPTConfig:
@@ -28,6 +30,11 @@ class SpikeGPTConfig:
     binary_embedding: bool = True
     dropout: float = 0.0  # after each block; the 46M used 0.03 in training
     layer_norm_eps: float = 1e-5
+    # Where the neurons sit (model.py): "released" (the paper's model: a LIF after each block
+    # output), "twin" (plain RWKV-4: no LIF) or "spike-input" (a LIF before every block
+    # projection, so that they all read binary spikes). The keys cannot tell them apart:
+    # the sidecar records it.
+    variant: str = "released"
 
     def __post_init__(self) -> None:
         if not isinstance(self.binary_embedding, bool):
@@ -46,12 +53,17 @@ class SpikeGPTConfig:
             raise ValueError(
                 f"SpikeGPTConfig.lif_threshold ({self.lif_threshold!r}) must exceed lif_reset ({self.lif_reset!r})"
             )
+        if self.variant not in VARIANTS:
+            raise ValueError(f"SpikeGPTConfig.variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"SpikeGPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
 
     @property
     def ffn_hidden(self) -> int:
         return self.ffn_mult * self.n_embd
+
+    def lif_kwargs(self) -> dict:
+        return dict(tau=self.lif_tau, threshold=self.lif_threshold, reset=self.lif_reset, alpha=self.surrogate_alpha)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

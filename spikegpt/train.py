@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from spikegpt.checkpoint import load_checkpoint, save_checkpoint
-from spikegpt.config import SpikeGPTConfig
+from spikegpt.config import VARIANTS, SpikeGPTConfig
 from spikegpt.errors import SpikeEnergyError
 from spikegpt.evaluate import cross_entropy_nats
 from spikegpt.model import SpikeGPT
@@ -42,6 +42,7 @@ class TrainSettings:
     text: list[str]
     out: str
     vocab: str = "char"  # "char" (built from the text) or "byte"
+    variant: str = "released"  # where the neurons sit: released, twin (no LIF) or spike-input (config.VARIANTS)
     n_layer: int = 4
     n_embd: int = 192
     ctx_len: int = 128
@@ -134,6 +135,7 @@ def train(s: TrainSettings, progress: bool = True) -> dict:
             ctx_len=s.ctx_len,
             dropout=s.dropout,
             binary_embedding=True,
+            variant=s.variant,
         )
         model = SpikeGPT(config)
         resume = None
@@ -226,6 +228,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", nargs="+", required=True, help="UTF-8 training text file(s)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--vocab", choices=["char", "byte"], default=d.vocab)
+    p.add_argument("--variant", choices=VARIANTS, default=d.variant,
+                   help="where the LIF neurons sit: released (after each block output, the paper's model), "
+                        "twin (no LIF: plain RWKV-4) or spike-input (before every block projection)")  # fmt: skip
     ints = (
         "n_layer",
         "n_embd",
