@@ -29,7 +29,7 @@ from energy.census import run_with_module_stack
 from energy.costs import CostTable
 from energy.estimate import ANN_SCENARIOS, scenario_energy
 from energy.hooks import block_index
-from energy.rules import KINDS, Cost
+from energy.rules import KINDS, Cost, attention_stage
 from spikegpt import model as sg
 
 logger = logging.getLogger(__name__)
@@ -47,9 +47,13 @@ class Baseline:
     context: int
     uncounted: dict = field(default_factory=dict)  # aten op -> count (fvcore's unsupported ops)
     spiking: bool = False
+    eager_ops: pd.DataFrame | None = None  # attention over the full T x T square, as eager PyTorch executes it
+    causal: bool = False  # attention counted over the causal triangle (see count_module)
 
-    def ops_per_token(self) -> dict[str, float]:
-        by = self.ops.groupby("primitive").per_token.sum()
+    def ops_per_token(self, eager: bool = False) -> dict[str, float]:
+        """Totals by primitive; ``eager``: attention over the full square, as eager PyTorch executes it."""
+        ops = self.eager_ops if eager and self.eager_ops is not None else self.ops
+        by = ops.groupby("primitive").per_token.sum()
         return {k: float(v) for k, v in by.items()}
 
     def energy(self, scenario: str, costs: CostTable, precision: str = "fp32", batch: int = 1, zero_skipping=True):
@@ -64,6 +68,8 @@ class Baseline:
             "params": self.params,
             "context": self.context,
             "ops_per_token": ops,
+            "attention": "causal triangle, (T + 1) / 2 scores per query" if self.causal else "as executed",
+            "eager_ops_per_token": self.ops_per_token(eager=True) if self.eager_ops is not None else None,
             "energy_pj_per_token": {s: float(self.energy(s, costs, precision, batch).pj.sum()) for s in ANN_SCENARIOS},
             "uncounted_ops": self.uncounted,
         }
@@ -90,13 +96,18 @@ def _scalar(v):
         return None
 
 
-def _to_counter(cost: Cost) -> Counter:
-    """fvcore keys are 'stage|primitive' so that stages survive its per-operator totals."""
+def _to_counter(cost: Cost, stage_as: str | None = None) -> Counter:
+    """fvcore keys are 'stage|primitive' so that stages survive its per-operator totals
+    (``stage_as``: one stage name for all of the cost, e.g. an attention step)."""
     out = Counter()
     for stage, c in cost.ops.items():
         for prim, n in c.items():
-            out[f"{stage}|{prim}"] += n
+            out[f"{stage_as or stage}|{prim}"] += n
     return out
+
+
+# what an elementwise op on attention scores is, by the primitive it costs
+_SCORE_STEP = {"mul": "scale", "div": "scale", "add": "mask", "max": "mask"}
 
 
 def _out_numel(outputs) -> int:
@@ -116,11 +127,11 @@ def h_linear(inputs, outputs):
 
 
 def h_matmul(inputs, outputs):
-    a, b = _shape(inputs[0]), _shape(inputs[1])
+    a, b, out = _shape(inputs[0]), _shape(inputs[1]), _shape(outputs[0])
     if len(b) == 2 and len(a) >= 2:  # (..., k) @ (k, n): a projection without a module
         return _to_counter(KINDS["linear"](math.prod(a[:-1]), a[-1], b[-1], None))
-    batch = math.prod(_shape(outputs[0])[:-2])
-    return _to_counter(KINDS["matmul"](batch, a[-2], a[-1], b[-1], None))
+    cost = KINDS["matmul"](math.prod(out[:-2]), a[-2], a[-1], b[-1], None)
+    return _to_counter(cost, attention_stage(True, [a, b], out))
 
 
 def h_layer_norm(inputs, outputs):
@@ -132,7 +143,8 @@ def h_layer_norm(inputs, outputs):
 
 def h_softmax(inputs, outputs):
     x = _shape(inputs[0])
-    return _to_counter(KINDS["softmax"](math.prod(x) // x[-1], x[-1]))
+    on_scores = attention_stage(False, [x], _shape(outputs[0]))
+    return _to_counter(KINDS["softmax"](math.prod(x) // x[-1], x[-1]), on_scores and "attention.softmax")
 
 
 def h_sdpa(inputs, outputs):
@@ -148,7 +160,9 @@ def h_sdpa(inputs, outputs):
 
 def h_elementwise(primitive: str, stage: str | None = None):
     def handle(inputs, outputs):
-        return _to_counter(KINDS["elementwise"](primitive, _out_numel(outputs), stage))
+        on_scores = attention_stage(False, [_shape(i) for i in inputs], _shape(outputs[0]))
+        step = on_scores and f"attention.{_SCORE_STEP.get(primitive, stage or primitive)}"
+        return _to_counter(KINDS["elementwise"](primitive, _out_numel(outputs), stage), step)
 
     return handle
 
@@ -258,12 +272,29 @@ class _LogitsOnly(nn.Module):
         return out.logits if hasattr(out, "logits") else out
 
 
-def count_module(module: nn.Module, example: torch.Tensor, name: str, description: str = "") -> Baseline:
+OPS_COLUMNS = ["layer", "block", "kind", "stage", "primitive", "operand", "count", "per_token"]
+
+
+def _kind_of(stage: str) -> str:
+    """The cost kind of a traced stage: attention steps are a matmul, a softmax or elementwise."""
+    if stage.startswith("attention."):
+        return {"attention.matmul": "matmul", "attention.softmax": "softmax"}.get(stage, "elementwise")
+    return stage
+
+
+def count_module(
+    module: nn.Module, example: torch.Tensor, name: str, description: str = "", *, causal: bool = False
+) -> Baseline:
     """Count any module's forward on ``example`` (token ids of shape (1, T)) with fvcore.
 
     Dense MACs and elementwise ops come from fvcore's trace with the registry's handles;
-    effective MACs (activation zeros skipped) from one extra forward under a dispatch
-    mode that reads the activation operand of every matrix product.
+    effective MACs (activation zeros skipped) and activation sizes from one extra forward
+    under a dispatch mode that reads the activation operand of every matrix product.
+
+    ``causal``: a causal model computes only the lower triangle of its T x T attention scores,
+    (T + 1) / 2 per query on average, so Q K^T, the scale, the mask, the softmax and P V are
+    counted over the triangle (``attention_stage`` recognises them by shape). The full square, as
+    eager PyTorch executes it, is kept in ``Baseline.eager_ops``.
     """
     from fvcore.nn import FlopCountAnalysis
 
@@ -274,10 +305,12 @@ def count_module(module: nn.Module, example: torch.Tensor, name: str, descriptio
         fa.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         per_module = fa.by_module_and_operator()
         unsupported = dict(fa.unsupported_ops())
-    measured = run_with_module_stack(module, lambda: module(example), effective=True).effective_mac
+    seen = run_with_module_stack(module, lambda: module(example), effective=True)
     tokens = example.numel()
+    T = example.shape[-1]
+    tri = (T + 1) / (2 * T) if causal else 1.0  # share of the T x T square in the causal triangle
     modules = dict(module.named_modules())
-    rows, layer_rows = [], []
+    rows, eager_rows, layer_rows = [], [], []
     for mname, counter in per_module.items():
         own = Counter(counter)
         for child in _children(mname, per_module):
@@ -287,44 +320,61 @@ def count_module(module: nn.Module, example: torch.Tensor, name: str, descriptio
             continue
         layer, block, mod = mname or "<top level>", block_index(mname), modules.get(mname)
         dense = {k.split("|")[0]: n for k, n in own.items() if k.endswith("|mac")}
+        plain = {k: n for k, n in dense.items() if not k.startswith("attention.")}
         main_stage = max(dense, key=dense.get) if dense else None
         for key, n in own.items():
             stage, prim = key.split("|")
+            kind = _kind_of(stage)
+            on_scores = stage.startswith("attention.")
+            eager = n
             if prim == "effective_mac":
-                n = measured.get(mname, 0) if stage == main_stage else 0
-            rows.append((layer, block, stage, stage, prim, "float", n, n / tokens))
+                measured = "attention.matmul" if on_scores else "matmul"
+                mine = stage == "attention.matmul" or (plain and stage == max(plain, key=plain.get))
+                eager = seen.effective_mac.get((mname, measured), 0) if mine else 0
+                n = seen.effective_mac_causal.get((mname, measured), 0) if mine and causal else eager
+            elif on_scores:
+                n = n * tri
+            rows.append((layer, block, kind, stage, prim, "float", n, n / tokens))
+            eager_rows.append((layer, block, kind, stage, prim, "float", eager, eager / tokens))
         params = sum(p.numel() for p in mod.parameters(recurse=False)) if mod is not None else 0
-        kind = "embedding" if isinstance(mod, nn.Embedding) else (main_stage or "other")
+        bias = getattr(mod, "bias", None)
+        kind = "embedding" if isinstance(mod, nn.Embedding) else _kind_of(main_stage or "other")
+        act = seen.activations
+        in_elems = act[(mname, "in", False)] + tri * act[(mname, "in", True)]
+        out_elems = act[(mname, "out", False)] + tri * act[(mname, "out", True)]
+        mine = [r for r in rows if r[0] == layer]
         layer_rows.append(
             {
                 "layer": layer,
                 "block": block,
                 "kind": kind,
                 "params": params,
-                # attention streams the K/V cache instead of weights
-                "weight_elems": params if kind != "matmul" else _kv_elems(own, tokens),
-                "synaptic_ops_per_token": measured.get(mname, 0) / tokens,
-                "out_per_token": mod.embedding_dim if kind == "embedding" else 0.0,
+                "bias_elems": bias.numel() if isinstance(bias, torch.Tensor) else 0,
+                # attention streams the K/V cache instead of weights: K and V, T x width each
+                "weight_elems": params if kind != "matmul" else dense.get("attention.matmul", 0) / tokens,
+                "mac": sum(r[-1] for r in mine if r[4] == "mac"),
+                "synaptic_ops_per_token": sum(r[-1] for r in mine if r[4] == "effective_mac"),
+                "operand_class": "float",
+                "zero_fraction": float("nan"),
+                "in_per_token": in_elems / tokens if kind in ("linear", "matmul") else 0.0,
+                "out_per_token": mod.embedding_dim if kind == "embedding" else out_elems / tokens,
                 "membrane_rw_per_token": 0.0,
                 "state_rw_per_token": 0.0,
             }
         )
-    ops = pd.DataFrame(rows, columns=["layer", "block", "kind", "stage", "primitive", "operand", "count", "per_token"])
+    ops = pd.DataFrame(rows, columns=OPS_COLUMNS)
     ops = ops[ops["count"] != 0].reset_index(drop=True)
+    eager_ops = pd.DataFrame(eager_rows, columns=OPS_COLUMNS)
+    eager_ops = eager_ops[eager_ops["count"] != 0].reset_index(drop=True)
     params = sum(p.numel() for p in module.parameters())
-    return Baseline(name, description, ops, pd.DataFrame(layer_rows), params, example.shape[-1], unsupported)
+    return Baseline(
+        name, description, ops, pd.DataFrame(layer_rows), params, T, unsupported, eager_ops=eager_ops, causal=causal
+    )
 
 
 def _children(name: str, names) -> list[str]:
     prefix = name + "." if name else ""
     return [c for c in names if c != name and c.startswith(prefix) and "." not in c[len(prefix) :]]
-
-
-def _kv_elems(own: Counter, tokens: int) -> float:
-    """Size of one cached K (or V) matrix, T x width, from causal self-attention's
-    2 x T^2 x width MACs (Q K^T and P V): the memory the attention matmuls stream."""
-    macs = sum(n for k, n in own.items() if k.startswith("matmul|") and k.endswith("|mac"))
-    return macs / (2 * tokens)
 
 
 # ---------------------------------------------------------------------------------
@@ -363,7 +413,7 @@ def count_gpt2(name: str, context: int, **dims) -> Baseline:
     spec = {**GPT2_PRESETS.get(name, {}), **dims}
     model = gpt2_like(**spec, context=context)
     ids = torch.randint(0, spec["vocab_size"], (1, context), generator=torch.Generator().manual_seed(0))
-    return count_module(_LogitsOnly(model), ids, name, DESCRIPTIONS.get(name, name))
+    return count_module(_LogitsOnly(model), ids, name, DESCRIPTIONS.get(name, name), causal=True)
 
 
 def _heads_for(width: int) -> int:

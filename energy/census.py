@@ -17,15 +17,17 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from energy.rules import FREE_ATEN, MODULE_RULES, aten_base_name
+from energy.rules import FREE_ATEN, MODULE_RULES, aten_base_name, attention_stage
 
 # (activation operand index, weight operand index) of the matrix products
 _MATMUL_OPERANDS = {"mm": (0, 1), "bmm": (0, 1), "addmm": (1, 2), "matmul": (0, 1)}
 
 
 class _Dispatch(TorchDispatchMode):
-    """Counts aten ops per innermost module; for matrix products also the MACs whose
-    activation operand is nonzero (effective MACs), from the values seen."""
+    """Counts aten ops per innermost module; for matrix products also (``effective``) the MACs whose
+    activation operand is nonzero, from the values seen, per module and stage (``attention.matmul`` for
+    products on attention scores, else ``matmul``), both as executed and restricted to the causal
+    triangle, and the activation elements read and written."""
 
     def __init__(self, stack: list[str], effective: bool):
         super().__init__()
@@ -33,7 +35,9 @@ class _Dispatch(TorchDispatchMode):
         self.effective = effective
         self.calls: Counter = Counter()
         self.elements: Counter = Counter()
-        self.effective_mac: Counter = Counter()
+        self.effective_mac: Counter = Counter()  # (module, stage) -> MACs with a nonzero activation
+        self.effective_mac_causal: Counter = Counter()  # the same, only the causal triangle of attention
+        self.activations: Counter = Counter()  # (module, "in" / "out", on scores) -> elements
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -45,8 +49,30 @@ class _Dispatch(TorchDispatchMode):
         pair = _MATMUL_OPERANDS.get(func.name().split("::")[-1].split(".")[0]) if self.effective else None
         if pair is not None:
             a, w = args[pair[0]], args[pair[1]]
-            self.effective_mac[module] += int(torch.count_nonzero(a)) * w.shape[-1]
+            stage = attention_stage(True, [tuple(a.shape), tuple(w.shape)], tuple(first.shape)) or "matmul"
+            nnz = int(torch.count_nonzero(a))
+            self.effective_mac[(module, stage)] += nnz * w.shape[-1]
+            # P (scores after the mask) has an exactly zero upper triangle; Q, which may be square too, has not
+            reads_scores = stage != "matmul" and a.shape[-1] == a.shape[-2] and bool((torch.triu(a, 1) == 0).all())
+            makes_scores = stage != "matmul" and not reads_scores and first.shape[-1] == first.shape[-2]
+            self.effective_mac_causal[(module, stage)] += (
+                _causal_effective(a, w.shape[-1], reads_scores) if stage != "matmul" else nnz * w.shape[-1]
+            )
+            # scores (batch, heads, T, T) are a causal triangle in a causal model: kept apart to scale
+            self.activations[(module, "in", reads_scores)] += a.numel()
+            self.activations[(module, "out", makes_scores)] += first.numel()
         return out
+
+
+def _causal_effective(a: torch.Tensor, n: int, reads_scores: bool) -> int:
+    """MACs of an attention product with a nonzero activation, counting only the causal triangle.
+
+    Reading the scores P whose upper triangle is masked to exact zeros: its nonzeros x n. Making the
+    scores from Q (batch, heads, T, d): query row i meets keys 0..i, so nnz(row i) x (i + 1)."""
+    if reads_scores:
+        return int(torch.count_nonzero(a)) * n
+    rows = torch.count_nonzero(a, dim=-1)  # (..., T): nonzeros of each query row
+    return int((rows * torch.arange(1, a.shape[-2] + 1, device=a.device)).sum())
 
 
 def run_with_module_stack(model: nn.Module, fn, effective: bool = False) -> _Dispatch:

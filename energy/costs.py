@@ -2,13 +2,19 @@
 
 ``energy/data/horowitz_45nm.csv`` has the columns op, dtype, pj, status, source,
 table, note. ``status`` is ``published`` (Horowitz 2014), ``derived`` (a sum of
-published numbers, e.g. MAC = mul + add), ``assumption`` (no published 45 nm figure:
-exp, div, sigmoid, rsqrt, compare) or ``memory-only``. Users pass their own file with
+published numbers), ``assumption`` (no published 45 nm figure: exp, div, sigmoid,
+rsqrt, compare, SRAM above 1 MB) or ``memory-only``. Users pass their own file with
 the same columns (``--costs FILE``); it is validated on load.
+
+Precision presets (``energy/data/precisions.csv``) name the operand and the accumulator
+width: a MAC is a multiply at the operand width plus an add at the accumulator width,
+an AC is one add at the accumulator width (int8 operands accumulate in int32, fp16 in
+fp32). Both are derived here from the table's mul and add rows, never stored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -21,16 +27,29 @@ from spikegpt.errors import SpikeEnergyError
 
 COLUMNS = ["op", "dtype", "pj", "status", "source", "table", "note"]
 STATUSES = {"published", "derived", "assumption", "memory-only"}
-PRECISIONS = ("fp32", "fp16", "int8")
-COMPUTE_OPS = ("mac", "ac", "add", "mul", "div", "exp", "sigmoid", "max", "rsqrt", "lookup")
+ELEMENTWISE_OPS = ("add", "mul", "div", "exp", "sigmoid", "max", "rsqrt", "lookup")
+DERIVED_OPS = ("mac", "ac")  # from the precision preset: mul + add at the accumulator width, add at it
 SRAM_POINTS = {"sram_read_8KB": 8 * 2**10, "sram_read_32KB": 32 * 2**10, "sram_read_1MB": 2**20}
-BYTES_PER_VALUE = {"fp32": 4, "fp16": 2, "int8": 1}
+SRAM_SLOPE_ABOVE_1MB = "sram_read_slope_above_1MB"
+
+
+def _data_csv(name: str) -> pd.DataFrame:
+    with resources.as_file(resources.files("energy") / "data" / name) as p:
+        return pd.read_csv(p, keep_default_na=False)
+
+
+PRESETS = _data_csv("precisions.csv").set_index("precision")
+PRECISIONS = tuple(PRESETS.index)
+BYTES_PER_VALUE = {p: int(b) for p, b in PRESETS.bytes_per_value.items()}
+PARAMETERS = _data_csv("parameters.csv").set_index("name")
+SRAM_BUDGET_BYTES = float(PARAMETERS.loc["sram_budget", "value"])
 
 
 @dataclass
 class CostTable:
     df: pd.DataFrame
     path: str
+    sram_budget_bytes: float = SRAM_BUDGET_BYTES  # on-chip SRAM for weights and K/V caches (memory scenarios)
 
     def __post_init__(self) -> None:
         self._pj = {(r.op, r.dtype): float(r.pj) for r in self.df.itertuples()}
@@ -43,19 +62,32 @@ class CostTable:
             raise SpikeEnergyError(msg) from None
 
     def primitives(self, precision: str) -> dict[str, float]:
-        """pJ per primitive at a precision preset: MACs, ACs and every elementwise op."""
+        """pJ per primitive at a precision preset: MACs and ACs at the preset's accumulator width,
+        every elementwise op at its operand width."""
         if precision not in PRECISIONS:
             raise SpikeEnergyError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        table = {op: self.pj(op, precision) for op in COMPUTE_OPS}
-        table["effective_mac"] = table["mac"]
+        operands, acc = PRESETS.loc[precision, "operands"], PRESETS.loc[precision, "accumulator"]
+        table = {op: self.pj(op, operands) for op in ELEMENTWISE_OPS}
+        table["ac"] = self.pj("add", acc)
+        table["mac"] = table["effective_mac"] = self.pj("mul", operands) + table["ac"]
         return table
+
+    def preset(self, precision: str) -> dict:
+        """The precision preset as shown in reports: widths, bytes, and the derived MAC and AC."""
+        row = PRESETS.loc[precision]
+        pj = self.primitives(precision)
+        return {"precision": precision, "operands": row.operands, "accumulator": row.accumulator,
+                "bytes_per_value": int(row.bytes_per_value), "mac_pj": pj["mac"], "ac_pj": pj["ac"],
+                "mac": f"{row.operands} mul + {row.accumulator} add", "ac": f"{row.accumulator} add",
+                "source": row.source}  # fmt: skip
 
     def sram_pj_per_byte(self, size_bytes: float) -> float:
         """SRAM read energy per byte for a memory of ``size_bytes``.
 
         Piecewise linear in log2(size) through Horowitz's 8 KB / 32 KB / 1 MB points
-        (Lemaire et al. 2022 interpolate the same way); below 8 KB the 8 KB figure, above
-        1 MB the 32 KB -> 1 MB slope extended (an assumption: no published point there).
+        (Lemaire et al. 2022 interpolate between the same points); below 8 KB the 8 KB
+        figure; above 1 MB the table's ``sram_read_slope_above_1MB`` per doubling (an
+        assumption: no published point there).
         """
         pts = sorted((size, self.pj(op, "64b")) for op, size in SRAM_POINTS.items())
         x = math.log2(max(size_bytes, 1.0))
@@ -63,9 +95,11 @@ class CostTable:
         ys = [e for _, e in pts]
         if x <= xs[0]:
             e64 = ys[0]
-        else:
+        elif x <= xs[2]:
             i = 1 if x <= xs[1] else 2
             e64 = ys[i - 1] + (ys[i] - ys[i - 1]) * (x - xs[i - 1]) / (xs[i] - xs[i - 1])
+        else:
+            e64 = ys[2] + self.pj(SRAM_SLOPE_ABOVE_1MB, "64b") * (x - xs[2])
         return e64 / 8
 
     def dram_pj_per_byte(self) -> float:
@@ -75,12 +109,28 @@ class CostTable:
         """Every cost that is not a published figure (for every report)."""
         return self.df[self.df.status != "published"].reset_index(drop=True)
 
+    def parameters(self) -> list[dict]:
+        """The model's parameters that are not energies (the on-chip SRAM budget), as used, with their basis."""
+        rows = []
+        for name, r in PARAMETERS.iterrows():
+            value = float(r.value)
+            status, source = r.status, r.source
+            if name == "sram_budget" and self.sram_budget_bytes != value:
+                value, status, source = self.sram_budget_bytes, "user", "set by the user (--sram-budget-mb)"
+            rows.append({"name": name, "value": value, "unit": r.unit, "status": status, "source": source,
+                         "note": r.note})  # fmt: skip
+        return rows
 
-def load_costs(path: str | Path | None = None) -> CostTable:
-    """The bundled Horowitz table, or a user's file with the same columns."""
-    if path is None:
-        return _bundled_costs()
-    return _load_costs(path)
+
+def load_costs(path: str | Path | None = None, *, sram_budget_bytes: float | None = None) -> CostTable:
+    """The bundled Horowitz table, or a user's file with the same columns; ``sram_budget_bytes``
+    replaces the on-chip SRAM budget of ``energy/data/parameters.csv``."""
+    table = _bundled_costs() if path is None else _load_costs(path)
+    if sram_budget_bytes is not None:
+        if not (math.isfinite(sram_budget_bytes) and sram_budget_bytes >= 0):
+            raise SpikeEnergyError(f"the SRAM budget must be a size >= 0 bytes, got {sram_budget_bytes!r}")
+        table = dataclasses.replace(table, sram_budget_bytes=float(sram_budget_bytes))
+    return table
 
 
 @functools.cache
@@ -120,12 +170,18 @@ def _load_costs(path: str | Path | None) -> CostTable:
     no_source = df[(df.source.astype(str).str.strip() == "")]
     if not no_source.empty:
         raise SpikeEnergyError(f"cost table {name}, row {no_source.index[0] + 2}: every cost needs a source")
+    derived = df[df.op.isin(DERIVED_OPS)]
+    if not derived.empty:
+        raise SpikeEnergyError(
+            f"cost table {name}: remove the {derived.op.iloc[0]!r} rows: MAC and AC are derived from the mul and add "
+            "rows and the precision preset's accumulator width (energy/data/precisions.csv)"
+        )
     dup = df[df.duplicated(["op", "dtype"])]
     if not dup.empty:
         raise SpikeEnergyError(f"cost table {name}: op {dup.op.iloc[0]!r} dtype {dup.dtype.iloc[0]!r} appears twice")
     table = CostTable(df[COLUMNS].reset_index(drop=True), name)
     for prec in PRECISIONS:
         table.primitives(prec)  # every preset is complete
-    for op in [*SRAM_POINTS, "dram_read"]:
+    for op in [*SRAM_POINTS, SRAM_SLOPE_ABOVE_1MB, "dram_read"]:
         table.pj(op, "64b")
     return table

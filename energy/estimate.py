@@ -23,10 +23,12 @@ Scenarios:
    sums, token-shift inputs); one embedding row read per token.
    ``as_executed_memory_dram``: the same but weights stream from DRAM once per step,
    amortised over the batch.
-5. ``spike_input_counterfactual``: 3, but as if every projection inside the blocks read
-   the spikes of the spiking layer before it, at its measured rate (the placement that
-   would make the ACs real). The feed-forward value projection keeps reading ReLU^2
-   (effective MACs) and the LM head stays as executed (``counterfactual_rates``).
+5. ``spike_input_counterfactual``: 3, but every block projection that reads a token-shift
+   mix of the residual stream (att key/value/receptance, ffn key/receptance) reads instead
+   the spikes of the spiking layer run before it, at that layer's measured rate, as two
+   spike vectors (s_t and s_{t-1}: a mix of spikes is not binary), so 2 x dense x rate ACs.
+   The output projection (reads r * WKV, a float), the feed-forward value projection (reads
+   ReLU^2) and the LM head stay as executed (``counterfactual_inputs`` says why, per layer).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from energy.costs import BYTES_PER_VALUE, CostTable
+from energy.costs import CostTable
+from energy.memory import memory_terms
 from energy.rules import SPIKE_CLASSES
 
 COLUMNS = ["scenario", "layer", "block", "stage", "primitive", "pj"]
@@ -101,20 +104,79 @@ def source_rates(layers: pd.DataFrame) -> pd.Series:
     return layers.set_index("layer").spike_source_rate
 
 
-def counterfactual_rates(layers: pd.DataFrame) -> pd.Series:
-    """The projections the counterfactual feeds with spikes: inside the blocks, with a spiking layer
-    before them, and not reading ReLU^2 (the feed-forward value projection reads that activation,
-    whatever the neurons' placement). The LM head stays as executed, as in the paper's accounting."""
+TOKEN_SHIFT_VECTORS = 2  # a token-shift mix s_t * mix + s_{t-1} * (1 - mix) of spikes needs both spike vectors
+
+
+def counterfactual_inputs(layers: pd.DataFrame) -> pd.DataFrame:
+    """The spike-input counterfactual, projection by projection, decided from what was measured.
+
+    A projection is fed spikes when it sits inside a block, reads a token-shift mix (the module run
+    just before it is a ``lerp``) of the residual stream, and has a spiking layer before it: it then
+    reads that layer's spikes at its measured rate. A mix of spikes, ``s_t * mix + s_{t-1} * (1 - mix)``,
+    is not binary, so real ACs need both spike vectors (or duplicated weights): ``vectors`` = 2, twice
+    the ACs. Every other projection keeps what it reads as executed, and the reason is stated.
+    Columns: layer, block, reads_as_executed, operand_class, fed, spike_source, rate, vectors, reads, reason.
+    """
+    cols = ["layer", "block", "reads_as_executed", "operand_class", "fed", "spike_source", "rate", "vectors",
+            "reads", "reason"]  # fmt: skip
     if "spike_source_rate" not in layers:
-        return pd.Series(dtype=float)
-    lay = layers.set_index("layer")
-    fed = lay.block.notna() & lay.spike_source_rate.notna() & (lay.get("input_from", "") != "relu_sq")
-    return lay.spike_source_rate.where(fed)
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for r in layers[layers.kind == "linear"].itertuples():
+        src, rate, came = r.spike_source or "", r.spike_source_rate, r.input_from or "?"
+        already = r.operand_class in SPIKE_CLASSES
+        if pd.isna(r.block):
+            reason = "outside the blocks: stays as executed (as in the paper's accounting)"
+        elif already:
+            reason = f"already reads {r.operand_class} spikes: as executed"
+        elif came != "lerp":
+            reason = f"reads the output of a {came} ({r.operand_class}), not the residual stream: as executed"
+        elif not src or pd.isna(rate):
+            reason = "no spiking layer runs before it: as executed"
+        else:
+            reason = ""
+        fed = reason == ""
+        reads = (
+            f"spikes of {src} at rate {rate:.4g}, as {TOKEN_SHIFT_VECTORS} spike vectors (s_t and s_t-1: "
+            "the token-shift mix of spikes is not binary)"
+            if fed
+            else f"{came} output ({r.operand_class})"
+        )
+        rows.append((r.layer, r.block, came, r.operand_class, fed, src, rate if fed else float("nan"),
+                     TOKEN_SHIFT_VECTORS if fed else 0, reads, reason))  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def counterfactual_layers(layers: pd.DataFrame, rate: float | None = None) -> pd.DataFrame:
+    """The layers table as the counterfactual would run: each fed projection reads binary spikes, at its
+    measured source rate (or a uniform ``rate``), from ``vectors`` spike vectors (synaptic ops and input
+    events for the memory model)."""
+    cf = counterfactual_inputs(layers).set_index("layer")
+    fed = cf.index[cf.fed]
+    r = pd.Series(rate, index=fed) if rate is not None else cf.rate[fed]
+    vec = cf.vectors[fed]
+    out = layers.copy()
+    idx = out.layer.isin(fed)
+    lay = out[idx].set_index("layer")
+    out.loc[idx, "synaptic_ops_per_token"] = (lay.mac * r * vec).to_numpy()
+    out.loc[idx, "in_events_per_token"] = (lay.in_per_token * r * vec).to_numpy()
+    out.loc[idx, "operand_class"] = "binary"
+    return out
+
+
+def counterfactual_rates(layers: pd.DataFrame) -> pd.Series:
+    """layer -> the rate a projection would read in the counterfactual (NaN: not fed; see ``counterfactual_inputs``)."""
+    cf = counterfactual_inputs(layers)
+    return cf.set_index("layer").rate if not cf.empty else pd.Series(dtype=float)
 
 
 def _projection_rows(ops, layers, pj, acc: Accounting, spiking: bool) -> pd.DataFrame:
     """Projections (Linear layers and attention products) priced from their dense MACs."""
-    rate = counterfactual_rates(layers) if acc.projections == "counterfactual" else source_rates(layers)
+    if acc.projections == "counterfactual":
+        cf = counterfactual_inputs(layers).set_index("layer")
+        rate, vectors = cf.rate, cf.vectors
+    else:
+        rate, vectors = source_rates(layers), pd.Series(dtype=float)
     dense = ops[ops.kind.isin(MATRIX_KINDS) & (ops.primitive == "mac")]
     dense = dense.groupby("layer", sort=False).agg(per_token=("per_token", "sum"), block=("block", "first"))
     rows = []
@@ -124,40 +186,21 @@ def _projection_rows(ops, layers, pj, acc: Accounting, spiking: bool) -> pd.Data
             rr = acc.rate if acc.rate is not None else src
             rows.append((layer, r.block, "projection as AC", "ac", r.per_token * rr * pj["ac"]))
         elif acc.projections == "counterfactual" and pd.notna(src):
-            rr = acc.rate if acc.rate is not None else src
+            rr = (acc.rate if acc.rate is not None else src) * vectors[layer]
             rows.append((layer, r.block, "projection on spikes (counterfactual)", "ac", r.per_token * rr * pj["ac"]))
         else:
             rows.append((layer, r.block, "projection as MAC", "mac", r.per_token * pj["mac"]))
     return _frame(rows)
 
 
-def memory_rows(layers: pd.DataFrame, costs: CostTable, precision: str, batch: int, dram: bool) -> pd.DataFrame:
-    """Weight (or K/V cache), embedding, membrane and state traffic in pJ per token."""
-    b = BYTES_PER_VALUE[precision]
-    rows = []
-    for _, r in layers.iterrows():
-        weight_bytes = r.weight_elems * b
-        if r.kind in MATRIX_KINDS and r.weight_elems:
-            if dram and r.params:
-                pj = weight_bytes * costs.dram_pj_per_byte() / batch
-                rows.append((r.layer, r.block, "memory.weights (DRAM)", "dram", pj))
-            else:
-                pj = r.synaptic_ops_per_token * b * costs.sram_pj_per_byte(weight_bytes)
-                what = "memory.weights (SRAM)" if r.params else "memory.kv-cache (SRAM)"
-                rows.append((r.layer, r.block, what, "sram", pj))
-        elif r.kind == "embedding":
-            per_byte = costs.dram_pj_per_byte() if dram else costs.sram_pj_per_byte(weight_bytes)
-            rows.append(
-                (r.layer, r.block, "memory.embedding", "dram" if dram else "sram", r.out_per_token * b * per_byte)
-            )
-        width = r.out_per_token  # elements per token = neurons / channels
-        if r.membrane_rw_per_token:
-            pj = r.membrane_rw_per_token * b * costs.sram_pj_per_byte(width * batch * b)
-            rows.append((r.layer, r.block, "memory.membrane", "sram", pj))
-        if r.state_rw_per_token:
-            pj = r.state_rw_per_token * b * costs.sram_pj_per_byte(r.state_rw_per_token / 2 * batch * b)
-            rows.append((r.layer, r.block, "memory.state", "sram", pj))
-    return _frame(rows)
+def memory_rows(
+    layers: pd.DataFrame, costs: CostTable, precision: str, batch: int, dram: bool, zero_skipping: bool = True
+) -> pd.DataFrame:
+    """Memory traffic in pJ per token (``energy.memory``): weights within the SRAM budget from SRAM,
+    the rest from DRAM (``dram``: every weight from DRAM)."""
+    terms = memory_terms(layers, costs, precision, batch=batch, budget_bytes=0 if dram else None,
+                         zero_skipping=zero_skipping)  # fmt: skip
+    return terms[["layer", "block", "stage", "primitive", "pj"]]
 
 
 def account(
@@ -179,12 +222,13 @@ def account(
     if acc.projections == "executed":
         parts.append(compute_rows(keep[matrix], pj, acc.zero_skipping))
     else:
-        if acc.projections == "counterfactual":  # projections with no spiking layer before them stay as executed
+        priced = matrix
+        if acc.projections == "counterfactual":  # projections the counterfactual does not feed stay as executed
             fed = keep.layer.map(counterfactual_rates(layers)).notna()
             parts.append(compute_rows(keep[matrix & ~fed], pj, acc.zero_skipping))
-            matrix = matrix & fed
-        parts.append(_projection_rows(keep[matrix], layers, pj, acc, spiking))
-        extra = keep[matrix & ~keep.primitive.isin(["mac", "effective_mac", "ac"])]  # bias adds
+            priced = matrix & fed
+        parts.append(_projection_rows(keep[priced], layers, pj, acc, spiking))
+        extra = keep[priced & ~keep.primitive.isin(["mac", "effective_mac", "ac"])]  # bias adds
         parts.append(compute_rows(extra, pj, acc.zero_skipping))
     rest = keep[~matrix]
     if acc.elementwise:
@@ -202,7 +246,9 @@ def account(
         )
     if acc.memory:
         mem_layers = layers if acc.outside_blocks else layers[layers.block.notna()]
-        parts.append(memory_rows(mem_layers, costs, precision, batch, dram=acc.memory == "dram"))
+        if acc.projections == "counterfactual":
+            mem_layers = counterfactual_layers(mem_layers, acc.rate)
+        parts.append(memory_rows(mem_layers, costs, precision, batch, acc.memory == "dram", acc.zero_skipping))
     parts = [p for p in parts if not p.empty]
     return pd.concat(parts, ignore_index=True) if parts else _frame([])
 

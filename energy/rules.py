@@ -357,6 +357,22 @@ FREE_ATEN = frozenset(
 )  # fmt: skip
 
 
+def _score_shaped(shape, dims: tuple[int, ...]) -> bool:
+    return shape is not None and len(shape) in dims and shape[-1] == shape[-2]
+
+
+def attention_stage(matmul: bool, in_shapes: list, out_shape) -> str | None:
+    """Whether an op works on self-attention scores, from shapes alone: scores are (batch, heads, T, T)
+    (a batched product may see them as (batch x heads, T, T)). A batched matrix product that makes them
+    (Q K^T) or reads them (P V) is "attention.matmul"; an elementwise op or softmax whose output is
+    score-shaped (scale, mask, softmax; also the mask built once per forward, (1, 1, T, T)) is
+    "attention.scores". ``None``: not attention."""
+    if matmul:
+        a = in_shapes[0] if in_shapes else None
+        return "attention.matmul" if _score_shaped(out_shape, (3, 4)) or _score_shaped(a, (3, 4)) else None
+    return "attention.scores" if _score_shaped(out_shape, (4,)) else None
+
+
 def aten_base_name(op) -> str:
     """'aten::add.Tensor' / torch.ops.aten.add.Tensor -> 'add'."""
     name = op if isinstance(op, str) else op.name()

@@ -40,17 +40,30 @@ def test_paper_mode_by_hand():
 def test_gpt2_small_fvcore_matches_closed_form():
     T = 32
     b = bl.count_gpt2("gpt2-small", T)
-    L, d, V = 12, 768, 50257
-    closed_mac = L * 12 * d * d + V * d + 2 * T * d * L  # matmul weights (head tied) + Q K^T and P V
+    L, d, V, H = 12, 768, 50257, 12
+    # matmul weights (head tied) + Q K^T and P V over the causal triangle: (T + 1) / 2 keys per query
+    closed_mac = L * 12 * d * d + V * d + (T + 1) * d * L
     ops = b.ops_per_token()
-    assert ops["mac"] == pytest.approx(closed_mac, rel=0.01)
-    assert 2 * ops["mac"] == pytest.approx(2 * (b.params - V * d - 1024 * d) + 2 * V * d + 4 * T * d * L, rel=0.01)
+    assert ops["mac"] == closed_mac
     assert b.uncounted == {}
-    # elementwise ops are there and priced like SpikeGPT's: softmax exps over T x T per head
-    assert ops["exp"] == pytest.approx(L * 12 * T, rel=1e-9)  # 12 heads x T scores per token
+    # elementwise ops are there and priced like SpikeGPT's: softmax exps over the causal triangle per head
+    assert ops["exp"] == pytest.approx(L * H * (T + 1) / 2, rel=1e-12)
+    assert ops["div"] == pytest.approx(L * H * (T + 1) / 2, rel=1e-12)
     assert ops["rsqrt"] == pytest.approx(2 * L + 1)  # one per LayerNorm row
-    # causal masking leaves exact zeros in P: the effective MACs of P V are about half
-    assert ops["effective_mac"] < ops["mac"]
+    # the full square, as eager PyTorch executes it, is kept apart
+    eager = b.ops_per_token(eager=True)
+    assert eager["mac"] == L * 12 * d * d + V * d + 2 * T * d * L and eager["exp"] == L * H * T
+    # causal masking leaves exact zeros in P: eager's effective MACs of P V are the triangle's
+    assert ops["effective_mac"] <= ops["mac"] and eager["effective_mac"] < eager["mac"]
+
+
+@pytest.mark.slow
+def test_gpt2_small_at_context_1024_closed_form():
+    """Issue 10, item 3: 12 L d^2 + V d + (T + 1) d L dense MACs and L H (T + 1) / 2 divisions per token."""
+    T, L, d, V, H = 1024, 12, 768, 50257, 12
+    ops = bl.count_gpt2("gpt2-small", T).ops_per_token()
+    assert ops["mac"] == 12 * L * d * d + V * d + (T + 1) * d * L == 132_978_432
+    assert ops["div"] == L * H * (T + 1) / 2 == 73_800
 
 
 def test_twin_has_spikegpt_dense_macs(tiny_setup):
@@ -106,10 +119,11 @@ def test_counterfactual_at_measured_rates_equals_scenario(tiny_setup):
     cf = prof.energy("spike_input_counterfactual")
     assert set(cf[cf.stage == "projection on spikes (counterfactual)"].primitive) == {"ac"}
     lin = prof.layers[(prof.layers.kind == "linear")].set_index("layer")
-    fed = lin.index[lin.block.notna() & ~lin.index.str.endswith("ffn.value")]  # head and ReLU^2 readers excluded
-    expected = (lin.mac * lin.spike_source_rate)[fed].sum() * 0.9
+    # head, ReLU^2 readers (ffn.value) and r * WKV readers (att.output) excluded; token-shifted: 2 spike vectors
+    fed = lin.index[lin.block.notna() & ~lin.index.str.endswith(("ffn.value", "att.output"))]
+    expected = 2 * (lin.mac * lin.spike_source_rate)[fed].sum() * 0.9
     assert cf[cf.stage == "projection on spikes (counterfactual)"].pj.sum() == pytest.approx(expected)
-    assert set(cf[cf.layer.isin(["head", "blocks.0.ffn.value"])].primitive) == {"effective_mac"}
+    assert set(cf[cf.layer.isin(["head", "blocks.0.ffn.value", "blocks.1.att.output"])].primitive) == {"effective_mac"}
 
 
 def test_count_any_module():

@@ -1,0 +1,98 @@
+"""Decode mode: the energy of generating one token at position t, batch 1, as a deployed model does.
+
+A causal transformer generating token t reads a K/V cache of t positions: Q K^T and P V over t keys, a
+softmax over t scores, and the cache itself (2 x t x width values per layer), which the memory scenario
+keeps on chip while it fits the SRAM budget and reads from DRAM beyond. Its per-token cost grows with t.
+SpikeGPT and its twin carry a fixed-size state (WKV sums, token-shift inputs, membranes): their cost per
+token does not depend on t, and is the average measured over the profiled text.
+
+The transformer's counts come from its profile over a sequence of T tokens, where attention was counted
+over the causal triangle, (T + 1) / 2 keys per query on average: at position t every attention count
+(and the K/V cache read per token) is that average x 2t / (T + 1), and the cache holds t positions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from energy.costs import CostTable
+from energy.estimate import Accounting, account
+
+
+def _at_position(baseline, t: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The transformer's per-token ops and layers when generating token t (1-based)."""
+    T = baseline.context
+    f = 2 * t / (T + 1)
+    ops = baseline.ops.copy()
+    on_scores = ops.stage.str.startswith("attention.")
+    ops.loc[on_scores, "per_token"] *= f
+    ops.loc[on_scores, "count"] *= f
+    lay = baseline.layers.copy()
+    att = lay.kind == "matmul"
+    for col in ("mac", "synaptic_ops_per_token"):
+        lay.loc[att, col] *= f
+    lay.loc[att, "weight_elems"] *= t / T  # K and V of t positions
+    for col, scores in (("in_per_token", "scores_in_per_token"), ("out_per_token", "scores_out_per_token")):
+        if scores in lay:
+            lay.loc[att, col] = lay.loc[att, col] - lay.loc[att, scores] * (1 - f)
+    return ops, lay
+
+
+def transformer_energy(baseline, t: int, costs: CostTable, precision: str, memory: bool) -> float:
+    """pJ to generate token t at batch 1 (as executed, with or without memory traffic)."""
+    ops, lay = _at_position(baseline, t)
+    acc = Accounting(memory="sram" if memory else None)
+    return float(account(ops, lay, costs, precision, acc, spiking=False, batch=1).pj.sum())
+
+
+def positions(T: int, n: int = 48) -> list[int]:
+    return sorted({int(round(x)) for x in np.geomspace(1, T, n)} | {1, T})
+
+
+def crossover(baseline, flat_pj: float, costs: CostTable, precision: str, memory: bool) -> dict:
+    """The first position t at which generating a token costs the transformer more than ``flat_pj``.
+
+    Within 1..T by bisection (the cost does not decrease with t); beyond T, for compute alone, the linear
+    extrapolation of the attention term, labelled as such."""
+    T = baseline.context
+
+    def cost(t):
+        return transformer_energy(baseline, t, costs, precision, memory)
+
+    if cost(1) >= flat_pj:
+        return {"position": 1, "within_context": True, "note": "from the first token on"}
+    if cost(T) < flat_pj:
+        e1, e2 = cost(1), cost(2)
+        slope = e2 - e1
+        if memory or slope <= 0:
+            return {"position": None, "within_context": False, "note": f"no crossover within {T} positions"}
+        t = 1 + math.ceil((flat_pj - e1) / slope)
+        return {"position": t, "within_context": False,
+                "note": f"beyond the profiled {T} positions: extrapolated linearly (compute only)"}  # fmt: skip
+    lo, hi = 1, T  # cost(lo) < flat <= cost(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if cost(mid) < flat_pj else (lo, mid)
+    return {"position": hi, "within_context": True, "note": f"within the profiled {T} positions"}
+
+
+def decode_mode(flat: dict[str, dict[str, float]], transformers: dict, costs: CostTable, precision: str) -> dict:
+    """Energy per generated token by position for each transformer, against the flat per-token energy of
+    SpikeGPT and its twin (``flat``: model -> {"as_executed", "as_executed_memory"} pJ per token), and the
+    crossover positions."""
+    out = {"curves": {}, "flat": flat, "crossover": {}, "batch": 1}
+    for name, b in transformers.items():
+        pos = positions(b.context)
+        out["curves"][name] = {
+            "positions": pos,
+            "as_executed": [transformer_energy(b, t, costs, precision, False) for t in pos],
+            "as_executed_memory": [transformer_energy(b, t, costs, precision, True) for t in pos],
+        }
+        out["crossover"][name] = {
+            model: {scen: crossover(b, e[scen], costs, precision, scen == "as_executed_memory") for scen in e}
+            for model, e in flat.items()
+        }
+    return out
