@@ -50,8 +50,12 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     e.add_argument("--platform", action="append", metavar="NAME",
                    help="price on a chip preset (loihi, loihi2, truenorth, spinnaker, spinnaker2, tianjic, h100, "
                         "horowitz) or a platform CSV; repeatable; 'all' (default) or 'none'")  # fmt: skip
-    e.add_argument("--node", action="append", metavar="NM",
-                   help="process node of the digital reference: 45, 28, 16, 7, 5 (nm); repeatable; 'all' (default)")
+    e.add_argument(
+        "--node",
+        action="append",
+        metavar="NM",
+        help="process node of the digital reference: 45, 28, 16, 7, 5 (nm); repeatable; 'all' (default)",
+    )
 
 
 def _default_baselines():
@@ -247,7 +251,7 @@ def _print_platforms(p: dict | None) -> None:
         frac = r.get("native_fraction")
         return f"{r['pj_per_token']:,.0f}" + (f" ({frac:.1%})" if frac is not None else "")
 
-    for name, preset in p["presets"].items():
+    for name in p["presets"]:
         res = [r for r in p["results"] if r["platform"] == name]
         for node in dict.fromkeys(r.get("node_nm") for r in res):
             by = {r["workload"]: r for r in res if r.get("node_nm") == node}

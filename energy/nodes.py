@@ -195,8 +195,7 @@ def scale_costs(costs: CostTable, node: float) -> CostTable:
     factor = pd.Series(factor, index=df.index).where(energy, 1.0)
     df["pj"] = df.pj * factor
     df["node_nm"] = df.node_nm.where(~energy, f"{f.node:g}") if "node_nm" in df else f"{f.node:g}"
-    tag = pd.Series(kind, index=df.index)
-    df["note"] = df.note.astype(str).where(
-        ~energy, df.note.astype(str) + "; scaled " + f"{src:g}->{f.node:g} nm x" + factor.map("{:.4g}".format) + " (" + tag + ")"
-    )
+    kinds = pd.Series(kind, index=df.index)
+    tag = f"; scaled {src:g}->{f.node:g} nm x" + factor.map("{:.4g}".format) + " (" + kinds + ")"
+    df["note"] = df.note.astype(str).where(~energy, df.note.astype(str) + tag)
     return CostTable(df.reset_index(drop=True), f"{costs.path} @ {f.node:g} nm")

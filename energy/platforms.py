@@ -366,8 +366,9 @@ def price_neuromorphic(
         "native_fraction": native_pj / dynamic if dynamic else None,
         "static_pj": static,
         "offchip_weights_pj": offchip,
-        "single_chip_pj_per_token": None if chips is None else dynamic + offchip
-        + (p_static * 1e-3 * t_step * 1e-6 * 1e12 if None not in (p_static, t_step) else 0.0),
+        "single_chip_pj_per_token": None
+        if chips is None
+        else dynamic + offchip + (p_static * 1e-3 * t_step * 1e-6 * 1e12 if None not in (p_static, t_step) else 0.0),
         "events_per_token": {k: n for k, (n, _) in terms.items()},
         "unpriced": unpriced,
         "node_nm": node,
@@ -499,8 +500,15 @@ def evaluate(
         "precision": precision,
         "batch": batch,
         "nodes": list(nodes),
-        "workloads": {w.name: {"label": w.label, "chars_per_token": w.chars_per_token, "chars_note": w.chars_note,
-                               "params": w.params} for w in workloads},  # fmt: skip
+        "workloads": {
+            w.name: {
+                "label": w.label,
+                "chars_per_token": w.chars_per_token,
+                "chars_note": w.chars_note,
+                "params": w.params,
+            }
+            for w in workloads
+        },  # fmt: skip
         "presets": presets,
         "results": results,
         "capacity": cap,
