@@ -129,6 +129,7 @@ class NodeFactors:
     sram: dict  # Horowitz SRAM point -> factor
     dram: float
     memory_basis: str
+    memory_status: str  # "published" at 45 and 7 nm, else "assumption" (MEMORY_RULE)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -152,7 +153,7 @@ def node_factors(node: float, from_node: float = BASE_NODE) -> NodeFactors:
     if not published:
         mem += "; " + MEMORY_RULE
     mem += "; DRAM: 1.0 (the same DDR3/4 1.3-2.6 nJ per 64-bit read is published at 45 and 7 nm)"
-    return NodeFactors(n, f, logic, (lo, hi), basis, sram, dram, mem)
+    return NodeFactors(n, f, logic, (lo, hi), basis, sram, dram, mem, "published" if published else "assumption")
 
 
 def _table_node(costs: CostTable) -> float:

@@ -52,7 +52,7 @@ import pandas as pd
 
 from energy.costs import BYTES_PER_VALUE, CostTable, load_costs
 from energy.estimate import MATRIX_KINDS, Accounting, account, counterfactual_rates
-from energy.nodes import NODES, node_factors, scale_costs
+from energy.nodes import MEMORY_RULE, NODES, node_factors, scale_costs, vdd
 from energy.rules import SPIKE_CLASSES
 from spikegpt.errors import SpikeEnergyError
 
@@ -70,6 +70,8 @@ TITLES = {
 }
 PLATFORMS = tuple(TITLES)
 EVENTS = ("synaptic_op", "neuron_update", "spike_tile", "spike_hop")
+READABLE = {"synaptic_events": "synaptic events", "neuron_updates": "neuron updates",
+            "spikes_within_tile": "spike routing", "spike_hops": "spike routing"}  # fmt: skip
 NEURON_KINDS = ("lif", "heaviside")
 CAPACITY_BITS = {"fp32": 32, "int8": 8}
 NATIVE_WEIGHT_BYTES = 1  # weights streamed off-chip to a neuromorphic core: int8
@@ -341,7 +343,7 @@ def price_neuromorphic(
         "spike_hops": (ev["spikes"] * hops, p.value("spike_hop")),
     }
     native = {k: n * e for k, (n, e) in terms.items() if e is not None}
-    unpriced = [k for k, (n, e) in terms.items() if e is None and n > 0]
+    unpriced = list(dict.fromkeys(READABLE[k] for k, (n, e) in terms.items() if e is None and n > 0))
     scaled = scale_costs(costs, node)
     rows = split_rows(w, scaled, precision, batch)
     fallback = float(rows.pj[~rows.native].sum())
@@ -365,6 +367,9 @@ def price_neuromorphic(
         "fallback_replaced_pj": float(rows.pj[rows.native].sum()),  # what the native work costs on the fallback
         "native_fraction": native_pj / dynamic if dynamic else None,
         "static_pj": static,
+        "static_note": "in the synaptic-event figure"
+        if p_static == 0 and str((p.row("static_power_chip") or {}).get("basis", "")).startswith("included")
+        else ("no work on the chip" if static == 0 and not deployed else None),
         "offchip_weights_pj": offchip,
         "single_chip_pj_per_token": None
         if chips is None
@@ -513,33 +518,43 @@ def evaluate(
         "results": results,
         "capacity": cap,
         "node_factors": [node_factors(n).to_dict() for n in node_set if n >= 5],
+        "node_basis": {
+            "logic": "Stillmaker & Baas 2017 energy fits (a*Vdd^2 + b*Vdd + c per node, as tabulated in Accelergy's "
+            f"hwcomponents) at a fixed {vdd():g} V, linear in nm between tabulated nodes; below 7 nm x 0.70 (TSMC: "
+            "N5 about 30% less power than N7 at the same speed); at 7 nm Jouppi et al. 2021 imply 0.30-0.35x (range)",
+            "sram": "Jouppi et al. 2021 Table 2 at 7 nm against Horowitz 2014 at 45 nm (published); other nodes: "
+            + MEMORY_RULE,
+            "dram": "1.0: the same DDR3/4 1.3-2.6 nJ per 64-bit read is published at 45 nm and at 7 nm",
+        },
         "notes": notes(results, plats, {w.name: w.label for w in workloads}, cap),
     }
 
 
 def notes(results: list[dict], plats: Mapping[str, Platform], labels: Mapping[str, str], cap: list[dict]) -> list[str]:
-    """Sentences generated from the numbers (the report prints these, never hand-written causes)."""
+    """One sentence per neuromorphic platform, generated from the numbers (never hand-written causes)."""
     out = []
-    for r in results:
-        p = plats[r["platform"]]
-        if p.kind != "neuromorphic" or r["workload"] not in ("spikegpt", "spikegpt-counterfactual"):
+    for name, p in plats.items():
+        if p.kind != "neuromorphic":
             continue
-        if r.get("pj_per_token") is None:
-            out.append(f"{p.title}: not priced for {labels[r['workload']]}: {r.get('not_priced')}.")
+        by = {r["workload"]: r for r in results if r["platform"] == name}
+        ex, cf = by.get("spikegpt"), by.get("spikegpt-counterfactual")
+        if ex is None:
             continue
-        ev = r["events_per_token"]
-        out.append(
-            f"{p.title}, {labels[r['workload']]}: {r['native_fraction']:.1%} of the dynamic energy runs on the "
-            f"neuromorphic cores ({ev['synaptic_events']:.3g} synaptic events, {ev['neuron_updates']:.3g} neuron "
-            f"updates, {ev['spikes_within_tile']:.3g} spikes per token); the other {1 - r['native_fraction']:.1%} "
-            f"runs on the fallback at {r['node_nm']:g} nm."
-            + (f" Not priced (unpublished): {', '.join(r['unpriced'])}." if r["unpriced"] else "")
-        )
-    for c in cap:
-        if c["model"] == "216m" and c["precision"] == "int8" and c["chips"] is not None:
-            fits = "fit on one chip" if c["fits_one_chip"] else f"need {c['chips']} chips"
-            out.append(f"{plats[c['platform']].title}: the 216M configuration's int8 weights {fits} "
-                       f"({c['cores'] if c['cores'] is not None else '-'} cores; bound: {c['bound']}).")  # fmt: skip
+        if ex.get("pj_per_token") is None:
+            out.append(f"{p.title}: not priced: {ex.get('not_priced')}.")
+            continue
+        line = f"{p.title}: {ex['native_fraction']:.1%} of SpikeGPT's dynamic energy as executed runs on the "
+        line += "neuromorphic cores"
+        if cf is not None and cf.get("native_fraction") is not None:
+            line += f", {cf['native_fraction']:.1%} in the spike-input counterfactual"
+        line += f"; the rest runs on the fallback at {ex['node_nm']:g} nm."
+        if ex["unpriced"]:
+            line += f" Not priced (unpublished): {', '.join(ex['unpriced'])}."
+        out.append(line)
+    c216 = [c for c in cap if c["model"] == "216m" and c["precision"] == "int8" and c["chips"] is not None]
+    if c216:
+        chips = [f"{c['chips']} {c['platform']} chip{'s' if c['chips'] != 1 else ''}" for c in c216]
+        out.append("The 216M configuration's int8 weights need " + ", ".join(chips) + ".")
     return out
 
 
