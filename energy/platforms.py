@@ -367,9 +367,9 @@ def price_neuromorphic(
         "fallback_replaced_pj": float(rows.pj[rows.native].sum()),  # what the native work costs on the fallback
         "native_fraction": native_pj / dynamic if dynamic else None,
         "static_pj": static,
-        "static_note": "in the synaptic-event figure"
+        "static_note": "included"
         if p_static == 0 and str((p.row("static_power_chip") or {}).get("basis", "")).startswith("included")
-        else ("no work on the chip" if static == 0 and not deployed else None),
+        else ("chip idle" if static == 0 and not deployed else None),
         "offchip_weights_pj": offchip,
         "single_chip_pj_per_token": None
         if chips is None
