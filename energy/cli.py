@@ -47,6 +47,15 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="comma-separated transformer baselines or 'none' (the RWKV twin is always in)")  # fmt: skip
     e.add_argument("--context", type=int, help="context length of the transformer baselines (default: ctx_len)")
     e.add_argument("--census-tokens", type=int, default=2, help="tokens for the coverage census (slow; default 2)")
+    e.add_argument("--platform", action="append", metavar="NAME",
+                   help="price on a chip preset (loihi, loihi2, truenorth, spinnaker, spinnaker2, tianjic, h100, "
+                        "horowitz) or a platform CSV; repeatable; 'all' (default) or 'none'")  # fmt: skip
+    e.add_argument(
+        "--node",
+        action="append",
+        metavar="NM",
+        help="process node of the digital reference: 45, 28, 16, 7, 5 (nm); repeatable; 'all' (default)",
+    )
 
 
 def _default_baselines():
@@ -131,6 +140,10 @@ def _job(a: argparse.Namespace):
     for name in ("tokens", "batch", "census_tokens"):
         if getattr(a, name) < 1:
             raise SpikeEnergyError(f"--{name.replace('_', '-')} must be a positive integer")
+    from energy.platforms import resolve_nodes, resolve_platforms
+
+    platforms = resolve_platforms(a.platform or ("all",))
+    nodes = resolve_nodes(a.node or ("all",))
     return Job(
         checkpoint=a.checkpoint,
         tokenizer=a.tokenizer,
@@ -149,6 +162,8 @@ def _job(a: argparse.Namespace):
         census_tokens=a.census_tokens,
         baselines=baselines,
         context=a.context,
+        platforms=platforms or ("none",),
+        nodes=nodes,
         command_line=["spike-energy", *sys.argv[1:]],
     )
 
@@ -213,8 +228,36 @@ def cmd_profile(a) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _print_summary(summary)
+    _print_platforms(summary.get("platforms"))
     print(f"report: {out / 'report.html'}")
     return 0
+
+
+def _print_platforms(p: dict | None) -> None:
+    """SpikeGPT per token on each platform: as executed, counterfactual, native fractions, chips."""
+    if not p:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"on real chips ({p['precision']}): SpikeGPT pJ per token (native fraction)")
+    for col in ("platform", "node", "as executed", "spike-input counterfactual", "216M int8 chips"):
+        t.add_column(col, justify="left" if col == "platform" else "right")
+    chips = {c["platform"]: c["chips"] for c in p["capacity"] if c["model"] == "216m" and c["precision"] == "int8"}
+
+    def cell(r):
+        if r is None or r.get("pj_per_token") is None:
+            return "not published"
+        frac = r.get("native_fraction")
+        return f"{r['pj_per_token']:,.0f}" + (f" ({frac:.1%})" if frac is not None else "")
+
+    for name in p["presets"]:
+        res = [r for r in p["results"] if r["platform"] == name]
+        for node in dict.fromkeys(r.get("node_nm") for r in res):
+            by = {r["workload"]: r for r in res if r.get("node_nm") == node}
+            t.add_row(name, "-" if node is None else f"{node:g} nm", cell(by.get("spikegpt")),
+                      cell(by.get("spikegpt-counterfactual")), str(chips.get(name) or "-"))  # fmt: skip
+    Console().print(t)
 
 
 def _print_summary(s: dict) -> None:

@@ -10,6 +10,15 @@ Precision presets (``energy/data/precisions.csv``) name the operand and the accu
 width: a MAC is a multiply at the operand width plus an add at the accumulator width,
 an AC is one add at the accumulator width (int8 operands accumulate in int32, fp16 in
 fp32). Both are derived here from the table's mul and add rows, never stored.
+
+The same format carries event-level platform presets (``energy/data/platforms/``) and
+process-node factors. Those files may name the value column ``value`` instead of ``pj``
+and add the optional columns ``EXTENDED`` (filled with their defaults when absent, so
+older files load unchanged): ``unit`` (pJ unless stated: mW, ns, bytes...), ``basis``
+(measured, simulated, specification, derived, estimate), ``default`` (yes/no: when
+sources conflict every figure is kept and exactly one row per (op, dtype) is the
+default), ``year`` and ``node_nm``. ``status`` may also be ``missing``: a figure no one
+published, kept as a row with an empty value so that the gap is visible.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ import pandas as pd
 from spikegpt.errors import SpikeEnergyError
 
 COLUMNS = ["op", "dtype", "pj", "status", "source", "table", "note"]
-STATUSES = {"published", "derived", "assumption", "memory-only"}
+EXTENDED = {"unit": "pJ", "basis": "", "default": "yes", "year": "", "node_nm": ""}
+STATUSES = {"published", "derived", "assumption", "memory-only", "missing"}
 ELEMENTWISE_OPS = ("add", "mul", "div", "exp", "sigmoid", "max", "rsqrt", "lookup")
 DERIVED_OPS = ("mac", "ac")  # from the precision preset: mul + add at the accumulator width, add at it
 SRAM_POINTS = {"sram_read_8KB": 8 * 2**10, "sram_read_32KB": 32 * 2**10, "sram_read_1MB": 2**20}
@@ -52,7 +62,10 @@ class CostTable:
     sram_budget_bytes: float = SRAM_BUDGET_BYTES  # on-chip SRAM for weights and K/V caches (memory scenarios)
 
     def __post_init__(self) -> None:
-        self._pj = {(r.op, r.dtype): float(r.pj) for r in self.df.itertuples()}
+        df = self.df
+        if "default" in df:
+            df = df[df["default"].astype(str).str.lower() != "no"]
+        self._pj = {(r.op, r.dtype): float(r.pj) for r in df.itertuples() if r.pj == r.pj}  # NaN: missing
 
     def pj(self, op: str, dtype: str) -> float:
         try:
@@ -105,6 +118,10 @@ class CostTable:
     def dram_pj_per_byte(self) -> float:
         return self.pj("dram_read", "64b") / 8
 
+    def rows(self, op: str) -> pd.DataFrame:
+        """Every figure for ``op`` (the default and its alternatives; missing ones included)."""
+        return self.df[self.df.op == op].reset_index(drop=True)
+
     def assumptions(self) -> pd.DataFrame:
         """Every cost that is not a published figure (for every report)."""
         return self.df[self.df.status != "published"].reset_index(drop=True)
@@ -122,10 +139,13 @@ class CostTable:
         return rows
 
 
-def load_costs(path: str | Path | None = None, *, sram_budget_bytes: float | None = None) -> CostTable:
+def load_costs(
+    path: str | Path | None = None, *, sram_budget_bytes: float | None = None, complete: bool = True
+) -> CostTable:
     """The bundled Horowitz table, or a user's file with the same columns; ``sram_budget_bytes``
-    replaces the on-chip SRAM budget of ``energy/data/parameters.csv``."""
-    table = _bundled_costs() if path is None else _load_costs(path)
+    replaces the on-chip SRAM budget of ``energy/data/parameters.csv``. ``complete=False`` loads an
+    event table (a platform preset, node factors) that has no per-precision primitives."""
+    table = _bundled_costs() if path is None else _load_costs(path, complete)
     if sram_budget_bytes is not None:
         if not (math.isfinite(sram_budget_bytes) and sram_budget_bytes >= 0):
             raise SpikeEnergyError(f"the SRAM budget must be a size >= 0 bytes, got {sram_budget_bytes!r}")
@@ -138,7 +158,7 @@ def _bundled_costs() -> CostTable:
     return _load_costs(None)
 
 
-def _load_costs(path: str | Path | None) -> CostTable:
+def _load_costs(path: str | Path | None, complete: bool = True) -> CostTable:
     if path is None:
         src = resources.files("energy") / "data" / "horowitz_45nm.csv"
         with resources.as_file(src) as p:
@@ -155,11 +175,16 @@ def _load_costs(path: str | Path | None) -> CostTable:
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, OSError) as e:
             raise SpikeEnergyError(f"cost table {p} is not a readable CSV ({e}); expected columns {COLUMNS}") from None
         name = str(p)
+    if "pj" not in df.columns and "value" in df.columns:
+        df = df.rename(columns={"value": "pj"})
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise SpikeEnergyError(f"cost table {name} lacks columns {missing}; expected {COLUMNS}")
+    df = df.assign(**{c: df[c] if c in df.columns else v for c, v in EXTENDED.items()})
     pj = pd.to_numeric(df.pj, errors="coerce")
-    bad = df[pj.isna() | (pj < 0)]
+    absent = df.status.astype(str) == "missing"
+    energy = df.unit.astype(str).str.strip().str.lower() == "pj"  # other units (fit coefficients) may be < 0
+    bad = df[(pj.isna() & ~absent) | ((pj < 0) & energy)]
     if not bad.empty:
         r = bad.index[0]
         raise SpikeEnergyError(f"cost table {name}, row {r + 2}: pj {df.pj[r]!r} is not a number >= 0")
@@ -176,10 +201,16 @@ def _load_costs(path: str | Path | None) -> CostTable:
             f"cost table {name}: remove the {derived.op.iloc[0]!r} rows: MAC and AC are derived from the mul and add "
             "rows and the precision preset's accumulator width (energy/data/precisions.csv)"
         )
-    dup = df[df.duplicated(["op", "dtype"])]
+    chosen = df[df["default"].astype(str).str.lower() != "no"]
+    dup = chosen[chosen.duplicated(["op", "dtype"])]
     if not dup.empty:
-        raise SpikeEnergyError(f"cost table {name}: op {dup.op.iloc[0]!r} dtype {dup.dtype.iloc[0]!r} appears twice")
-    table = CostTable(df[COLUMNS].reset_index(drop=True), name)
+        raise SpikeEnergyError(
+            f"cost table {name}: op {dup.op.iloc[0]!r} dtype {dup.dtype.iloc[0]!r} appears twice; "
+            "mark all but one figure default=no"
+        )
+    table = CostTable(df[COLUMNS + list(EXTENDED)].reset_index(drop=True), name)
+    if not complete:
+        return table
     for prec in PRECISIONS:
         table.primitives(prec)  # every preset is complete
     for op in [*SRAM_POINTS, SRAM_SLOPE_ABOVE_1MB, "dram_read"]:

@@ -23,6 +23,8 @@ from energy.audit import audit
 from energy.baselines import DESCRIPTIONS, Baseline, default_baselines, twin_baseline
 from energy.costs import CostTable, load_costs
 from energy.estimate import SCENARIO_LABELS, SCENARIOS
+from energy.platforms import resolve_nodes, resolve_platforms
+from energy.platforms import section as platform_section
 from energy.profile import Profile, profile
 from spikegpt.checkpoint import CheckpointInfo, load_checkpoint
 from spikegpt.errors import SpikeEnergyError, TextError
@@ -64,6 +66,8 @@ class Job:
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     twin: bool = True
     context: int | None = None  # transformer baselines' context length (default: the model's ctx_len)
+    platforms: tuple[str, ...] = ("all",)  # energy/platforms.py presets, "all", "none" or platform CSV files
+    nodes: tuple = ("all",)  # process nodes (nm) of the digital reference: 45, 28, 16, 7, 5
     command_line: list[str] = field(default_factory=list)
 
 
@@ -132,6 +136,7 @@ def tokenize(text: str, tok, n_tokens: int, batch: int, path: str) -> torch.Tens
 def run(job: Job, progress=None) -> Result:
     """``progress(description, done, total)``: optional callback for progress bars."""
     timings = {}
+    resolve_platforms(job.platforms), resolve_nodes(job.nodes)  # bad names fail before anything runs
     t0 = time.perf_counter()
     model, info, tok, text, text_path = load(job)
     costs = load_costs(job.costs)
@@ -325,6 +330,7 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
             "modules_without_rule": p.meta["modules_without_rule"],
         },
         "memory_bytes_per_token": p.memory().drop(columns="layer").sum().to_dict(),
+        "platforms": platform_section(r, base),
         "assumptions": r.costs.assumptions().to_dict("records"),
         "costs": {"path": r.costs.path, "table": r.costs.df.to_dict("records")},
         "layers": [

@@ -160,6 +160,8 @@ def _figures(s: Mapping) -> dict[str, dict]:
         ("waterfall", "Audit waterfall", "svg", lambda: plots.audit_waterfall(audit.get("waterfall") or [], claim)),
         ("sensitivity", "Sensitivity to the firing rate", "svg",
          lambda: plots.sensitivity_curves(by_rate, claim, firing.get("overall"))),
+        ("platforms", "Energy per token on each platform", "svg",
+         lambda: plots.platform_energy(_platform_bars(s.get("platforms")), _platform_workloads(s.get("platforms")))),
     ]  # fmt: skip
     out = {}
     for key, title, fmt, make in specs:
@@ -529,11 +531,73 @@ def context(s: Mapping) -> dict:
         "n_assumed": sum(1 for r in assumptions if (r or {}).get("status") == "assumption"),
         "costs": s.get("costs") or {},
         "cost_sources": _cost_sources(s),
+        "platforms": _platforms(s.get("platforms")),
         "bench": _bench(s.get("bench")),
         "command_line": _command_line(env),
         "env_rows": [(k, v) for k, v in env.items() if k != "command_line"],
         "timings": s.get("timings_s") or {},
         "version": env.get("spike_energy") or "unknown",
+    }
+
+
+# ---------------------------------------------------------------------------- platforms
+
+
+def _platform_label(presets: Mapping, r: Mapping) -> str:
+    title = ((presets.get(r.get("platform")) or {}).get("title")) or str(r.get("platform"))
+    node = _finite(r.get("node_nm"))
+    return f"{title} · {node:g} nm" if node is not None else title
+
+
+def _platform_workloads(p: Mapping | None) -> dict:
+    return {k: (v or {}).get("label", k) for k, v in ((p or {}).get("workloads") or {}).items()}
+
+
+def _platform_bars(p: Mapping | None) -> list[dict]:
+    """Short labels for the figure: the preset name and the node."""
+    out = []
+    for r in (p or {}).get("results") or []:
+        name = "digital (Horowitz)" if r.get("platform") == "horowitz" else str(r.get("platform"))
+        node = _finite(r.get("node_nm"))
+        out.append({**r, "label": f"{name} · {node:g} nm" if node is not None else name})
+    return out
+
+
+def _chars_note(workloads: Mapping) -> str:
+    """'1.00 for A and B (how); 4.1 for C (how)': characters per token, grouped."""
+    groups: dict[tuple, list[str]] = {}
+    for w in workloads.values():
+        w = w or {}
+        groups.setdefault((num(w.get("chars_per_token"), 2), w.get("chars_note") or ""), []).append(w.get("label", ""))
+    return "; ".join(f"{v} for {', '.join(names)} ({how})" for (v, how), names in groups.items())
+
+
+def _platforms(p: Mapping | None) -> dict | None:
+    """The platforms section: energy table, native split, capacity, node factors, every source."""
+    if not p:
+        return None
+    presets = p.get("presets") or {}
+    workloads = _platform_workloads(p)
+    rows: dict[str, dict] = {}
+    for r in p.get("results") or []:
+        label = _platform_label(presets, r)
+        row = rows.setdefault(label, {"label": label, "name": r.get("platform"), "by": {}})
+        row["by"][r.get("workload")] = r
+    caps: dict[str, dict] = {}
+    for c in p.get("capacity") or []:
+        caps.setdefault(c.get("platform"), {"title": (presets.get(c.get("platform")) or {}).get("title"), "cells": {}})
+        caps[c.get("platform")]["cells"][f"{c.get('model')}-{c.get('precision')}"] = c
+    return {
+        "precision": p.get("precision"),
+        "batch": p.get("batch"),
+        "workloads": workloads,
+        "chars": _chars_note(p.get("workloads") or {}),
+        "rows": list(rows.values()),
+        "capacity": list(caps.values()),
+        "node_factors": p.get("node_factors") or [],
+        "node_basis": p.get("node_basis") or {},
+        "presets": presets,
+        "notes": p.get("notes") or [],
     }
 
 

@@ -662,3 +662,41 @@ def baseline_comparison(
     ax.grid(axis="x", visible=False)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     return fig
+
+
+def platform_energy(rows: Sequence[Mapping], labels: Mapping[str, str]) -> Figure:
+    """Energy per token of each workload on each platform (and node), log scale; the hatched part
+    of a bar is what the neuromorphic cores run natively.
+    ``rows``: {"label", "workload", "pj_per_token", "native_pj"}; ``labels``: workload -> legend label."""
+    rows = [r for r in rows if _num(r.get("pj_per_token"))]
+    if not rows:
+        raise NoData("no platform could be priced")
+    groups = list(dict.fromkeys(r["label"] for r in rows))
+    workloads = [w for w in labels if any(r["workload"] == w for r in rows)]
+    n = len(workloads)
+    height = 0.84 / n
+    fig = Figure(figsize=(WIDTH, 1.6 + 0.1 * n * len(groups)), layout="constrained")
+    ax = fig.add_subplot()
+    ys = np.arange(len(groups))[::-1]
+    vals = []
+    for k, w in enumerate(workloads):
+        color = SPIKEGPT if k == 0 else SERIES[(k - 1) % len(SERIES)]
+        by = {r["label"]: r for r in rows if r["workload"] == w}
+        total = np.array([float(by[g]["pj_per_token"]) if g in by else np.nan for g in groups])
+        native = np.array([(_num(by[g].get("native_pj")) or 0.0) if g in by else 0.0 for g in groups])
+        y = ys + ((n - 1) / 2 - k) * height
+        vals.extend(total[np.isfinite(total)])
+        ax.barh(y, total, height=height * 0.9, color=color, label=labels[w])
+        ax.barh(y, np.minimum(native, total), height=height * 0.9, color="none", edgecolor="white", hatch="////",
+                linewidth=0)  # fmt: skip
+    ax.set_xscale("log")
+    _log_axis(ax.xaxis, _energy_tick)
+    ax.set_xlim(min(vals) / 3, max(vals) * 3)
+    ax.set_ylim(-0.6, len(groups) - 0.4)
+    ax.set_yticks(ys)
+    ax.set_yticklabels(groups, fontsize=8.5)
+    ax.set_xlabel("energy / token (log scale); hatched: the part run natively on neuromorphic cores")
+    ax.set_title("Energy per token on each platform")
+    ax.grid(axis="y", visible=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=min(n, 4), fontsize=8, frameon=False)
+    return fig

@@ -1,0 +1,297 @@
+"""Chip presets, node scaling, the native/fallback split, capacity and the GPU reference,
+each checked against a hand computation from published numbers typed here."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+import energy
+from energy import nodes, platforms
+from energy.costs import STATUSES, load_costs
+from energy.estimate import scenario_energy
+from energy.platforms import Workload, capacity, events, load_platform, price_digital, price_neuromorphic
+from spikegpt import SpikeGPT, preset
+from spikegpt.errors import SpikeEnergyError
+
+BUNDLED = [p for p in platforms.PLATFORMS if p != "horowitz"]
+
+
+@pytest.fixture(scope="module")
+def prof():
+    torch.manual_seed(0)
+    m = SpikeGPT(preset("tiny")).eval()  # 2 blocks x 32, binary embedding
+    return energy.profile(m, torch.randint(0, 64, (65,)))
+
+
+def _workload(prof, projections="executed"):
+    return Workload("spikegpt", "SpikeGPT", prof.ops, prof.layers, prof.meta["params"], projections=projections,
+                    chars_per_token=1.0)  # fmt: skip
+
+
+# ---------------------------------------------------------------- presets
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_every_preset_loads_and_every_number_has_a_source(name):
+    p = load_platform(name)
+    df = p.table.df
+    assert len(df) and p.kind in ("neuromorphic", "gpu")
+    assert df.source.astype(str).str.strip().ne("").all()
+    assert set(df.status) <= STATUSES
+    value = pd.to_numeric(df.pj, errors="coerce")
+    missing = df.status == "missing"
+    assert value[~missing].notna().all(), "every figure that is not missing has a number"
+    assert value[missing].isna().all(), "a missing figure carries no number"
+    sourced = ~missing & (df.status != "assumption")
+    for col in ("year", "node_nm", "basis"):  # source, year, process node, measured or derived
+        assert df.loc[sourced, col].astype(str).str.strip().ne("").all(), (name, col)
+    chosen = df[df["default"].astype(str).str.lower() != "no"]
+    assert not chosen.duplicated(["op", "dtype"]).any(), "one default per figure"
+    assert p.node_nm is not None
+
+
+def test_conflicting_figures_are_all_kept_with_one_default():
+    loihi, spinnaker = load_platform("loihi"), load_platform("spinnaker")
+    assert len(loihi.table.rows("synaptic_op")) >= 2 and loihi.value("synaptic_op") == 23.6
+    lo, hi = spinnaker.figure_range("synaptic_op")
+    assert hi / lo > 100  # SpiNNaker's sources differ by orders of magnitude: the range shows it
+    assert load_platform("truenorth").figure_range("synaptic_op") == (2.5, 26.0)
+
+
+def test_loihi2_has_no_invented_per_op_energy(prof):
+    p = load_platform("loihi2")
+    for op in ("synaptic_op", "neuron_update", "spike_hop"):
+        assert p.row(op)["status"] == "missing" and p.value(op) is None
+    r = price_neuromorphic(p, _workload(prof), load_costs(), "fp32", 1, 1)
+    assert r["pj_per_token"] is None and "no published per-event energy" in r["not_priced"]
+
+
+def test_node_table_loads_with_sources():
+    t = nodes.node_table().df
+    assert t.source.astype(str).str.strip().ne("").all()
+
+
+def test_cost_loader_extended_columns(tmp_path):
+    old = load_costs()  # today's file: no extended columns, they get their defaults
+    assert (old.df.unit == "pJ").all() and (old.df["default"] == "yes").all()
+    head = "op,dtype,value,unit,status,basis,default,year,node_nm,source,table,note\n"
+    p = tmp_path / "chip.csv"
+    p.write_text(head + "synaptic_op,-,5,pJ,published,measured,yes,2020,28,A,,\n"
+                 "synaptic_op,-,9,pJ,published,measured,no,2021,28,B,,\n"
+                 "neuron_update,-,,pJ,missing,,yes,,28,nobody,,\n")  # fmt: skip
+    t = load_costs(p, complete=False)
+    assert t.pj("synaptic_op", "-") == 5 and len(t.rows("synaptic_op")) == 2
+    p.write_text(head + "synaptic_op,-,5,pJ,published,measured,yes,2020,28,A,,\n"
+                 "synaptic_op,-,9,pJ,published,measured,yes,2021,28,B,,\n")  # fmt: skip
+    with pytest.raises(SpikeEnergyError, match="default=no"):
+        load_costs(p, complete=False)
+    p.write_text(head + "synaptic_op,-,,pJ,published,measured,yes,2020,28,A,,\n")
+    with pytest.raises(SpikeEnergyError, match="not a number"):
+        load_costs(p, complete=False)
+
+
+# ---------------------------------------------------------------- node scaling
+
+
+def _sb(a, b, c, v=0.8):
+    return a * v * v + b * v + c
+
+
+SB45 = _sb(1.103, -0.362, 0.2767)  # Stillmaker & Baas 2017 fits (as in Accelergy's techscaling.py)
+SB7 = _sb(0.1776, -0.09097, 0.02447)
+
+
+def test_node_scaling_of_a_primitive_equals_the_published_factor():
+    base = load_costs()
+    before = base.df.copy()
+    at7 = nodes.scale_costs(base, 7)
+    assert at7.pj("add", "fp32") == pytest.approx(0.9 * SB7 / SB45)
+    assert at7.primitives("fp32")["mac"] == pytest.approx(4.6 * SB7 / SB45)  # derived: mul + add, both scaled
+    at5 = nodes.scale_costs(base, 5)  # TSMC: N5 about 30% less power than N7
+    assert at5.pj("add", "fp32") == pytest.approx(0.9 * SB7 / SB45 * 0.70)
+    sb32, sb20 = _sb(0.9559, -0.7823, 0.471), _sb(0.373, -0.1582, 0.04104)
+    at28 = nodes.scale_costs(base, 28)  # 28 nm: a third of the way from 32 to 20 nm
+    assert at28.pj("mul", "fp32") == pytest.approx(3.7 * (sb32 * 2 / 3 + sb20 / 3) / SB45)
+    # memory has its own factor: Jouppi et al. 2021 Table 2 at 7 nm; DRAM does not scale
+    assert at7.pj("sram_read_1MB", "64b") == pytest.approx(14.0)
+    assert at7.pj("sram_read_8KB", "64b") == pytest.approx(7.5)
+    assert at7.pj("dram_read", "64b") == pytest.approx(base.pj("dram_read", "64b"))
+    pd.testing.assert_frame_equal(base.df, before)  # a new table, the original untouched
+    assert nodes.scale_costs(base, 45).pj("exp", "fp32") == pytest.approx(base.pj("exp", "fp32"))
+    assert 0.17 < nodes.node_factors(16).logic < 0.18  # the facts page's "about 0.17 at 16 nm"
+    lo, hi = nodes.node_factors(7).logic_range
+    assert lo == pytest.approx(SB7 / SB45) and hi == pytest.approx(1.31 / 3.7)  # Jouppi's fp32 multiply
+
+
+def test_bad_node_is_one_clear_error():
+    with pytest.raises(SpikeEnergyError, match="--node"):
+        platforms.resolve_nodes(["3"])
+    with pytest.raises(SpikeEnergyError, match="outside"):
+        nodes.scale_costs(load_costs(), 2)
+
+
+# ---------------------------------------------------------------- events and the split
+
+
+def test_tiny_model_platform_energy_equals_hand_computation(prof):
+    T, C, L = prof.tokens, 32, 2
+    n = prof.neurons
+    lif = n[n.layer.str.endswith(("lif1", "lif2"))]
+    spikes_lif = lif.spikes.sum() / T
+    spikes_all = n.spikes.sum() / T  # the LIF layers and the binary embedding's threshold units
+    syn = spikes_lif  # each LIF spike is added into the residual stream: one weight-1 synapse
+    updates = 2 * L * C + C  # every LIF neuron and every embedding threshold unit, every step
+    # Loihi, Davies et al. 2018 Table 2: 23.6 pJ per synaptic op, 81 pJ per active neuron update,
+    # 1.7 pJ per spike within a tile + one 3.5 pJ hop (mean of 3.0 E-W and 4.0 N-S)
+    hand = syn * 23.6 + updates * 81 + spikes_all * (1.7 + 3.5)
+    r = price_neuromorphic(load_platform("loihi"), _workload(prof), load_costs(), "fp32", 1, chips=1)
+    assert r["native_pj"] == pytest.approx(hand)
+    assert r["events_per_token"]["synaptic_events"] == pytest.approx(syn)
+    # nothing lost, nothing counted twice: fallback + the replaced digital rows = all on a 14 nm digital chip
+    f14 = nodes.logic_factor(14)
+    whole = scenario_energy("as_executed_memory", prof.ops, prof.layers, nodes.scale_costs(load_costs(), 14))
+    assert r["fallback_pj"] + r["fallback_replaced_pj"] == pytest.approx(whole.pj.sum())
+    # the replaced arithmetic, by hand: a LIF update is 2 adds + 1 mul + 2 compares, a threshold unit
+    # one compare, a spike into the residual one add (fp32 Horowitz x the 14 nm factor)
+    rows = platforms.split_rows(_workload(prof), nodes.scale_costs(load_costs(), 14), "fp32", 1)
+    compute = rows[rows.native & ~rows.stage.str.startswith("memory.")].pj.sum()
+    assert compute == pytest.approx(f14 * (2 * L * C * (2 * 0.9 + 3.7 + 2 * 0.9) + C * 0.9 + syn * 0.9))
+    # static: Frady et al. 2020, 3.34 W / 32 chips over a 13 us step, for one chip
+    assert r["static_pj"] == pytest.approx(3.34 / 32 * 13e-6 * 1e12, rel=1e-3)
+    assert r["pj_per_token"] == pytest.approx(r["native_pj"] + r["fallback_pj"] + r["static_pj"])
+
+
+def test_counterfactual_events_by_hand(prof):
+    C, H = 32, 128
+    rate = prof.firing_rates
+    syn = 0.0
+    for b in range(2):
+        before = "encode" if b == 0 else f"blocks.{b - 1}.lif2"
+        # two spike vectors (s_t, s_t-1) each: att key, value, receptance read the spikes before the block
+        # (att.output reads r * WKV); ffn key and receptance read lif1's (ffn value reads ReLU^2)
+        syn += 2 * 3 * C * C * rate[before]
+        syn += 2 * (C * H + C * C) * rate[f"blocks.{b}.lif1"]
+    ev = events(_workload(prof, "counterfactual"))
+    assert ev["synaptic_events_projections"] == pytest.approx(syn)
+    executed = price_neuromorphic(load_platform("loihi"), _workload(prof), load_costs(), "fp32", 1, 1)
+    cf = price_neuromorphic(load_platform("loihi"), _workload(prof, "counterfactual"), load_costs(), "fp32", 1, 1)
+    assert executed["native_fraction"] < 0.1 < cf["native_fraction"]  # the released model maps almost nothing
+
+
+def test_horowitz_at_45nm_is_the_memory_scenario(prof):
+    w = _workload(prof)
+    r = price_digital(w, load_costs(), "fp32", 1, 45)
+    assert r["pj_per_token"] == pytest.approx(prof.energy_per_token()["as_executed_memory"])
+
+
+def test_gpu_reference_is_power_times_the_roofline_time(prof):
+    p = load_platform("h100")
+    assert p.value("j_per_flop", "fp16") == pytest.approx(700 / 989.4e12 * 1e12, rel=1e-3)
+    assert p.value("j_per_byte") == pytest.approx(700 / 3.35e12 * 1e12, rel=1e-3)
+    w = _workload(prof)
+    r = platforms.price_gpu(p, w, "fp32", 1)
+    lay = prof.layers
+    weights = lay.params[lay.kind == "linear"].sum()  # read once per step at batch 1
+    state = (lay.membrane_rw_per_token + lay.state_rw_per_token).sum() + 32  # + one embedding row
+    t_mem = (weights + state) * 4 / 3.35e12
+    assert r["t_memory_s"] == pytest.approx(t_mem)
+    assert r["pj_per_token"] == pytest.approx(700 * max(t_mem, r["t_compute_s"]) * 1e12)
+
+
+# ---------------------------------------------------------------- capacity
+
+
+def test_capacity_of_the_216m_configuration_by_hand():
+    V, C, L = 50277, 768, 18
+    # embedding + head, per block: att k,v,r,o (4C^2), ffn key/value (2 x 4C^2), receptance (C^2) and 11 C-vectors
+    # (3 att mixes, decay, first, 2 ffn mixes, ln1, ln2 weight + bias), ln0 and ln_out (4C)
+    n = 2 * V * C + L * (13 * C * C + 11 * C) + 4 * C
+    n_model, lif = platforms.config_216m()
+    assert n_model == n == 215_399_424 and lif == 2 * L * C
+    loihi = capacity(load_platform("loihi"), n, lif, 8)
+    assert loihi["cores"] == math.ceil(n * 8 / (128 * 1024 * 8)) == 1644  # 128 KB synaptic memory per core
+    assert loihi["chips"] == math.ceil(1644 / 128) == 13 and loihi["fits_one_chip"] is False
+    fp32 = capacity(load_platform("loihi"), n, lif, 32)
+    assert fp32["chips"] == math.ceil(math.ceil(n * 32 / (128 * 1024 * 8)) / 128) == 52
+    assert fp32["native_precision"] is False  # Loihi synapses hold at most 9 bits
+    tn = capacity(load_platform("truenorth"), n, lif, 8)  # 256 x 256 binary synapses per core, 4096 cores
+    assert tn["cores"] == math.ceil(n * 8 / 65536) and tn["chips"] == math.ceil(tn["cores"] / 4096) == 7
+    gpu = capacity(load_platform("h100"), n, lif, 32)
+    assert gpu["chips"] == 1 and gpu["fits_one_chip"]
+
+
+# ---------------------------------------------------------------- names
+
+
+def test_platform_names_resolve_and_fail_clearly(tmp_path):
+    assert platforms.resolve_platforms(["all"]) == platforms.PLATFORMS
+    assert platforms.resolve_platforms(["none"]) == ()
+    assert platforms.resolve_platforms(["loihi", "loihi"]) == ("loihi",)
+    with pytest.raises(SpikeEnergyError, match="unknown; choose from"):
+        platforms.resolve_platforms(["loihi3"])
+    f = tmp_path / "mychip.csv"
+    f.write_text("op,dtype,value,unit,status,source,table,note\nsynaptic_op,-,1,pJ,published,me,,\n")
+    with pytest.raises(SpikeEnergyError, match="process_node"):
+        platforms.resolve_platforms([str(f)])
+
+
+# ---------------------------------------------------------------- command line and report
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    from spikegpt.checkpoint import save_checkpoint
+    from spikegpt.tokenizer import CharTokenizer
+
+    text = "the quick brown fox jumps over the lazy dog. " * 40
+    d = tmp_path_factory.mktemp("plat")
+    tok = CharTokenizer.from_text(text)
+    torch.manual_seed(0)
+    save_checkpoint(SpikeGPT(preset("tiny", vocab_size=tok.vocab_size)), d / "m.pth")
+    (d / "m.vocab.json").write_text(tok.to_json())
+    (d / "t.txt").write_text(text)
+    return d
+
+
+def _cli(argv, capsys):
+    from energy.cli import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("args, match", [(["--platform", "loihi3"], "--platform 'loihi3'"),
+                                         (["--node", "3"], "--node '3'")])  # fmt: skip
+def test_cli_bad_platform_or_node_is_one_line(args, match, tmp_path, capsys):
+    code, _, err = _cli(["profile", *args, "--out", tmp_path / "r"], capsys)
+    assert code == 2 and match in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_profile_with_platforms_writes_section(tiny_ckpt, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "r"
+    args = ["--checkpoint", tiny_ckpt / "m.pth", "--text", tiny_ckpt / "t.txt", "--tokens", 48, "--census-tokens", 2]
+    code, stdout, err = _cli(["profile", *args, "--baselines", "transformer-same-dims", "--platform", "loihi",
+                              "--platform", "h100", "--node", "7", "--out", out], capsys)  # fmt: skip
+    assert code == 0, err
+    p = json.loads((out / "summary.json").read_text())["platforms"]
+    assert set(p["presets"]) == {"loihi", "h100"} and p["nodes"] == [7]
+    assert {r["workload"] for r in p["results"]} == {"spikegpt", "spikegpt-counterfactual", "rwkv-twin",
+                                                     "transformer-same-dims"}  # fmt: skip
+    loihi = {r["workload"]: r for r in p["results"] if r["platform"] == "loihi"}
+    assert loihi["rwkv-twin"]["native_fraction"] == 0  # no spikes, nothing maps
+    cpt = p["workloads"]["spikegpt"]["chars_per_token"]
+    assert loihi["spikegpt"]["pj_per_char"] == pytest.approx(loihi["spikegpt"]["pj_per_token"] / cpt)
+    html = (out / "report.html").read_text()
+    assert 'id="platforms"' in html and "Davies et al., IEEE Micro 2018" in html
+    assert "loihi" in stdout
+    code, _, err = _cli(["profile", *args, "--baselines", "none", "--platform", "none", "--out", tmp_path / "r2"],
+                        capsys)  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "r2" / "summary.json").read_text())["platforms"] is None
+    assert 'id="platforms"' not in (tmp_path / "r2" / "report.html").read_text()
