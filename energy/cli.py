@@ -45,7 +45,21 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     e.add_argument("--costs", help="your own cost table CSV (columns op,dtype,pj,status,source,table,note)")
     e.add_argument("--baselines", default=",".join(_default_baselines()),
                    help="comma-separated transformer baselines or 'none' (the RWKV twin is always in)")  # fmt: skip
-    e.add_argument("--context", type=int, help="context length of the transformer baselines (default: ctx_len)")
+    e.add_argument("--context", type=int,
+                   help="sequence length of the transformer baselines (default: SpikeGPT's tokens per sequence, "
+                        "so that both see the same sequences)")  # fmt: skip
+    e.add_argument(
+        "--zero-skipping",
+        choices=["on", "off"],
+        default="on",
+        help="skip MACs whose input is zero, for SpikeGPT and every baseline alike (default on)",
+    )
+    e.add_argument("--relu-zero-fraction", type=float, metavar="F",
+                   help="activation sparsity credited to the ReLU^2 transformer (default: SpikeGPT's own "
+                        "feed-forward sparsity, measured)")  # fmt: skip
+    e.add_argument("--sram-budget-mb", type=float, metavar="MB",
+                   help="on-chip SRAM for weights and K/V caches in the memory scenario (default 24 MiB, the TPU "
+                        "v1 Unified Buffer; energy/data/parameters.csv)")  # fmt: skip
     e.add_argument("--census-tokens", type=int, default=2, help="tokens for the coverage census (slow; default 2)")
     e.add_argument("--platform", action="append", metavar="NAME",
                    help="price on a chip preset (loihi, loihi2, truenorth, spinnaker, spinnaker2, tianjic, h100, "
@@ -76,6 +90,11 @@ def make_parser() -> argparse.ArgumentParser:
     _model_options(prof)
     prof.add_argument("--out", default="spike-energy-report", help="output directory (default spike-energy-report/)")
     prof.add_argument("--bench", help="a bench JSON (spike-energy bench --out) to show in the report")
+    prof.add_argument(
+        "--redact-paths",
+        action="store_true",
+        help="leave local paths out of summary.json (file names and sha256 stay), for sharing",
+    )
 
     aud = sub.add_parser("audit", help="the audit of the 32.2x claim: waterfall, break-even, sensitivity")
     _model_options(aud)
@@ -128,13 +147,15 @@ def _job(a: argparse.Namespace):
     from energy.pipeline import Job
 
     baselines = () if a.baselines.strip().lower() == "none" else tuple(b.strip() for b in a.baselines.split(",") if b)
-    from energy.baselines import GPT2_PRESETS
+    from energy.baselines import BASELINE_NAMES
 
-    unknown = [b for b in baselines if b not in GPT2_PRESETS and b != "transformer-same-dims"]
+    unknown = [b for b in baselines if b not in BASELINE_NAMES]
     if unknown:
-        raise SpikeEnergyError(
-            f"--baselines: unknown {unknown}; choose from {', '.join([*GPT2_PRESETS, 'transformer-same-dims'])} or none"
-        )
+        raise SpikeEnergyError(f"--baselines: unknown {unknown}; choose from {', '.join(BASELINE_NAMES)} or none")
+    if a.relu_zero_fraction is not None and not 0 <= a.relu_zero_fraction < 1:
+        raise SpikeEnergyError(f"--relu-zero-fraction must be in [0, 1), got {a.relu_zero_fraction}")
+    if a.sram_budget_mb is not None and not (0 <= a.sram_budget_mb < 1e9):
+        raise SpikeEnergyError(f"--sram-budget-mb must be a size in MiB >= 0, got {a.sram_budget_mb}")
     if a.context is not None and a.context < 1:
         raise SpikeEnergyError("--context must be a positive integer")
     for name in ("tokens", "batch", "census_tokens"):
@@ -162,6 +183,10 @@ def _job(a: argparse.Namespace):
         census_tokens=a.census_tokens,
         baselines=baselines,
         context=a.context,
+        zero_skipping=a.zero_skipping == "on",
+        relu_zero_fraction=a.relu_zero_fraction,
+        sram_budget_mb=a.sram_budget_mb,
+        redact_paths=getattr(a, "redact_paths", False),
         platforms=platforms or ("none",),
         nodes=nodes,
         command_line=["spike-energy", *sys.argv[1:]],

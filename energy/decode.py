@@ -41,10 +41,12 @@ def _at_position(baseline, t: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     return ops, lay
 
 
-def transformer_energy(baseline, t: int, costs: CostTable, precision: str, memory: bool) -> float:
+def transformer_energy(
+    baseline, t: int, costs: CostTable, precision: str, memory: bool, zero_skipping: bool = True
+) -> float:
     """pJ to generate token t at batch 1 (as executed, with or without memory traffic)."""
     ops, lay = _at_position(baseline, t)
-    acc = Accounting(memory="sram" if memory else None)
+    acc = Accounting(memory="sram" if memory else None, zero_skipping=zero_skipping)
     return float(account(ops, lay, costs, precision, acc, spiking=False, batch=1).pj.sum())
 
 
@@ -52,7 +54,9 @@ def positions(T: int, n: int = 48) -> list[int]:
     return sorted({int(round(x)) for x in np.geomspace(1, T, n)} | {1, T})
 
 
-def crossover(baseline, flat_pj: float, costs: CostTable, precision: str, memory: bool) -> dict:
+def crossover(
+    baseline, flat_pj: float, costs: CostTable, precision: str, memory: bool, zero_skipping: bool = True
+) -> dict:
     """The first position t at which generating a token costs the transformer more than ``flat_pj``.
 
     Within 1..T by bisection (the cost does not decrease with t); beyond T, for compute alone, the linear
@@ -60,7 +64,7 @@ def crossover(baseline, flat_pj: float, costs: CostTable, precision: str, memory
     T = baseline.context
 
     def cost(t):
-        return transformer_energy(baseline, t, costs, precision, memory)
+        return transformer_energy(baseline, t, costs, precision, memory, zero_skipping)
 
     if cost(1) >= flat_pj:
         return {"position": 1, "within_context": True, "note": "from the first token on"}
@@ -79,7 +83,9 @@ def crossover(baseline, flat_pj: float, costs: CostTable, precision: str, memory
     return {"position": hi, "within_context": True, "note": f"within the profiled {T} positions"}
 
 
-def decode_mode(flat: dict[str, dict[str, float]], transformers: dict, costs: CostTable, precision: str) -> dict:
+def decode_mode(
+    flat: dict[str, dict[str, float]], transformers: dict, costs: CostTable, precision: str, zero_skipping: bool = True
+) -> dict:
     """Energy per generated token by position for each transformer, against the flat per-token energy of
     SpikeGPT and its twin (``flat``: model -> {"as_executed", "as_executed_memory"} pJ per token), and the
     crossover positions."""
@@ -88,11 +94,11 @@ def decode_mode(flat: dict[str, dict[str, float]], transformers: dict, costs: Co
         pos = positions(b.context)
         out["curves"][name] = {
             "positions": pos,
-            "as_executed": [transformer_energy(b, t, costs, precision, False) for t in pos],
-            "as_executed_memory": [transformer_energy(b, t, costs, precision, True) for t in pos],
+            "as_executed": [transformer_energy(b, t, costs, precision, False, zero_skipping) for t in pos],
+            "as_executed_memory": [transformer_energy(b, t, costs, precision, True, zero_skipping) for t in pos],
         }
         out["crossover"][name] = {
-            model: {scen: crossover(b, e[scen], costs, precision, scen == "as_executed_memory") for scen in e}
+            model: {s: crossover(b, e[s], costs, precision, s == "as_executed_memory", zero_skipping) for s in e}
             for model, e in flat.items()
         }
     return out

@@ -11,6 +11,7 @@ The model knows nothing of this: it only has to run its operations inside module
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -99,6 +100,8 @@ class Meter:
         self.module_types: dict[str, str] = {}
         self.kinds: dict[str, str] = {}
         self.unruled: list[str] = []  # leaf modules without a rule (their ops show in the census)
+        self.producers: dict[str, tuple[str, ...]] = {}  # layer -> the layers that produced its tensor inputs
+        self._producer: dict[int, tuple] = {}  # id(tensor) -> (weak reference, layer)
         self._raster_idx: dict[str, torch.Tensor] = {}
         self._seen: dict[int, tuple] = {}
         self._handles = []
@@ -120,6 +123,7 @@ class Meter:
             h.remove()
         self._handles.clear()
         self._seen.clear()
+        self._producer.clear()
 
     def _hook(self, name: str, rule):
         def hook(mod, args, output):
@@ -145,6 +149,7 @@ class Meter:
                     self.setup[(name, rule.kind, stage, prim)] += n
             if name not in self.calls:
                 self.order.append(name)
+                self._record_dataflow(name, args, out)
             self.calls[name] += 1
             if isinstance(mod, SPIKING_TYPES):
                 self._record_spikes(name, out)
@@ -153,6 +158,17 @@ class Meter:
                 self.relu[(name, "zeros")] += out.numel() - self._classify(out).nnz
 
         return hook
+
+    def _record_dataflow(self, name: str, args, out) -> None:
+        """On a module's first call: which modules produced its tensor inputs (matched by identity, through
+        weak references, so no activation is kept alive), and that it produced its output."""
+        found = []
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                ref = self._producer.get(id(a))
+                found.append(ref[1] if ref is not None and ref[0]() is a else "")
+        self.producers[name] = tuple(found)
+        self._producer[id(out)] = (weakref.ref(out), name)
 
     def _classify(self, t: torch.Tensor) -> Operand:
         """``classify``, remembered for the few most recent tensors: one module's output is often

@@ -20,9 +20,22 @@ import numpy as np
 import torch
 
 from energy.audit import audit
-from energy.baselines import DESCRIPTIONS, Baseline, default_baselines, twin_baseline
-from energy.costs import CostTable, load_costs
+from energy.baselines import (
+    BASELINE_NAMES,
+    DESCRIPTIONS,
+    SCALE_BASELINES,
+    Baseline,
+    assume_activation_zeros,
+    default_baselines,
+    synaptic_ops,
+    twin_baseline,
+)
+from energy.baselines import chars_per_token as chars_per_token_of
+from energy.costs import BYTES_PER_VALUE, CostTable, load_costs
+from energy.decode import decode_mode
 from energy.estimate import SCENARIO_LABELS, SCENARIOS
+from energy.headline import PAPER_WKV_OPS, decode_sentence, headline
+from energy.memory import LEFT_OUT, TERMS
 from energy.platforms import resolve_nodes, resolve_platforms
 from energy.platforms import section as platform_section
 from energy.profile import Profile, profile
@@ -34,7 +47,7 @@ from spikegpt.tokenizer import read_text, resolve_tokenizer
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-DEFAULT_BASELINES = ("gpt2-small", "gpt2-medium", "transformer-paper-table2", "transformer-same-dims")
+DEFAULT_BASELINES = BASELINE_NAMES
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -65,7 +78,11 @@ class Job:
     census_tokens: int = 2
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     twin: bool = True
-    context: int | None = None  # transformer baselines' context length (default: the model's ctx_len)
+    context: int | None = None  # transformer baselines' sequence length (default: SpikeGPT's tokens per sequence)
+    zero_skipping: bool = True  # MACs with a zero input are skipped, for SpikeGPT and every baseline alike
+    relu_zero_fraction: float | None = None  # the ReLU^2 transformer's assumed sparsity (default: SpikeGPT's)
+    sram_budget_mb: float | None = None  # on-chip SRAM budget (default: energy/data/parameters.csv)
+    redact_paths: bool = False  # summary.json without local paths, for sharing
     platforms: tuple[str, ...] = ("all",)  # energy/platforms.py presets, "all", "none" or platform CSV files
     nodes: tuple = ("all",)  # process nodes (nm) of the digital reference: 45, 28, 16, 7, 5
     command_line: list[str] = field(default_factory=list)
@@ -85,6 +102,7 @@ class Result:
     costs: CostTable
     timings: dict
     scored_chars: int  # characters (bytes) of text the scored tokens stand for
+    scored_text: str = ""  # the text the scored tokens stand for (baselines' tokenizers read it)
 
 
 def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, str, str]:
@@ -139,13 +157,12 @@ def run(job: Job, progress=None) -> Result:
     resolve_platforms(job.platforms), resolve_nodes(job.nodes)  # bad names fail before anything runs
     t0 = time.perf_counter()
     model, info, tok, text, text_path = load(job)
-    costs = load_costs(job.costs)
+    budget = None if job.sram_budget_mb is None else job.sram_budget_mb * 2**20
+    costs = load_costs(job.costs, sram_budget_bytes=budget)
     ids = tokenize(text, tok, job.tokens, job.batch, text_path)
     scored = ids[:, 1:]
-    if tok.kind == "bpe":
-        scored_chars = sum(len(tok.decode(row.tolist())) for row in scored)
-    else:
-        scored_chars = scored.numel()
+    scored_text = "".join(tok.decode(row.tolist()) for row in scored)
+    scored_chars = len(scored_text) if tok.kind == "bpe" else scored.numel()
     timings["load_s"] = time.perf_counter() - t0
 
     def tick(name):
@@ -164,18 +181,38 @@ def run(job: Job, progress=None) -> Result:
         bases["rwkv-twin"], _ = twin_baseline(model, ids, mode=job.mode, census_tokens=min(job.census_tokens, 8))
         if progress:
             progress("baselines", 1, len(job.baselines) + 1)
-    context = job.context if job.context is not None else model.config.ctx_len
+    context = job.context if job.context is not None else prof.meta["tokens_per_sequence"]
     for i, name in enumerate(job.baselines):
         bases.update(default_baselines(model.config, context, include=(name,)))
         if progress:
             progress("baselines", i + 2, len(job.baselines) + 1)
+    if "transformer-same-dims-relu" in bases:
+        zf, source = relu_assumption(prof, job.relu_zero_fraction)
+        bases["transformer-same-dims-relu"] = assume_activation_zeros(bases["transformer-same-dims-relu"], zf, source)
     timings["baselines_s"] = time.perf_counter() - t0
-    # The paper compares per block with a vanilla GPT of the same width: the same-size transformer is the
-    # like-for-like reference of the break-even analysis (GPT-2 stays in the headline, as the paper cites it).
-    order = ("transformer-same-dims", "gpt2-small", "gpt2-medium", "transformer-paper-table2")
+    # The paper compares per block with a vanilla GPT of the same size: the same-size transformer (the
+    # checkpoint's layers, width, vocabulary, at the same sequence length) is the reference of the headline
+    # and of the break-even analysis; models of other sizes go to the scale panel, per character.
+    order = ("transformer-same-dims", "transformer-same-dims-relu", *SCALE_BASELINES)
     reference = next((b for b in order if b in bases), "")
-    aud = audit(prof, bases, costs, job.precision, reference=reference, twin="rwkv-twin")
-    return Result(job, model, info, tok, prof, bases, aud, text, text_path, costs, timings, scored_chars)
+    aud = audit(prof, bases, costs, job.precision, reference=reference, twin="rwkv-twin",
+                zero_skipping=job.zero_skipping)  # fmt: skip
+    return Result(job, model, info, tok, prof, bases, aud, text, text_path, costs, timings, scored_chars, scored_text)
+
+
+def relu_assumption(prof: Profile, user: float | None) -> tuple[float, str]:
+    """The activation sparsity credited to the ReLU^2 transformer, and where it comes from: the user's, or
+    SpikeGPT's own feed-forward activation (the input of every ffn.value: ReLU^2 in the released model)."""
+    if user is not None:
+        return user, "set by the user (--relu-zero-fraction)"
+    lay = prof.layers[prof.layers.layer.str.endswith("ffn.value") & prof.layers.zero_fraction.notna()]
+    if lay.empty:
+        raise SpikeEnergyError(
+            "this model has no feed-forward value projection to take a sparsity from: set --relu-zero-fraction "
+            "for the ReLU^2 transformer, or leave it out of --baselines"
+        )
+    zf = float((lay.zero_fraction * lay.in_per_token).sum() / lay.in_per_token.sum())
+    return zf, "SpikeGPT's own feed-forward activation sparsity (the input of ffn.value), measured on this text"
 
 
 # ---------------------------------------------------------------------------------
@@ -229,12 +266,61 @@ def _version() -> str:
         return "unknown"
 
 
+def _memory_summary(p: Profile, zero_skipping: bool) -> dict:
+    """The memory scenario's traffic by term, with Lemaire et al.'s equation for each and what is left out."""
+    t = p.memory(zero_skipping=zero_skipping)
+    t = t.assign(term=t.stage.str.replace(r" \((SRAM|DRAM)\)", "", regex=True))
+    eq = {stage: (equation, what) for stage, equation, what in TERMS}
+    rows = []
+    for (term, where), g in t.groupby(["term", "primitive"], sort=False):
+        equation, what = eq.get(term, ("", ""))
+        rows.append({"term": term, "where": {"sram": "SRAM", "dram": "DRAM", "add": "32-bit adds"}[where],
+                     "equation": equation, "what": what, "amount_per_token": float(g.amount.sum()),
+                     "unit": "adds" if where == "add" else "bytes", "pj_per_token": float(g.pj.sum())})  # fmt: skip
+    return {
+        "terms": rows,
+        "left_out": [{"what": what, "why": why} for what, why in LEFT_OUT],
+        "sram_budget_bytes": p.costs.sram_budget_bytes,
+        "bytes_per_value": BYTES_PER_VALUE[p.precision],
+        "model": "Lemaire et al., ICONIP 2022 (energy/memory.py)",
+    }
+
+
+def _assumptions(r: Result, base: dict) -> list[dict]:
+    """Every figure that is not a published one: cost-table assumptions, model parameters, and what the
+    baselines assume, in one list (same keys as the cost table's rows, ``unit`` saying what ``pj`` holds)."""
+    rows = r.costs.assumptions().to_dict("records")
+    for prm in r.costs.parameters():
+        rows.append({"op": prm["name"], "dtype": "-", "pj": prm["value"], "unit": prm["unit"], "status": prm["status"],
+                     "source": prm["source"], "table": "", "note": prm["note"]})  # fmt: skip
+    for name, b in base.items():
+        for note in b.get("assumptions") or []:
+            rows.append({"op": name, "dtype": "-", "pj": None, "unit": "", "status": "assumption", "source": note,
+                         "table": "", "note": "baseline"})  # fmt: skip
+    return rows
+
+
+def _decode(r: Result, e_tot: dict) -> dict:
+    """Decode mode: per generated token by position for the same-size transformers, against SpikeGPT and its
+    twin at batch 1 (their cost per token does not depend on the position)."""
+    p, job = r.profile, r.job
+    flat = {"spikegpt": {s: float(p.energy(s, zero_skipping=job.zero_skipping, batch=1).pj.sum())
+                         for s in ("as_executed", "as_executed_memory")}}  # fmt: skip
+    twin = r.baselines.get("rwkv-twin")
+    if twin is not None:
+        flat["rwkv-twin"] = {s: float(twin.energy(s, r.costs, job.precision, 1, job.zero_skipping).pj.sum())
+                             for s in ("as_executed", "as_executed_memory")}  # fmt: skip
+    same = {n: b for n, b in r.baselines.items() if n.startswith("transformer-same-dims")}
+    return decode_mode(flat, same, r.costs, job.precision, zero_skipping=job.zero_skipping)
+
+
 def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict:
     """Everything the report, compare and the user's own scripts need, as plain data."""
-    p, cfg = r.profile, r.model.config
+    p, cfg, job = r.profile, r.model.config, r.job
     ev_bits = p.meta["nats"] / math.log(2)
-    energy = p.energy()
+    energy = p.energy(zero_skipping=job.zero_skipping)
     e_tot = {s: float(energy[energy.scenario == s].pj.sum()) for s in SCENARIOS}
+    chars_per_token = r.scored_chars / p.tokens
     breakdown = {
         s: {
             "by_primitive": energy[energy.scenario == s].groupby("primitive").pj.sum().to_dict(),
@@ -249,8 +335,7 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
     step = max(1, len(chosen) // raster_layers)
     rasters = {name: p.rasters[name][:raster_tokens] for name in chosen[::step][:raster_layers]}
     positions = {
-        name: p.positions[p.positions.layer == name].sort_values("position").rate.head(512).tolist()
-        for name in lif.layer
+        name: p.positions[p.positions.layer == name].sort_values("position").rate.tolist() for name in lif.layer
     }
     relu = p.layers[p.layers.kind == "relu_sq"]
     census_df = p.census
@@ -258,12 +343,32 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
     layer_ops = {}
     for (layer, prim), v in ops_by_layer.items():
         layer_ops.setdefault(layer, {})[prim] = v
-    base = {name: b.summary(r.costs, r.job.precision, p.meta["batch"]) for name, b in r.baselines.items()}
-    headline = {}
-    for scen in ("as_executed", "as_executed_memory"):
-        headline[scen] = {
-            name: (b["energy_pj_per_token"][scen] / e_tot[scen]) if e_tot[scen] else None for name, b in base.items()
-        }
+    base = {}
+    for name, b in r.baselines.items():
+        base[name] = b.summary(r.costs, job.precision, p.meta["batch"], job.zero_skipping)
+        cpt, source = chars_per_token_of(name, r.scored_text, chars_per_token)
+        base[name].update(chars_per_token=cpt, chars_per_token_source=source,
+                          energy_pj_per_char={k: v / cpt for k, v in base[name]["energy_pj_per_token"].items()}
+                          if cpt else None)  # fmt: skip
+    if r.audit.get("int8_ann") in r.baselines:  # the quantized ANN: the same-size transformer priced at int8
+        name = r.audit["int8_ann"]
+        int8 = r.baselines[name].summary(r.costs, "int8", p.meta["batch"], job.zero_skipping)
+        cpt = base[name]["chars_per_token"]
+        base[f"{name}-int8"] = {**int8, "description": f"{name} at int8: int8 weights and activations, int32 "
+                                "accumulation (energy/data/precisions.csv)", "chars_per_token": cpt,
+                                "chars_per_token_source": base[name]["chars_per_token_source"],
+                                "energy_pj_per_char": {k: v / cpt for k, v in int8["energy_pj_per_token"].items()}
+                                if cpt else None}  # fmt: skip
+    snn_ops = synaptic_ops(p.ops, job.zero_skipping) + PAPER_WKV_OPS * p.ops_per_token()["wkv_steps"]
+    head = headline(
+        claim=r.audit["claim"], snn_ops=snn_ops, snn_energy=e_tot, snn_chars_per_token=chars_per_token,
+        baselines=base, comparator=r.audit["reference"], twin=r.audit["twin"], scale=SCALE_BASELINES,
+        layers=p.layers, model={"n_layer": cfg.n_layer, "n_embd": cfg.n_embd, "vocab_size": cfg.vocab_size},
+        tokens_per_sequence=p.meta["tokens_per_sequence"], context_set_by_user=job.context is not None,
+        zero_skipping=job.zero_skipping,
+    )  # fmt: skip
+    decode = _decode(r, e_tot)
+    head["decode_sentence"] = decode_sentence(decode, r.audit["reference"])
     text_excerpt = r.text[:600]
     out = {
         "schema_version": SCHEMA_VERSION,
@@ -312,12 +417,19 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
         "energy_pj_per_sequence": {k: v * p.meta["tokens_per_sequence"] for k, v in e_tot.items()},
         "energy_breakdown": breakdown,
         "scenarios": {s: SCENARIO_LABELS[s] for s in SCENARIOS},
-        "headline": {
-            "claim": r.audit["claim"],
-            "ratio_as_executed": headline["as_executed"],
-            "ratio_as_executed_memory": headline["as_executed_memory"],
-            "reference": "gpt2-small" if "gpt2-small" in base else r.audit["reference"],
+        "headline": head,
+        "operations_per_token": {
+            "spikegpt": snn_ops,
+            "definition": "MACs + ACs of every projection and attention "
+            f"product (effective MACs when zeros are skipped), plus {PAPER_WKV_OPS} per WKV "
+            "channel step, as the paper counts operations",
         },
+        "chars_per_token": chars_per_token,
+        "energy_pj_per_char": {k: v / chars_per_token for k, v in e_tot.items()},
+        "decode": decode,
+        "zero_skipping": job.zero_skipping,
+        "precision_preset": r.costs.preset(job.precision),
+        "parameters": r.costs.parameters(),
         "baselines": base,
         "baseline_descriptions": {k: DESCRIPTIONS.get(k, v["description"]) for k, v in base.items()},
         "audit": r.audit,
@@ -329,9 +441,9 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
             "by_status": census_df.groupby("status").calls.sum().to_dict(),
             "modules_without_rule": p.meta["modules_without_rule"],
         },
-        "memory_bytes_per_token": p.memory().drop(columns="layer").sum().to_dict(),
+        "memory": _memory_summary(p, job.zero_skipping),
         "platforms": platform_section(r, base),
-        "assumptions": r.costs.assumptions().to_dict("records"),
+        "assumptions": _assumptions(r, base),
         "costs": {"path": r.costs.path, "table": r.costs.df.to_dict("records")},
         "layers": [
             {**row, "block": None if row["block"] != row["block"] else int(row["block"])}

@@ -21,9 +21,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from energy.census import census
-from energy.costs import BYTES_PER_VALUE, CostTable, load_costs
+from energy.costs import CostTable, load_costs
 from energy.estimate import SCENARIOS, scenario_energy
 from energy.hooks import Meter, block_index, preceding_spike_source
+from energy.memory import memory_terms
 from energy.rules import MODULE_RULES, PRIMITIVES
 
 SATURATED_RATE = 0.5  # a neuron that fires on more than half of the steps is "saturated"
@@ -84,21 +85,11 @@ class Profile:
     def by_layer_and_op(self) -> pd.DataFrame:
         return self.ops.groupby(["layer", "stage", "primitive"], sort=False).per_token.sum().reset_index()
 
-    def memory(self) -> pd.DataFrame:
-        """Bytes per token by layer: weights (dense read at batch 1, and per synaptic op),
-        activations in/out, membrane potentials (read + write), recurrent state."""
-        b = BYTES_PER_VALUE[self.precision]
-        lay = self.layers
-        return pd.DataFrame(
-            {
-                "layer": lay.layer,
-                "weight_bytes_dense": lay.params * b,
-                "weight_bytes_per_synaptic_op": lay.synaptic_ops_per_token * b,
-                "activation_bytes": (lay.in_per_token + lay.out_per_token) * b,
-                "membrane_bytes": lay.membrane_rw_per_token * b,
-                "state_bytes": lay.state_rw_per_token * b,
-            }
-        )
+    def memory(self, *, dram: bool = False, zero_skipping: bool = True) -> pd.DataFrame:
+        """Memory traffic per token by layer and term (``energy.memory``): bytes (adds for addressing) and pJ,
+        in the memory scenario (``dram``: every weight from DRAM)."""
+        return memory_terms(self.layers, self.costs, self.precision, batch=self.meta["batch"],
+                            budget_bytes=0 if dram else None, zero_skipping=zero_skipping)  # fmt: skip
 
     # ------------------------------------------------------------ energy
 
@@ -110,8 +101,10 @@ class Profile:
         costs: CostTable | None = None,
         paper_rate: float = 0.15,
         zero_skipping: bool = True,
+        batch: int | None = None,
     ) -> pd.DataFrame:
-        """pJ per token by scenario, layer, stage and primitive (long form)."""
+        """pJ per token by scenario, layer, stage and primitive (long form); ``batch``: the batch the memory
+        scenarios assume (default: the profiled one)."""
         names = SCENARIOS if scenario is None else (scenario,)
         frames = [
             scenario_energy(
@@ -120,7 +113,7 @@ class Profile:
                 self.layers,
                 costs or self.costs,
                 precision or self.precision,
-                batch=self.meta["batch"],
+                batch=self.meta["batch"] if batch is None else batch,
                 paper_rate=paper_rate,
                 zero_skipping=zero_skipping,
             )
@@ -307,6 +300,31 @@ def _ops_frame(meter: Meter, n_tokens: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def _input_kind(meter: Meter, name: str) -> str:
+    """The cost kind of the module that produced this one's first tensor input (dataflow, seen at run time);
+    the module run just before it where no producer was seen (a model input)."""
+    src = (meter.producers.get(name) or ("",))[0]
+    if src:
+        return meter.kinds[src]
+    i = meter.order.index(name)
+    return meter.kinds[meter.order[i - 1]] if i else ""
+
+
+def input_chain(meter: Meter, name: str, depth: int = 4) -> str:
+    """Where a module's first input comes from, following the dataflow through data movement and
+    token-shift mixes to a module that computes: 'lerp < layernorm' for a projection that reads a token-shift
+    mix of a LayerNorm output."""
+    chain, src = [], (meter.producers.get(name) or ("",))[0]
+    while src and len(chain) < depth:
+        kind = meter.kinds[src]
+        if kind != "free":
+            chain.append(kind)
+            if kind != "lerp":
+                break
+        src = (meter.producers.get(src) or ("",))[0]
+    return " < ".join(chain)
+
+
 def _layers_frame(model: nn.Module, meter: Meter, ops: pd.DataFrame, n_tokens: int) -> pd.DataFrame:
     modules = dict(model.named_modules())
     rates = meter.firing_rates()
@@ -316,7 +334,7 @@ def _layers_frame(model: nn.Module, meter: Meter, ops: pd.DataFrame, n_tokens: i
         d = by_layer.setdefault(layer, {})
         d[prim] = d.get(prim, 0.0) + n / n_tokens
     rows = []
-    for i, name in enumerate(meter.order):
+    for name in meter.order:
         mod = modules[name]
         kind = meter.kinds[name]
         prim = by_layer.get(name, {})
@@ -345,7 +363,8 @@ def _layers_frame(model: nn.Module, meter: Meter, ops: pd.DataFrame, n_tokens: i
                 "relu_sq_zero_fraction": (meter.relu[(name, "zeros")] / meter.relu[(name, "numel")])
                 if meter.relu[(name, "numel")] else float("nan"),
                 "spike_source": src or "",
-                "input_from": meter.kinds[meter.order[i - 1]] if i else "",  # kind of the module run just before
+                "input_from": _input_kind(meter, name),
+                "input_chain": input_chain(meter, name),
                 "spike_source_rate": rates.get(src, float("nan")) if src else float("nan"),
                 "mac": float(prim.get("mac", 0.0)),
                 "effective_mac": float(prim.get("effective_mac", 0.0)),
