@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from spikegpt.errors import SpikeEnergyError
+from spikegpt.safeio import check_regular_file, shown
 
 COLUMNS = ["op", "dtype", "pj", "status", "source", "table", "note"]
 STATUSES = {"published", "derived", "assumption", "memory-only"}
@@ -25,6 +26,11 @@ PRECISIONS = ("fp32", "fp16", "int8")
 COMPUTE_OPS = ("mac", "ac", "add", "mul", "div", "exp", "sigmoid", "max", "rsqrt", "lookup")
 SRAM_POINTS = {"sram_read_8KB": 8 * 2**10, "sram_read_32KB": 32 * 2**10, "sram_read_1MB": 2**20}
 BYTES_PER_VALUE = {"fp32": 4, "fp16": 2, "int8": 1}
+# Validation limits (not energy figures): the largest cost in the bundled table is a 64-bit DRAM
+# read (about 1.3-2.6 nJ). 10^6 pJ (1 uJ) per op is far above any real op, and keeps sums over
+# 10^15 ops per token finite; a larger value is an input error, not a cost.
+MAX_PJ = 1e6
+MAX_COST_TABLE_BYTES = 4 * 2**20
 
 
 @dataclass
@@ -95,34 +101,36 @@ def _load_costs(path: str | Path | None) -> CostTable:
             df = pd.read_csv(p, dtype={"pj": float}, keep_default_na=False)
         name = "energy/data/horowitz_45nm.csv"
     else:
-        p = Path(path)
-        if p.is_dir():
-            raise SpikeEnergyError(f"{p} is a directory; --costs needs a CSV file")
-        if not p.is_file():
-            raise SpikeEnergyError(f"cost table {p} does not exist; check --costs")
+        p = check_regular_file(path, "--costs", MAX_COST_TABLE_BYTES)
         try:
-            df = pd.read_csv(p, keep_default_na=False)
+            df = pd.read_csv(p, keep_default_na=False, dtype=str)  # pj checked below, as the user wrote it
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, OSError) as e:
             raise SpikeEnergyError(f"cost table {p} is not a readable CSV ({e}); expected columns {COLUMNS}") from None
-        name = str(p)
+        name = str(path)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise SpikeEnergyError(f"cost table {name} lacks columns {missing}; expected {COLUMNS}")
     pj = pd.to_numeric(df.pj, errors="coerce")
-    bad = df[pj.isna() | (pj < 0)]
+    bad = df[~(pj.between(0, MAX_PJ))]  # NaN, inf, negative or absurdly large
     if not bad.empty:
         r = bad.index[0]
-        raise SpikeEnergyError(f"cost table {name}, row {r + 2}: pj {df.pj[r]!r} is not a number >= 0")
+        raise SpikeEnergyError(
+            f"cost table {name}, row {r + 2}: pj {shown(str(df.pj[r]), 40)} is not a finite number between 0 and "
+            f"{MAX_PJ:g} pJ"
+        )
     df = df.assign(pj=pj)
     bad_status = sorted(set(df.status) - STATUSES)
     if bad_status:
-        raise SpikeEnergyError(f"cost table {name}: unknown status {bad_status}; use one of {sorted(STATUSES)}")
+        listed = ", ".join(shown(str(b), 40) for b in bad_status[:5])
+        raise SpikeEnergyError(f"cost table {name}: unknown status {listed}; use one of {sorted(STATUSES)}")
     no_source = df[(df.source.astype(str).str.strip() == "")]
     if not no_source.empty:
         raise SpikeEnergyError(f"cost table {name}, row {no_source.index[0] + 2}: every cost needs a source")
     dup = df[df.duplicated(["op", "dtype"])]
     if not dup.empty:
-        raise SpikeEnergyError(f"cost table {name}: op {dup.op.iloc[0]!r} dtype {dup.dtype.iloc[0]!r} appears twice")
+        raise SpikeEnergyError(
+            f"cost table {name}: op {shown(str(dup.op.iloc[0]))} dtype {shown(str(dup.dtype.iloc[0]))} appears twice"
+        )
     table = CostTable(df[COLUMNS].reset_index(drop=True), name)
     for prec in PRECISIONS:
         table.primitives(prec)  # every preset is complete
