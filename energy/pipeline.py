@@ -19,13 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from energy import cache
 from energy.audit import audit
-from energy.baselines import DESCRIPTIONS, Baseline, default_baselines, twin_baseline
+from energy.baselines import DESCRIPTIONS, Baseline, twin_baseline
 from energy.costs import CostTable, load_costs
 from energy.estimate import SCENARIO_LABELS, SCENARIOS
 from energy.profile import Profile, profile
 from spikegpt.checkpoint import CheckpointInfo, load_checkpoint
 from spikegpt.errors import SpikeEnergyError, TextError
+from spikegpt.limits import check_device, check_memory, spikegpt_run_bytes
 from spikegpt.model import SpikeGPT
 from spikegpt.tokenizer import read_text, resolve_tokenizer
 
@@ -65,6 +67,8 @@ class Job:
     twin: bool = True
     context: int | None = None  # transformer baselines' context length (default: the model's ctx_len)
     command_line: list[str] = field(default_factory=list)
+    max_memory: int | None = None  # memory budget in bytes (default: spikegpt.limits.DEFAULT_MEMORY_BUDGET)
+    cache: bool = True  # read and write the on-disk baselines cache (energy/cache.py)
 
 
 @dataclass
@@ -88,16 +92,12 @@ def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, str, str]:
     text_path = Path(job.text) if job.text else demo_paths()[1]
     if job.dtype not in DTYPES:
         raise SpikeEnergyError(f"--dtype must be one of {', '.join(DTYPES)}, got {job.dtype!r}")
-    try:
-        torch.device(job.device)
-    except RuntimeError:
-        raise SpikeEnergyError(f"--device {job.device!r} is not a device; use cpu or cuda") from None
-    if job.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpikeEnergyError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    check_device(job.device)
     model, info = load_checkpoint(
         ckpt,
         dtype=DTYPES[job.dtype],
         device=job.device,
+        max_memory=job.max_memory,
         binary_embedding=job.binary_embedding,
         lif_threshold=job.lif_threshold,
         lif_tau=job.lif_tau,
@@ -136,6 +136,13 @@ def run(job: Job, progress=None) -> Result:
     model, info, tok, text, text_path = load(job)
     costs = load_costs(job.costs)
     ids = tokenize(text, tok, job.tokens, job.batch, text_path)
+    # sizes against the memory budget before anything runs: the run (+ the twin's copy of the weights), the baselines
+    elem = torch.empty((), dtype=DTYPES[job.dtype]).element_size()
+    need = spikegpt_run_bytes(model.config, ids.shape[0], ids.shape[1] - 1, elem)
+    need += model.num_params() * elem if job.twin else 0
+    check_memory(f"profiling {ids.shape[0]} x {ids.shape[1] - 1} tokens", need, job.max_memory)
+    context = job.context if job.context is not None else model.config.ctx_len
+    cache.check_memory(model.config, context, job.baselines, job.max_memory)
     scored = ids[:, 1:]
     if tok.kind == "bpe":
         scored_chars = sum(len(tok.decode(row.tolist())) for row in scored)
@@ -159,9 +166,8 @@ def run(job: Job, progress=None) -> Result:
         bases["rwkv-twin"], _ = twin_baseline(model, ids, mode=job.mode, census_tokens=min(job.census_tokens, 8))
         if progress:
             progress("baselines", 1, len(job.baselines) + 1)
-    context = job.context if job.context is not None else model.config.ctx_len
     for i, name in enumerate(job.baselines):
-        bases.update(default_baselines(model.config, context, include=(name,)))
+        bases.update(cache.baselines(model.config, context, include=(name,), use_cache=job.cache))
         if progress:
             progress("baselines", i + 2, len(job.baselines) + 1)
     timings["baselines_s"] = time.perf_counter() - t0
