@@ -64,14 +64,21 @@ def code_hash() -> str:
 
 
 def _versions() -> dict:
-    import fvcore
+    """Versions of what builds and traces the baselines (read from the installed metadata:
+    importing transformers only for its version would cost seconds on every warm run)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
-    import transformers
 
     from energy.pipeline import _version
 
-    return {"spike_energy": _version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "fvcore": getattr(fvcore, "__version__", "unknown")}  # fmt: skip
+    out = {"spike_energy": _version(), "torch": torch.__version__}
+    for dist in ("transformers", "fvcore"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
 
 
 def cache_key(name: str, config, context: int) -> str:

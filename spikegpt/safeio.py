@@ -39,10 +39,15 @@ NAME_LIMIT = 80  # characters of a name from a file shown in a message
 
 def shown(name: object, limit: int = NAME_LIMIT) -> str:
     """A name from a file, safe to print: repr-escaped (quotes, ``\\n``, ``\\x1b``) and truncated."""
-    s = name if isinstance(name, str) else str(name) if isinstance(name, (int, float)) else type(name).__name__
-    if len(s) > limit:
-        return repr(s[:limit]) + f"... ({len(s):,} characters)"
-    return repr(s)
+    if not isinstance(name, str):  # a key that is not a string: its repr, escaped and truncated the same way
+        try:
+            text = repr(name)
+        except Exception:  # a hostile __repr__: fall back to the type
+            text = f"<{type(name).__name__}>"
+        return one_line(text[:limit]) + ("..." if len(text) > limit else "")
+    if len(name) > limit:
+        return repr(name[:limit]) + f"... ({len(name):,} characters)"
+    return repr(name)
 
 
 def shown_path(path: object, limit: int = 200) -> str:
