@@ -115,8 +115,7 @@ def _load_costs(path: str | Path | None) -> CostTable:
     if not bad.empty:
         r = bad.index[0]
         raise SpikeEnergyError(
-            f"cost table {name}, row {r + 2}: pj {shown(str(df.pj[r]), 40)} is not a number between 0 and "
-            f"{MAX_PJ:g} pJ"
+            f"cost table {name}, row {r + 2}: pj {shown(str(df.pj[r]), 40)} is not a number between 0 and {MAX_PJ:g} pJ"
         )
     df = df.assign(pj=pj)
     bad_status = sorted(set(df.status) - STATUSES)

@@ -21,7 +21,7 @@ import torch
 
 from energy import cache
 from energy.audit import audit
-from energy.baselines import DESCRIPTIONS, Baseline, twin_baseline
+from energy.baselines import DESCRIPTIONS, Baseline
 from energy.costs import CostTable, load_costs
 from energy.estimate import SCENARIO_LABELS, SCENARIOS
 from energy.profile import Profile, profile
@@ -163,7 +163,8 @@ def run(job: Job, progress=None) -> Result:
     t0 = time.perf_counter()
     bases: dict[str, Baseline] = {}
     if job.twin:
-        bases["rwkv-twin"], _ = twin_baseline(model, ids, mode=job.mode, census_tokens=min(job.census_tokens, 8))
+        bases["rwkv-twin"] = cache.twin(model, ids, info.sha256, mode=job.mode,
+                                        census_tokens=min(job.census_tokens, 8), use_cache=job.cache)  # fmt: skip
         if progress:
             progress("baselines", 1, len(job.baselines) + 1)
     for i, name in enumerate(job.baselines):
