@@ -7,18 +7,39 @@ stderr as one line naming the problem and the fix, with exit code 2 for bad inpu
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 import shutil
+import signal
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 from spikegpt.errors import SpikeEnergyError
+from spikegpt.safeio import (
+    atomic_write_text,
+    check_output_dir,
+    check_output_file,
+    load_json,
+    one_line,
+    shown_path,
+    strict_dumps,
+)
 
 logger = logging.getLogger("spike-energy")
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
+MAX_BENCH_BYTES = 16 * 2**20  # a bench JSON is a few KB
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that every ``finally`` cleans up."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -30,8 +51,13 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--text", help="UTF-8 text to run on (default: the bundled held-out sample)")
     g.add_argument("--tokens", type=int, default=2048, help="tokens per sequence to profile (default 2048)")
     g.add_argument("--batch", type=int, default=1, help="sequences run side by side (default 1)")
-    g.add_argument("--mode", choices=["parallel", "streaming"], default="parallel")
-    g.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    g.add_argument("--mode", choices=["parallel", "streaming"], default="parallel",
+                   help="parallel: whole chunks (default); streaming: one token at a time with an explicit state "
+                        "(same counts)")  # fmt: skip
+    g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    g.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="memory budget, e.g. 16G (default 16G): sizes a checkpoint, a sidecar or an option declare are "
+                        "checked against it before anything is allocated")  # fmt: skip
     g.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"],
                    help="arithmetic of the run itself (default float32)")  # fmt: skip
     g.add_argument("--binary-embedding", choices=["on", "off"], help="override the checkpoint's default")
@@ -70,6 +96,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         metavar="NM",
         help="process node of the digital reference: 45, 28, 16, 7, 5 (nm); repeatable; 'all' (default)",
     )
+    e.add_argument("--no-cache", action="store_true",
+                   help="rebuild the transformer baselines instead of reading (and writing) the on-disk cache "
+                        "in the user cache directory")  # fmt: skip
 
 
 def _default_baselines():
@@ -78,15 +107,39 @@ def _default_baselines():
     return DEFAULT_BASELINES
 
 
+def _bench_presets() -> str:
+    from spikegpt.config import PRESETS
+
+    listed = "; ".join(f"{n}: {c.n_layer} x {c.n_embd}, vocab {c.vocab_size}" for n, c in PRESETS.items())
+    return (f"model configuration, random weights: {listed}; auto (default): {BENCH_DEFAULTS['cuda']['preset']} on "
+            f"a GPU, {BENCH_DEFAULTS['cpu']['preset']} on CPU")  # fmt: skip
+
+
+# What `spike-energy bench` runs when an option is not given: the 216M at full size on a GPU; on
+# CPU a configuration that finishes in well under a minute (the 216M takes many minutes there).
+BENCH_DEFAULTS = {
+    "cuda": dict(preset="216m", batch=8, tokens=1024, modes="eager,fused,compiled", decode_batches="1,64", repeats=5),
+    "cpu": dict(preset="46m-enwik8", batch=1, tokens=128, modes="eager", decode_batches="1", repeats=3),
+}
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spike-energy",
         description="Measure what a spiking language model (SpikeGPT) computes and what it would cost in energy.",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error")
+    # the same two flags after the command name (SUPPRESS: they do not override the ones given before it)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log progress details to stderr")  # fmt: skip
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an unexpected error")  # fmt: skip
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    prof = sub.add_parser("profile", help="measure a checkpoint on text; write report.html, summary.json, CSVs")
+    prof = sub.add_parser("profile", parents=[common],
+                          help="measure a checkpoint on text; write report.html, summary.json, CSVs")  # fmt: skip
     _model_options(prof)
     prof.add_argument("--out", default="spike-energy-report", help="output directory (default spike-energy-report/)")
     prof.add_argument("--bench", help="a bench JSON (spike-energy bench --out) to show in the report")
@@ -96,36 +149,63 @@ def make_parser() -> argparse.ArgumentParser:
         help="leave local paths out of summary.json (file names and sha256 stay), for sharing",
     )
 
-    aud = sub.add_parser("audit", help="the audit of the 32.2x claim: waterfall, break-even, sensitivity")
+    aud = sub.add_parser(
+        "audit", parents=[common],
+        help="the audit of the 32.2x claim: waterfall, break-even, sensitivity",
+        description="Print the audit of the 32.2x claim (waterfall, break-even and sensitivity tables). Given a "
+        "summary.json, read it (seconds); without one, profile as `spike-energy profile` does and write audit.json "
+        "into --out.",
+    )  # fmt: skip
+    aud.add_argument("summary", nargs="?", help="a summary.json (or its directory) from spike-energy profile: "
+                     "print its audit without profiling again")  # fmt: skip
     _model_options(aud)
-    aud.add_argument("--json", default="audit.json", help="where to write the audit (default audit.json)")
+    aud.add_argument("--out", default="spike-energy-report",
+                     help="output directory for audit.json when profiling (default spike-energy-report/)")  # fmt: skip
+    aud.add_argument("--json", help="where to write the audit (default: OUT/audit.json when profiling; "
+                     "nothing when reading a summary)")  # fmt: skip
 
-    ev = sub.add_parser("eval", help="bits per character / token and perplexity of a checkpoint on a text")
-    for opt in ("--checkpoint", "--tokenizer", "--text"):
-        ev.add_argument(opt)
-    ev.add_argument("--tokens", type=int, help="score only the first N tokens")
-    ev.add_argument("--device", default="cpu")
+    ev = sub.add_parser("eval", parents=[common],
+                        help="bits per character / token and perplexity of a checkpoint on a text")  # fmt: skip
+    ev.add_argument("--checkpoint", help="SpikeGPT .pth or .safetensors (default: the bundled demo model)")
+    ev.add_argument("--tokenizer", help="tokenizer.json (BPE) or char vocabulary JSON (default: found next to the "
+                    "checkpoint)")  # fmt: skip
+    ev.add_argument("--text", help="UTF-8 text to score, or - for standard input (default: the bundled held-out "
+                    "sample)")  # fmt: skip
+    ev.add_argument("--tokens", type=int, help="score only the first N tokens (default: the whole text)")
+    ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     ev.add_argument("--kernels", choices=["auto", "eager", "fused"], default="auto",
                     help="fused Triton kernels (default on CUDA with Triton) or eager modules")  # fmt: skip
-    ev.add_argument("--unknown-chars", default="error")
+    ev.add_argument("--unknown-chars", default="error",
+                    help="characters missing from a char vocabulary: error (default), skip, or X=Y "
+                         "mappings")  # fmt: skip
+    ev.add_argument("--max-memory", default=None, metavar="SIZE", help="memory budget, e.g. 16G (default 16G)")
+    ev.add_argument("--json", help="also write the result as JSON to this file")
 
-    tr = sub.add_parser("train", help="train a small SpikeGPT on text (checkpoint in the reference key format)")
+    tr = sub.add_parser("train", parents=[common],
+                        help="train a small SpikeGPT on text (checkpoint in the reference key format)")  # fmt: skip
     from spikegpt.train import add_arguments
 
     add_arguments(tr)
 
-    be = sub.add_parser("bench", help="GPU timing: eager vs fused vs torch.compile, decode speed, matmul floor")
-    be.add_argument("--preset", default="216m", help="model configuration (default 216m, random weights)")
-    be.add_argument("--batch", type=int, default=8)
-    be.add_argument("--tokens", type=int, default=1024)
-    be.add_argument("--device", default="cuda")
-    be.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    be.add_argument("--modes", default="eager,fused,compiled", help="forward modes to time (default all three)")
-    be.add_argument("--decode-batches", default="1,64", help="batch sizes of the streaming decode (default 1,64)")
-    be.add_argument("--repeats", type=int, default=5)
+    be = sub.add_parser(
+        "bench", parents=[common],
+        help="timing: eager vs fused vs torch.compile, decode speed, matmul floor (GPU, or a small CPU default)",
+        description="Time a random SpikeGPT: parallel forward per mode, streaming decode, the matmuls alone. On a "
+        "GPU the defaults time the 216M; without one, a smaller configuration that finishes in under a minute.",
+    )  # fmt: skip
+    be.add_argument("--preset", default="auto", help=_bench_presets())
+    be.add_argument("--batch", type=int, help="sequences per forward (default 8 on GPU, 1 on CPU)")
+    be.add_argument("--tokens", type=int, help="tokens per sequence (default 1024 on GPU, 128 on CPU)")
+    be.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda or cuda:N")
+    be.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="arithmetic (default float32)")  # fmt: skip
+    be.add_argument("--modes", help="forward modes to time: eager, fused, compiled (default all three on GPU, "
+                    "eager on CPU)")  # fmt: skip
+    be.add_argument("--decode-batches", help="batch sizes of the streaming decode (default 1,64 on GPU, 1 on CPU)")
+    be.add_argument("--repeats", type=int, help="timed repeats per item, the median is reported (default 5 / 3)")
     be.add_argument("--out", default="bench.json", help="where to write the results (default bench.json)")
 
-    cmp_ = sub.add_parser("compare", help="two runs side by side (summary.json files)")
+    cmp_ = sub.add_parser("compare", parents=[common], help="two runs side by side (summary.json files)")
     cmp_.add_argument("a", help="first summary.json")
     cmp_.add_argument("b", help="second summary.json")
     return p
@@ -143,8 +223,17 @@ def _parse_unknown(spec: str):
     return mapping
 
 
+def _max_memory(a) -> int | None:
+    from spikegpt.limits import parse_size
+
+    return None if a.max_memory is None else parse_size(a.max_memory)
+
+
 def _job(a: argparse.Namespace):
     from energy.pipeline import Job
+    from spikegpt.limits import check_device
+
+    check_device(a.device)
 
     baselines = () if a.baselines.strip().lower() == "none" else tuple(b.strip() for b in a.baselines.split(",") if b)
     from energy.baselines import BASELINE_NAMES
@@ -190,6 +279,8 @@ def _job(a: argparse.Namespace):
         platforms=platforms or ("none",),
         nodes=nodes,
         command_line=["spike-energy", *sys.argv[1:]],
+        max_memory=_max_memory(a),
+        cache=not a.no_cache,
     )
 
 
@@ -212,12 +303,41 @@ def _progress():
     return bar, cb
 
 
-def _writable(path: Path, option: str) -> None:
-    """Fail before a long run, not after it, if the result cannot be written."""
-    if path.is_dir():
-        raise SpikeEnergyError(f"{option} {path} is a directory; give a file name")
-    if not path.parent.is_dir():
-        raise SpikeEnergyError(f"{option} {path}: the folder {path.parent} does not exist; create it first")
+def _blocked_signals():
+    """Hold SIGINT and SIGTERM while a finished report is moved into place (milliseconds):
+    an interruption then comes after the move, never half-way through it."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def held():
+        sigs = {signal.SIGINT, signal.SIGTERM}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    return held()
+
+
+def _load_bench(path):
+    from pydantic import BaseModel, ConfigDict
+
+    class BenchFile(BaseModel):  # what the report reads from `spike-energy bench --out`
+        model_config = ConfigDict(extra="allow")
+        device: str | None = None
+        forward: dict[str, dict[str, object]] = {}
+        decode: dict[str, list[dict[str, object]]] = {}
+        matmul: dict[str, object] | None = None
+        derived: dict[str, object] | None = None
+        settings: dict[str, object] = {}
+
+    from spikegpt.safeio import validate
+
+    fix = "pass a file written by spike-energy bench --out"
+    d = load_json(path, "--bench", None, MAX_BENCH_BYTES, fix=fix)
+    validate(d, BenchFile, f"--bench {shown_path(path)}", fix=fix)
+    return d
 
 
 def cmd_profile(a) -> int:
@@ -225,31 +345,26 @@ def cmd_profile(a) -> int:
     from reports.html import write_report
 
     job = _job(a)
-    out = Path(a.out)
-    if out.exists() and not out.is_dir():
-        raise SpikeEnergyError(f"--out {out} is a file; give a directory for the report")
-    bench = None
-    if a.bench:
-        try:
-            bench = json.loads(Path(a.bench).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise SpikeEnergyError(f"--bench {a.bench}: not a readable JSON file ({e})") from None
+    out = check_output_dir(a.out, "--out")  # before the long run, not after it
+    bench = _load_bench(a.bench) if a.bench else None
     bar, cb = _progress()
     with bar:
         result = pipeline.run(job, progress=cb)
         summary = pipeline.summary(result)
     if bench is not None:
         summary["bench"] = bench
-    # write everything into a temporary folder first: a failed run never leaves a report that looks complete
+    # write everything into a temporary folder first: a failed or interrupted run leaves neither a report that
+    # looks complete nor the temporary folder
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".spike-energy-", dir=out.parent))
     try:
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
+        (tmp / "summary.json").write_text(strict_dumps(summary, indent=1))
         result.profile.to_csv(tmp)  # layers, ops, neurons, census, energy
         write_report(summary, tmp / "report.html")
-        out.mkdir(exist_ok=True)
-        for f in tmp.iterdir():
-            shutil.move(str(f), out / f.name)
+        with _blocked_signals():
+            out.mkdir(exist_ok=True)
+            for f in tmp.iterdir():
+                os.replace(f, out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _print_summary(summary)
@@ -285,90 +400,130 @@ def _print_platforms(p: dict | None) -> None:
     Console().print(t)
 
 
+def _num(x, spec: str, na: str = "n/a") -> str:
+    """A number formatted with ``spec``, or ``na`` for None / NaN / inf (NaN weights give them)."""
+    from reports.schema import finite
+
+    v = finite(x)
+    return na if v is None else format(v, spec)
+
+
 def _print_summary(s: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from energy.estimate import SCENARIO_LABELS
 
     c = Console()
     m = s["model"]
+    bits = s["bpc"] if s["unit"] != "token" else s["bits_per_token"]
     c.print(
-        f"[bold]SpikeGPT[/] {m['n_layer']} x {m['n_embd']}, vocab {m['vocab_size']}, {m['params'] / 1e6:.2f}M params"
-        f"{' (bundled demo)' if m['demo'] else ''}; {s['tokens']} tokens; "
-        f"{'BPC' if s['unit'] != 'token' else 'bits/token'} "
-        f"{s['bpc'] if s['unit'] != 'token' else s['bits_per_token']:.3f}; "
-        f"firing rate {s['firing_rate']['overall']:.3f}"
+        f"[bold]SpikeGPT[/] {m['n_layer']} x {m['n_embd']}, vocab {m['vocab_size']}, "
+        f"{_num(m['params'] / 1e6, '.2f')}M params{' (bundled demo)' if m['demo'] else ''}; "
+        f"{s['tokens']} tokens scored; {'BPC' if s['unit'] != 'token' else 'bits/token'} {_num(bits, '.3f')}; "
+        f"firing rate {_num(s['firing_rate'].get('overall'), '.3f')}"
     )
+    for w in m.get("warnings") or []:
+        c.print(f"[yellow]warning: {escape(one_line(w, 300))}[/]")
     t = Table(title=f"energy per token ({s['precision']}, 45 nm)")
     t.add_column("scenario")
     t.add_column("pJ/token", justify="right")
     for name, pj in s["energy_pj_per_token"].items():
-        t.add_row(SCENARIO_LABELS[name], f"{pj:,.0f}")
+        t.add_row(SCENARIO_LABELS.get(name, name), _num(pj, ",.0f"))
     c.print(t)
     h = s["headline"]
-    ratios = ", ".join(f"{k} {v:.2f}x" for k, v in h["ratio_as_executed"].items() if v is not None)
+    ratios = ", ".join(f"{k} {_num(v, '.2f')}x" for k, v in h["ratio_as_executed"].items())
     c.print(f"as executed, ANN energy / SpikeGPT energy: {ratios}  (paper: {h['claim']}x)")
     if s["uncounted_ops"]:
         c.print(f"[yellow]{len(s['uncounted_ops'])} aten ops are not counted; see the report[/]")
 
 
 def cmd_audit(a) -> int:
+    from rich.console import Console
+
+    from reports.audit_text import print_audit
+
+    console = Console(width=max(120, shutil.get_terminal_size().columns))
+    if a.summary:  # an existing run: read its summary, print, done
+        from reports.compare import load_summary
+
+        given = [o for o in ("checkpoint", "tokenizer", "text") if getattr(a, o)]
+        if given:
+            raise SpikeEnergyError(f"audit: give a summary.json or --{given[0]}, not both (the summary already "
+                                   "says what was profiled)")  # fmt: skip
+        json_path = check_output_file(a.json, "--json") if a.json else None
+        s = load_summary(a.summary)
+        print_audit(s["audit"], console)
+        if json_path:
+            atomic_write_text(json_path, strict_dumps(s["audit"], indent=1))
+            print(f"audit: {json_path}")
+        return 0
+
     from energy import pipeline
-    from energy.audit import waterfall_table
 
     job = _job(a)
-    _writable(Path(a.json), "--json")
+    if a.json:
+        json_path = check_output_file(a.json, "--json")
+    else:
+        json_path = check_output_dir(a.out, "--out") / "audit.json"
     bar, cb = _progress()
     with bar:
         result = pipeline.run(job, progress=cb)
-    table = waterfall_table(result.audit)
-    from rich.console import Console
-    from rich.table import Table
-
-    from reports.html import si
-
-    t = Table(title=f"audit waterfall ({job.precision}): SpikeGPT energy per token, and ANN energy / SpikeGPT energy")
-    t.add_column("step")
-    t.add_column("SpikeGPT", justify="right")
-    ratio_cols = [c for c in table.columns if c.startswith("ratio_vs_")]
-    for col in ratio_cols:
-        t.add_column(col.removeprefix("ratio_vs_"), justify="right")
-    for _, row in table.iterrows():
-        t.add_row(row.step, si(row.spikegpt_pj_per_token * 1e-12, "J"), *[f"{row[c]:.2f}x" for c in ratio_cols])
-    Console(width=max(120, shutil.get_terminal_size().columns)).print(t)
-    for p in result.audit["paper_mode"]:
-        print(
-            f"paper mode {p['setting']}: {p['ratio']:.1f}x (projection-only variant {p['projection_only_ratio']:.1f}x)"
-        )
-    from energy.pipeline import _clean
-
-    Path(a.json).write_text(json.dumps(_clean(result.audit), indent=1))
-    print(f"audit: {a.json}")
+    text = strict_dumps(result.audit, indent=1)
+    print_audit(pipeline._clean(result.audit), console)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json_path, text)
+    print(f"audit: {json_path}")
     return 0
 
 
 def cmd_eval(a) -> int:
-    import torch
-
     from energy.pipeline import demo_paths
     from spikegpt.checkpoint import load_checkpoint
     from spikegpt.evaluate import evaluate, unigram_entropy_bits
+    from spikegpt.limits import check_device, check_memory, spikegpt_run_bytes
     from spikegpt.tokenizer import read_text, resolve_tokenizer
 
     if a.tokens is not None and a.tokens < 1:
         raise SpikeEnergyError("--tokens must be a positive integer")
+    check_device(a.device)
+    budget = _max_memory(a)
+    json_path = check_output_file(a.json, "--json") if a.json else None
     ckpt = a.checkpoint or demo_paths()[0]
-    if a.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpikeEnergyError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    model, info = load_checkpoint(ckpt, device=a.device)
+    model, info = load_checkpoint(ckpt, device=a.device, max_memory=budget)
     model.kernels = a.kernels
     tok = resolve_tokenizer(info.config.vocab_size, a.tokenizer, ckpt, unknown=_parse_unknown(a.unknown_chars))
-    text = read_text(a.text or demo_paths()[1])
-    ev = evaluate(model, tok, text, max_tokens=a.tokens)
-    ids = tok.encode(text)[: (a.tokens or 10**12) + 1]
-    out = {**ev.to_dict(), "unigram_entropy_bits_per_token": unigram_entropy_bits(ids), "checkpoint": str(ckpt)}
-    print(json.dumps(out, indent=1))
+    text_path = a.text or demo_paths()[1]
+    text = read_text(text_path)
+    if a.tokens is None:
+        ids = tok.encode(text)
+    else:  # tokenize what is scored (plus margin), not a whole 64 MB text
+        need = a.tokens + 1
+        ids = tok.encode(text[: max(need * 16, 4096)])
+        if len(ids) < need:
+            ids = tok.encode(text)
+        ids = ids[:need]
+    if len(ids) < 2:
+        raise SpikeEnergyError(f"{shown_path(text_path)} gives {len(ids)} token(s); at least 2 are needed to score one")
+    cfg = info.config
+    check_memory(f"scoring chunks of {min(len(ids), cfg.ctx_len)} tokens", spikegpt_run_bytes(cfg, 1, min(len(ids),
+                 cfg.ctx_len)), budget)  # fmt: skip
+    bar, cb = _progress()
+    with bar:
+        ev = evaluate(model, tok, ids=ids, progress=lambda done, total: cb("eval", done, total))
+    out = {**ev.to_dict(), "unigram_entropy_bits_per_token": unigram_entropy_bits(ids), "checkpoint": str(ckpt),
+           "text": str(text_path)}  # fmt: skip
+    what = "bytes" if ev.unit == "byte" else "characters"
+    line = f"scored {ev.tokens:,} tokens ({ev.chars:,} {what} of text): BPC {_num(ev.bpc, '.4f')} (bits per "
+    line += f"{what[:-1]}), {_num(ev.bits_per_token, '.4f')} bits per token"
+    line += f", perplexity {_num(ev.ppl, ',.2f')} per token" if ev.ppl is not None else ""
+    print(line)
+    print(f"unigram entropy of these tokens: {_num(out['unigram_entropy_bits_per_token'], '.4f')} bits per token "
+          "(a model that knows only token frequencies)")  # fmt: skip
+    if json_path:
+        atomic_write_text(json_path, strict_dumps(out, indent=1))
+        print(f"eval: {json_path}")
     return 0
 
 
@@ -386,21 +541,73 @@ def cmd_bench(a) -> int:
 
     from energy.timing import run_bench
     from spikegpt import preset
+    from spikegpt.limits import check_device, check_memory, spikegpt_run_bytes
 
-    if a.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpikeEnergyError("no CUDA device is available here; run on a GPU machine or pass --device cpu")
+    device = "cuda" if a.device == "auto" and torch.cuda.is_available() else "cpu" if a.device == "auto" else a.device
+    dev = check_device(device)
+    d = BENCH_DEFAULTS["cuda" if dev.type == "cuda" else "cpu"]
+    name = d["preset"] if a.preset == "auto" else a.preset
+    batch, tokens = a.batch or d["batch"], a.tokens or d["tokens"]
+    repeats = a.repeats or d["repeats"]
+    out = check_output_file(a.out, "--out")
     try:
-        config = preset(a.preset)
-        modes = tuple(m for m in a.modes.split(",") if m)
-        batches = tuple(int(b) for b in a.decode_batches.split(",") if b)
-        res = run_bench(config, batch=a.batch, tokens=a.tokens, device=a.device, dtype=getattr(torch, a.dtype),
-                        modes=modes, decode_batches=batches, repeats=a.repeats)  # fmt: skip
+        config = preset(name)
+        modes = tuple(m for m in (a.modes or d["modes"]).split(",") if m)
+        batches = tuple(int(b) for b in (a.decode_batches or d["decode_batches"]).split(",") if b)
     except ValueError as e:
         raise SpikeEnergyError(f"bench: {e}") from None
-    Path(a.out).write_text(json.dumps(res, indent=1))
-    print(json.dumps(res, indent=1))
-    print(f"bench: {a.out}")
+    for opt, v in (("--batch", batch), ("--tokens", tokens), ("--repeats", repeats), *(("--decode-batches", b)
+                   for b in batches)):  # fmt: skip
+        if v < 1:
+            raise SpikeEnergyError(f"bench: {opt} must be a positive integer, got {v}")
+    elem = torch.empty((), dtype=getattr(torch, a.dtype)).element_size()
+    check_memory(f"timing {name} at {batch} x {tokens} tokens", spikegpt_run_bytes(config, batch, tokens, elem), None)
+    print(f"bench: {name} ({config.n_layer} x {config.n_embd}, vocab {config.vocab_size}, random weights) on "
+          f"{dev}, {batch} x {tokens} tokens, modes {','.join(modes)}, decode batches {','.join(map(str, batches))}, "
+          f"median of {repeats}", file=sys.stderr)  # fmt: skip
+    bar, cb = _progress()
+    try:
+        with bar:
+            res = run_bench(config, batch=batch, tokens=tokens, device=dev, dtype=getattr(torch, a.dtype),
+                            modes=modes, decode_batches=batches, repeats=repeats,
+                            progress=lambda i, n: cb("bench", i, n))  # fmt: skip
+    except ValueError as e:
+        raise SpikeEnergyError(f"bench: {e}") from None
+    atomic_write_text(out, strict_dumps(res, indent=1))
+    _print_bench(res)
+    print(f"bench: {out}")
     return 0
+
+
+def _print_bench(res: dict) -> None:
+    """A summary table of a bench result (the JSON file has every sample)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=f"spike-energy bench on {escape(str(res.get('device')))} (median of {res['settings']['repeats']})")
+    for col in ("what", "mode", "batch", "median", "tokens/s", "first call", "note"):
+        t.add_column(col, justify="right" if col not in ("what", "mode", "note") else "left")
+
+    def row(what, mode, batch, r):
+        if r.get("status") != "ok":
+            t.add_row(what, mode, str(batch), "-", "-", "-", escape(str(r.get("reason", r.get("status")))))
+            return
+        t.add_row(what, mode, str(batch), f"{r['median_s'] * 1e3:,.1f} ms", _num(r.get("tokens_per_s"), ",.0f"),
+                  f"{r['first_call_s']:,.2f} s", "")  # fmt: skip
+
+    batch = res["settings"]["batch"]
+    for mode, r in res["forward"].items():
+        row(f"forward, {res['settings']['tokens']} tokens", mode, batch, r)
+    for mode, rs in res["decode"].items():
+        for r in rs:
+            row(f"decode, {res['settings']['decode_tokens']} steps", mode, r["batch"], r)
+    m = res["matmul"]
+    t.add_row("matmuls alone", "F.linear", str(batch), f"{m['median_s'] * 1e3:,.1f} ms", "-",
+              f"{m['first_call_s']:,.2f} s", f"{_num(m.get('flop_per_s', 0) / 1e9, ',.1f')} GFLOP/s")  # fmt: skip
+    Console(width=max(120, shutil.get_terminal_size().columns)).print(t)
+    for note in res["derived"].get("notes") or []:
+        print(f"note: {note}")
 
 
 def cmd_compare(a) -> int:
@@ -428,14 +635,36 @@ def main(argv=None) -> int:
     if args.command is None:  # plain `spike-energy`: profile the bundled demo
         args = parser.parse_args([*argv, "profile"])
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)  # cleans up like Ctrl-C (only possible in the main thread)
+    except ValueError:
+        previous = None
     try:
         return COMMANDS[args.command](args)
     except SpikeEnergyError as e:
-        print(f"spike-energy: error: {e}", file=sys.stderr)
+        print(f"spike-energy: error: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("spike-energy: interrupted", file=sys.stderr)
+        print("spike-energy: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("spike-energy: terminated; nothing was written", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as e:  # noqa: B036 - anything else (incl. a Rust panic) is one line, not a traceback
+        if args.debug:
+            traceback.print_exc()
+        else:
+            msg = one_line((str(e).strip().splitlines() or [""])[0], 300)
+            print(f"spike-energy: internal error: {type(e).__name__}{': ' + msg if msg else ''} "
+                  "(a bug, or an input we do not check yet); rerun with --debug for the traceback",
+                  file=sys.stderr)  # fmt: skip
+        return EXIT_INTERNAL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from spikegpt.errors import SpikeEnergyError
+from spikegpt.safeio import check_regular_file, shown
 
 COLUMNS = ["op", "dtype", "pj", "status", "source", "table", "note"]
 EXTENDED = {"unit": "pJ", "basis": "", "default": "yes", "year": "", "node_nm": ""}
@@ -53,6 +54,12 @@ PRECISIONS = tuple(PRESETS.index)
 BYTES_PER_VALUE = {p: int(b) for p, b in PRESETS.bytes_per_value.items()}
 PARAMETERS = _data_csv("parameters.csv").set_index("name")
 SRAM_BUDGET_BYTES = float(PARAMETERS.loc["sram_budget", "value"])
+
+# Validation limits (not energy figures): the largest cost in the bundled table is a 64-bit DRAM
+# read (about 1.3-2.6 nJ). 10^6 pJ (1 uJ) per op is far above any real op, and keeps sums over
+# 10^15 ops per token finite; a larger value is an input error, not a cost.
+MAX_PJ = 1e6
+MAX_COST_TABLE_BYTES = 4 * 2**20
 
 
 @dataclass
@@ -165,16 +172,12 @@ def _load_costs(path: str | Path | None, complete: bool = True) -> CostTable:
             df = pd.read_csv(p, dtype={"pj": float}, keep_default_na=False)
         name = "energy/data/horowitz_45nm.csv"
     else:
-        p = Path(path)
-        if p.is_dir():
-            raise SpikeEnergyError(f"{p} is a directory; --costs needs a CSV file")
-        if not p.is_file():
-            raise SpikeEnergyError(f"cost table {p} does not exist; check --costs")
+        p = check_regular_file(path, "--costs", MAX_COST_TABLE_BYTES)
         try:
-            df = pd.read_csv(p, keep_default_na=False)
+            df = pd.read_csv(p, keep_default_na=False, dtype=str)  # pj checked below, as the user wrote it
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, OSError) as e:
             raise SpikeEnergyError(f"cost table {p} is not a readable CSV ({e}); expected columns {COLUMNS}") from None
-        name = str(p)
+        name = str(path)
     if "pj" not in df.columns and "value" in df.columns:
         df = df.rename(columns={"value": "pj"})
     missing = [c for c in COLUMNS if c not in df.columns]
@@ -184,14 +187,18 @@ def _load_costs(path: str | Path | None, complete: bool = True) -> CostTable:
     pj = pd.to_numeric(df.pj, errors="coerce")
     absent = df.status.astype(str) == "missing"
     energy = df.unit.astype(str).str.strip().str.lower() == "pj"  # other units (fit coefficients) may be < 0
-    bad = df[(pj.isna() & ~absent) | ((pj < 0) & energy)]
+    finite = pj.abs() <= MAX_PJ  # False for NaN and inf
+    bad = df[(~absent & ~finite) | (energy & (pj < 0))]  # NaN, inf, absurdly large, or a negative energy
     if not bad.empty:
         r = bad.index[0]
-        raise SpikeEnergyError(f"cost table {name}, row {r + 2}: pj {df.pj[r]!r} is not a number >= 0")
+        raise SpikeEnergyError(
+            f"cost table {name}, row {r + 2}: pj {shown(str(df.pj[r]), 40)} is not a number between 0 and {MAX_PJ:g} pJ"
+        )
     df = df.assign(pj=pj)
     bad_status = sorted(set(df.status) - STATUSES)
     if bad_status:
-        raise SpikeEnergyError(f"cost table {name}: unknown status {bad_status}; use one of {sorted(STATUSES)}")
+        listed = ", ".join(shown(str(b), 40) for b in bad_status[:5])
+        raise SpikeEnergyError(f"cost table {name}: unknown status {listed}; use one of {sorted(STATUSES)}")
     no_source = df[(df.source.astype(str).str.strip() == "")]
     if not no_source.empty:
         raise SpikeEnergyError(f"cost table {name}, row {no_source.index[0] + 2}: every cost needs a source")
@@ -205,7 +212,7 @@ def _load_costs(path: str | Path | None, complete: bool = True) -> CostTable:
     dup = chosen[chosen.duplicated(["op", "dtype"])]
     if not dup.empty:
         raise SpikeEnergyError(
-            f"cost table {name}: op {dup.op.iloc[0]!r} dtype {dup.dtype.iloc[0]!r} appears twice; "
+            f"cost table {name}: op {shown(str(dup.op.iloc[0]))} dtype {shown(str(dup.dtype.iloc[0]))} appears twice; "
             "mark all but one figure default=no"
         )
     table = CostTable(df[COLUMNS + list(EXTENDED)].reset_index(drop=True), name)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from energy import cache
 from energy.audit import audit
 from energy.baselines import (
     BASELINE_NAMES,
@@ -26,9 +27,7 @@ from energy.baselines import (
     SCALE_BASELINES,
     Baseline,
     assume_activation_zeros,
-    default_baselines,
     synaptic_ops,
-    twin_baseline,
 )
 from energy.baselines import chars_per_token as chars_per_token_of
 from energy.costs import BYTES_PER_VALUE, CostTable, load_costs
@@ -41,6 +40,7 @@ from energy.platforms import section as platform_section
 from energy.profile import Profile, profile
 from spikegpt.checkpoint import CheckpointInfo, load_checkpoint
 from spikegpt.errors import SpikeEnergyError, TextError
+from spikegpt.limits import check_device, check_memory, spikegpt_run_bytes
 from spikegpt.model import SpikeGPT
 from spikegpt.tokenizer import read_text, resolve_tokenizer
 
@@ -86,6 +86,8 @@ class Job:
     platforms: tuple[str, ...] = ("all",)  # energy/platforms.py presets, "all", "none" or platform CSV files
     nodes: tuple = ("all",)  # process nodes (nm) of the digital reference: 45, 28, 16, 7, 5
     command_line: list[str] = field(default_factory=list)
+    max_memory: int | None = None  # memory budget in bytes (default: spikegpt.limits.DEFAULT_MEMORY_BUDGET)
+    cache: bool = True  # read and write the on-disk baselines cache (energy/cache.py)
 
 
 @dataclass
@@ -110,16 +112,12 @@ def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, str, str]:
     text_path = Path(job.text) if job.text else demo_paths()[1]
     if job.dtype not in DTYPES:
         raise SpikeEnergyError(f"--dtype must be one of {', '.join(DTYPES)}, got {job.dtype!r}")
-    try:
-        torch.device(job.device)
-    except RuntimeError:
-        raise SpikeEnergyError(f"--device {job.device!r} is not a device; use cpu or cuda") from None
-    if job.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpikeEnergyError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    check_device(job.device)
     model, info = load_checkpoint(
         ckpt,
         dtype=DTYPES[job.dtype],
         device=job.device,
+        max_memory=job.max_memory,
         binary_embedding=job.binary_embedding,
         lif_threshold=job.lif_threshold,
         lif_tau=job.lif_tau,
@@ -160,6 +158,13 @@ def run(job: Job, progress=None) -> Result:
     budget = None if job.sram_budget_mb is None else job.sram_budget_mb * 2**20
     costs = load_costs(job.costs, sram_budget_bytes=budget)
     ids = tokenize(text, tok, job.tokens, job.batch, text_path)
+    # sizes against the memory budget before anything runs: the run (+ the twin's copy of the weights), the baselines
+    elem = torch.empty((), dtype=DTYPES[job.dtype]).element_size()
+    need = spikegpt_run_bytes(model.config, ids.shape[0], ids.shape[1] - 1, elem)
+    need += model.num_params() * elem if job.twin else 0
+    check_memory(f"profiling {ids.shape[0]} x {ids.shape[1] - 1} tokens", need, job.max_memory)
+    context = job.context if job.context is not None else ids.shape[1] - 1  # the same sequences as SpikeGPT
+    cache.check_memory(model.config, context, job.baselines, job.max_memory)
     scored = ids[:, 1:]
     scored_text = "".join(tok.decode(row.tolist()) for row in scored)
     scored_chars = len(scored_text) if tok.kind == "bpe" else scored.numel()
@@ -178,12 +183,12 @@ def run(job: Job, progress=None) -> Result:
     t0 = time.perf_counter()
     bases: dict[str, Baseline] = {}
     if job.twin:
-        bases["rwkv-twin"], _ = twin_baseline(model, ids, mode=job.mode, census_tokens=min(job.census_tokens, 8))
+        bases["rwkv-twin"] = cache.twin(model, ids, info.sha256, mode=job.mode,
+                                        census_tokens=min(job.census_tokens, 8), use_cache=job.cache)  # fmt: skip
         if progress:
             progress("baselines", 1, len(job.baselines) + 1)
-    context = job.context if job.context is not None else prof.meta["tokens_per_sequence"]
     for i, name in enumerate(job.baselines):
-        bases.update(default_baselines(model.config, context, include=(name,)))
+        bases.update(cache.baselines(model.config, context, include=(name,), use_cache=job.cache))
         if progress:
             progress("baselines", i + 2, len(job.baselines) + 1)
     if "transformer-same-dims-relu" in bases:
@@ -249,10 +254,12 @@ def environment(device: str, command_line: list[str]) -> dict:
         "command_line": command_line,
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    from importlib.metadata import PackageNotFoundError, version
+
     for mod in ("fvcore", "transformers", "tokenizers", "pandas", "matplotlib", "triton"):
-        try:
-            env[mod] = __import__(mod).__version__
-        except Exception:  # optional packages may be absent (triton on CPU machines)
+        try:  # the installed version, without importing the package (transformers alone takes ~2 s)
+            env[mod] = version(mod)
+        except PackageNotFoundError:  # optional packages may be absent (triton on CPU machines)
             env[mod] = None
     return env
 

@@ -6,7 +6,6 @@ census runs on a short prefix under a dispatch mode (slow), in the same mode.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
@@ -26,6 +25,7 @@ from energy.estimate import SCENARIOS, scenario_energy
 from energy.hooks import Meter, block_index, preceding_spike_source
 from energy.memory import memory_terms
 from energy.rules import MODULE_RULES, PRIMITIVES
+from spikegpt.safeio import strict_dumps, write_csv
 
 SATURATED_RATE = 0.5  # a neuron that fires on more than half of the steps is "saturated"
 
@@ -141,7 +141,7 @@ class Profile:
         }
 
     def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=1, default=_json_default)
+        text = strict_dumps(self.to_dict(), indent=1)  # NaN/inf as null: strict JSON
         if path is not None:
             Path(path).write_text(text)
         return text
@@ -149,19 +149,12 @@ class Profile:
     def to_csv(self, directory: str | Path) -> None:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self.layers.to_csv(d / "layers.csv", index=False)
-        self.ops.to_csv(d / "ops.csv", index=False)
-        self.neurons.to_csv(d / "neurons.csv", index=False)
-        self.census.to_csv(d / "census.csv", index=False)
-        self.energy().to_csv(d / "energy.csv", index=False)
-
-
-def _json_default(o):
-    if isinstance(o, float) and math.isnan(o):
-        return None
-    if hasattr(o, "item"):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+        # text cells that a spreadsheet would run as formulas are neutralised (safeio.write_csv)
+        write_csv(self.layers, d / "layers.csv")
+        write_csv(self.ops, d / "ops.csv")
+        write_csv(self.neurons, d / "neurons.csv")
+        write_csv(self.census, d / "census.csv")
+        write_csv(self.energy(), d / "energy.csv")
 
 
 def as_batch(tokens, batch: int) -> torch.Tensor:

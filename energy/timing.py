@@ -254,6 +254,7 @@ def run_bench(
     *,
     seed: int = 0,
     max_compile_steps: int = MAX_COMPILE_STEPS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Time a random SpikeGPT of ``config``; returns a JSON-able dict (see the module docstring).
 
@@ -262,7 +263,8 @@ def run_bench(
     {mode: [{batch, timing + tokens_per_s}, one per decode batch]}, ``matmul`` (timing +
     n_linear, n_mac, flop_per_s), ``derived`` (non-matmul seconds per mode, forward/matmul
     per mode, the two ratios, notes). A timing is ``time_call``'s dict or, for a mode that
-    could not run, ``{"status": "skipped", "reason": ...}``.
+    could not run, ``{"status": "skipped", "reason": ...}``. ``progress(done, total)`` is
+    called after each timed item (forward per mode, decode per mode and batch, matmuls).
     """
     unknown = [m for m in modes if m not in MODES]
     if unknown:
@@ -280,18 +282,27 @@ def run_bench(
     gen = torch.Generator(device="cpu").manual_seed(seed)
     idx = torch.randint(config.vocab_size, (batch, tokens), generator=gen).to(device)
     steps = {mode: _step(model, mode, device) for mode in modes}
+    total, done = len(modes) * (1 + len(decode_batches)) + 1, 0
+
+    def tick():
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
 
     forward = {}
     for mode, step in steps.items():
         reason = step if isinstance(step, str) else _compile_too_big(mode, config.n_layer, tokens, max_compile_steps)
         if reason is not None:
             forward[mode] = _skipped(reason)
+            tick()
             continue
         log.info("timing %s forward, %d x %d tokens", mode, batch, tokens)
         with torch.no_grad():
             forward[mode] = _with_rate(
                 _run_mode(mode, lambda s=step: s(idx, None), device, repeats, warmup), idx.numel()
             )
+        tick()
 
     decode = {}
     for mode, step in steps.items():
@@ -300,6 +311,7 @@ def run_bench(
         for b in decode_batches:
             if reason is not None:
                 decode[mode].append({"batch": b, **_skipped(reason)})
+                tick()
                 continue
             prompt = torch.randint(config.vocab_size, (b, decode_tokens), generator=gen).to(device)
 
@@ -312,9 +324,11 @@ def run_bench(
             with torch.no_grad():
                 result = _run_mode(mode, run_decode, device, repeats, warmup)
             decode[mode].append({"batch": b, **_with_rate(result, b * decode_tokens)})
+            tick()
 
     log.info("timing matmuls alone")
     matmul = time_matmuls(model, batch * tokens, device, dtype, repeats, warmup)
+    tick()
     return {
         "device": _device_name(device),
         "device_type": device.type,

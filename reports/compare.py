@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from reports.schema import finite, validate_summary
+from reports.schema import MAX_SUMMARY_BYTES, finite, validate_summary
 from spikegpt.errors import SpikeEnergyError
+from spikegpt.safeio import load_json, shown_path
 
 _FIX = "pass the summary.json that `spike-energy profile --out DIR` writes (DIR/summary.json)"
 
 
 def load_summary(path) -> dict:
-    """Read and validate a summary.json; a directory means its summary.json."""
+    """Read and validate a summary.json; a directory means its summary.json.
+
+    The file must be a regular file under ``MAX_SUMMARY_BYTES``, strict JSON (no NaN, no
+    duplicate keys, bounded nesting and integers), and valid against ``schema.Summary``.
+    """
     p = Path(path)
     if p.is_dir():
         p = p / "summary.json"
-    if not p.is_file():
-        raise SpikeEnergyError(f"{p}: no such file; {_FIX}")
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise SpikeEnergyError(f"{p}: not JSON (not UTF-8 text); {_FIX}") from None
-    except json.JSONDecodeError as e:
-        raise SpikeEnergyError(f"{p}: not JSON ({e.msg} at line {e.lineno}, column {e.colno}); {_FIX}") from None
-    except OSError as e:
-        raise SpikeEnergyError(f"{p}: cannot be read ({e.strerror}); check the path and its permissions") from None
+    if not os.path.lexists(p):
+        raise SpikeEnergyError(f"{shown_path(p)}: no such file; {_FIX}")
+    d = load_json(p, "summary", None, MAX_SUMMARY_BYTES, fix=_FIX)
     validate_summary(d, str(p))
     return d
 

@@ -12,15 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
-from spikegpt.config import SpikeGPTConfig
+from spikegpt.config import VARIANTS, SpikeGPTConfig
 from spikegpt.errors import CheckpointError
+from spikegpt.limits import DEFAULT_MEMORY_BUDGET, check_memory
 from spikegpt.model import SpikeGPT
+from spikegpt.safeio import check_regular_file, load_json, shown, shown_path, validate
 from spikegpt.tokenizer import NEOX_VOCAB_SIZE
 
 logger = logging.getLogger(__name__)
@@ -51,19 +55,37 @@ def sidecar_path(path: str | Path) -> Path:
     return path.with_name(path.stem + ".config.json")
 
 
+MAX_SIDECAR_BYTES = 1 << 20  # a sidecar is a dozen numbers
+
+
+class Sidecar(BaseModel):
+    """``<stem>.config.json``: SpikeGPTConfig fields (the trainer writes them all); others are ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    vocab_size: StrictInt | None = Field(None, ge=1)
+    n_layer: StrictInt | None = Field(None, ge=1)
+    n_embd: StrictInt | None = Field(None, ge=1)
+    ffn_mult: StrictInt | None = Field(None, ge=1)
+    ctx_len: StrictInt | None = Field(None, ge=1)
+    lif_tau: StrictFloat | StrictInt | None = None
+    lif_threshold: StrictFloat | StrictInt | None = None
+    lif_reset: StrictFloat | StrictInt | None = None
+    surrogate_alpha: StrictFloat | StrictInt | None = None
+    dropout: StrictFloat | StrictInt | None = None
+    layer_norm_eps: StrictFloat | StrictInt | None = None
+    binary_embedding: StrictBool | None = None
+    variant: str | None = Field(None, pattern="^(" + "|".join(VARIANTS) + ")$")
+
+
 def read_sidecar(path: str | Path) -> dict:
+    """The sidecar's fields that are set (validated against ``Sidecar``), or {} if there is none."""
     side = sidecar_path(path)
-    if not side.is_file():
+    if not os.path.lexists(side):
         return {}
-    try:
-        d = json.loads(side.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise CheckpointError(f"{side}: cannot read it ({e.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{side}: not valid JSON ({e}); fix or delete it") from None
-    if not isinstance(d, dict):
-        raise CheckpointError(f"{side}: expected a JSON object of SpikeGPTConfig fields")
-    return d
+    fix = "fix or delete it"
+    d = load_json(side, "sidecar", None, MAX_SIDECAR_BYTES, CheckpointError, fix)
+    checked = validate(d, Sidecar, f"sidecar {shown_path(side)}", CheckpointError, fix)
+    return {k: v for k, v in d.items() if k in checked.model_fields_set}
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -74,15 +96,21 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors from a ``.pth`` (weights_only) or ``.safetensors`` file, unwrapped."""
+def read_state_dict(path: str | Path, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
+    """Tensors from a ``.pth`` (weights_only) or ``.safetensors`` file, unwrapped and checked.
+
+    ``max_bytes``: the memory budget; a larger file is refused before it is read.
+    """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist; check --checkpoint")
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a directory; --checkpoint needs a .pth or .safetensors file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); download it again")
+    try:
+        check_regular_file(path, "checkpoint", error=CheckpointError)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; check --checkpoint") from None
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"checkpoint {shown_path(path)} is empty (0 bytes); download it again")
+    if max_bytes is not None and size > max_bytes:
+        check_memory(f"reading checkpoint {shown_path(path)}", size, max_bytes)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -91,11 +119,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(
-                f"{path} is not a readable .safetensors file ({e}); it may be truncated: download it again"
+                f"{shown_path(path)} is not a readable .safetensors file ({str(e)[:200]}); it may be truncated: "
+                "download it again"
             ) from None
     else:
         obj = _torch_load(path)
-    return _unwrap(obj, path)
+    sd = _unwrap(obj, path)
+    _check_tensors(sd, path)
+    return sd
 
 
 def _torch_load(path: Path):
@@ -138,31 +169,77 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
                 obj = inner
     if not isinstance(obj, dict) or not obj:
         raise CheckpointError(
-            f"{path} does not hold a state dict (found {type(obj).__name__}); is it a model checkpoint?"
+            f"{shown_path(path)} does not hold a state dict (found {type(obj).__name__}); is it a model checkpoint?"
+        )
+    not_str = [k for k in obj if not isinstance(k, str)]
+    if not_str:
+        raise CheckpointError(
+            f"{shown_path(path)}: keys {', '.join(shown(k) + f' ({type(k).__name__})' for k in not_str[:5])} are not "
+            "strings; a state dict maps parameter names to tensors"
         )
     for prefix in _PREFIXES:
-        if all(isinstance(k, str) and k.startswith(prefix) for k in obj):
+        if all(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix) :]: v for k, v in obj.items()}
     not_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise CheckpointError(f"{path}: entries {not_tensors[:5]} are not tensors; expected a SpikeGPT state dict")
+        raise CheckpointError(
+            f"{shown_path(path)}: entries {', '.join(shown(k) for k in not_tensors[:5])} are not tensors; "
+            "expected a SpikeGPT state dict"
+        )
     return obj
+
+
+def _check_tensors(sd: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse tensors that hold no data (meta), are not dense (sparse, quantized), are not floating
+    point, or declare more elements than their storage holds (a stride-0 view: a few bytes in the
+    file standing for a huge tensor)."""
+    problems = []
+    for k, t in sd.items():
+        if t.is_meta:
+            problems.append(f"{shown(k)} is a meta tensor (it holds no data)")
+        elif t.layout != torch.strided:
+            layout = str(t.layout).removeprefix("torch.")
+            problems.append(f"{shown(k)} is {layout}, not dense; save it with .to_dense()")
+        elif t.is_quantized:
+            problems.append(f"{shown(k)} is quantized ({t.dtype}); save the float weights")
+        elif t.dtype not in FLOAT_DTYPES:
+            problems.append(f"{shown(k)} is {str(t.dtype).removeprefix('torch.')}, not floating point")
+        else:
+            held = t.untyped_storage().nbytes() - t.storage_offset() * t.element_size()
+            if t.numel() * t.element_size() > held:
+                problems.append(
+                    f"{shown(k)} declares shape {tuple(t.shape)} ({t.numel():,} values) but its data in the file "
+                    f"holds only {max(held, 0) // t.element_size():,} (a stride-0 view)"
+                )
+        if len(problems) >= 3:
+            break
+    if problems:
+        raise CheckpointError(f"{shown_path(path)}: {'; '.join(problems)}. Re-save the checkpoint from the model's "
+                              "float weights (torch.save(model.state_dict()))")  # fmt: skip
 
 
 def infer_config(sd: dict[str, torch.Tensor], path: str | Path = "checkpoint", **overrides) -> SpikeGPTConfig:
     """n_layer, n_embd, vocab_size, ffn width from the keys; binary embedding by the model."""
+    name = shown_path(path)
     if "emb.weight" not in sd:
         raise CheckpointError(
-            f"{path}: no 'emb.weight' key, so this is not a SpikeGPT/RWKV-4 checkpoint (first keys: {list(sd)[:5]})"
+            f"{name}: no 'emb.weight' key, so this is not a SpikeGPT/RWKV-4 checkpoint "
+            f"(first keys: {', '.join(shown(k) for k in list(sd)[:5])})"
         )
     emb = sd["emb.weight"]
     if emb.dim() != 2:
-        raise CheckpointError(f"{path}: emb.weight has shape {tuple(emb.shape)}, expected [vocab, n_embd]")
+        raise CheckpointError(f"{name}: emb.weight has shape {tuple(emb.shape)}, expected [vocab, n_embd]")
     vocab_size, n_embd = emb.shape
-    layers = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
+    layers = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d{1,9})\.", k))}
     if not layers:
-        raise CheckpointError(f"{path}: no 'blocks.N.' keys; expected a SpikeGPT state dict")
+        raise CheckpointError(f"{name}: no 'blocks.N.' keys; expected a SpikeGPT state dict")
     n_layer = max(layers) + 1
+    if len(layers) != n_layer:  # declared by one key, e.g. blocks.100000000.*: never build what is not there
+        gap = next(i for i in range(n_layer) if i not in layers)
+        raise CheckpointError(
+            f"{name}: the keys name blocks up to {n_layer - 1} but only {len(layers)} blocks have weights "
+            f"(block {gap} is the first missing one); the file is incomplete or not SpikeGPT"
+        )
     ffn_key = sd.get("blocks.0.ffn.key.weight")
     ffn_mult = 4
     if ffn_key is not None and ffn_key.dim() == 2 and ffn_key.shape[0] % n_embd == 0:
@@ -199,7 +276,8 @@ def check_state_dict(sd: dict[str, torch.Tensor], model: SpikeGPT, path: str | P
             parts.append(f"missing {len(missing)} keys: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
         if unexpected:
             parts.append(
-                f"unexpected {len(unexpected)} keys: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
+                f"unexpected {len(unexpected)} keys: {', '.join(shown(k) for k in unexpected[:8])}"
+                f"{' ...' if len(unexpected) > 8 else ''}"
             )
         raise CheckpointError(
             f"{path} does not match a SpikeGPT with {model.config.n_layer} layers x {model.config.n_embd}: "
@@ -223,7 +301,7 @@ def check_state_dict(sd: dict[str, torch.Tensor], model: SpikeGPT, path: str | P
         if n_bad:
             warnings.append(f"{k} has {n_bad} NaN/inf values of {t.numel()}")
     for w in warnings:
-        logger.warning("%s: %s; results that depend on it are meaningless", path, w)
+        logger.warning("%s: %s; results that depend on it are meaningless", shown_path(path), w)
     return warnings
 
 
@@ -232,21 +310,28 @@ def load_checkpoint(
     *,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
+    max_memory: int | None = None,
     **config_overrides,
 ) -> tuple[SpikeGPT, CheckpointInfo]:
     """A SpikeGPT in eval mode with the checkpoint's weights, and what was learnt about the file.
 
     ``config_overrides`` (e.g. ``lif_threshold=0.1``, ``binary_embedding=False``) change
-    what the checkpoint does not store; ``None`` values are ignored.
+    what the checkpoint does not store; ``None`` values are ignored. ``max_memory``: the
+    memory budget in bytes (default ``limits.DEFAULT_MEMORY_BUDGET``); a file whose weights
+    would need more is refused before anything is allocated.
     """
-    sd = read_state_dict(path)
+    budget = DEFAULT_MEMORY_BUDGET if max_memory is None else max_memory
+    sd = read_state_dict(path, max_bytes=budget)
+    elem = torch.empty((), dtype=dtype).element_size()
+    check_memory(f"the weights of {shown_path(path)} in {str(dtype).removeprefix('torch.')}",
+                 sum(v.numel() for v in sd.values()) * elem, budget)  # fmt: skip
     side = read_sidecar(path)
     known = {k: side[k] for k in SIDECAR_FIELDS if k in side}
     config = infer_config(sd, path, **{**known, **{k: v for k, v in config_overrides.items() if v is not None}})
     for k in ("n_layer", "n_embd", "vocab_size"):
         if k in side and side[k] != getattr(config, k):
             raise CheckpointError(
-                f"{sidecar_path(path)} says {k}={side[k]} but the weights have {getattr(config, k)}; "
+                f"{shown_path(sidecar_path(path))} says {k}={side[k]} but the weights have {getattr(config, k)}; "
                 "it belongs to another checkpoint: fix or delete it"
             )
     with torch.device("meta"):

@@ -8,6 +8,7 @@ for both published models.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 VARIANTS = ("released", "twin", "spike-input")
@@ -41,8 +42,8 @@ class SpikeGPTConfig:
             raise ValueError(f"SpikeGPTConfig.binary_embedding must be true or false, got {self.binary_embedding!r}")
         for name in ("lif_tau", "lif_threshold", "lif_reset", "surrogate_alpha", "dropout", "layer_norm_eps"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"SpikeGPTConfig.{name} must be a number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"SpikeGPTConfig.{name} must be a finite number, got {value!r}")
         for name in ("vocab_size", "n_layer", "n_embd", "ctx_len", "ffn_mult"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -34,8 +34,9 @@ class Evaluation:
         return self.nats / math.log(2) / self.chars
 
     @property
-    def ppl(self) -> float:
-        return math.exp(self.nats / self.tokens)
+    def ppl(self) -> float | None:
+        """Perplexity per token, for BPE only: for char and byte vocabularies BPC is the measure."""
+        return math.exp(self.nats / self.tokens) if self.unit == "token" else None
 
     def to_dict(self) -> dict:
         return {
@@ -49,26 +50,44 @@ class Evaluation:
 
 
 @torch.no_grad()
-def cross_entropy_nats(model: SpikeGPT, ids: torch.Tensor, chunk_len: int | None = None) -> float:
-    """Sum over t of -log p(ids[t+1] | ids[:t+1]) for a 1-D tensor of ids."""
+def cross_entropy_nats(model: SpikeGPT, ids: torch.Tensor, chunk_len: int | None = None, progress=None) -> float:
+    """Sum over t of -log p(ids[t+1] | ids[:t+1]) for a 1-D tensor of ids.
+
+    Chunks of ``chunk_len`` (default ``ctx_len``) with the state carried, each scored as it
+    comes; ``progress(done, total)`` is called after each chunk with tokens scored so far.
+    """
     if ids.numel() < 2:
         raise ValueError("need at least 2 tokens to evaluate")
     device = next(model.parameters()).device
     ids = ids.to(device)
-    out = model.run(ids[None, :-1], chunk_len=chunk_len)
-    return float(F.cross_entropy(out.logits[0].float(), ids[1:], reduction="sum"))
+    inputs, targets = ids[None, :-1], ids[1:]
+    total = targets.numel()
+    nats = 0.0
+    for start, out in model.chunks(inputs, chunk_len=chunk_len):
+        n = out.logits.shape[1]
+        nats += float(F.cross_entropy(out.logits[0].float(), targets[start : start + n], reduction="sum"))
+        if progress:
+            progress(start + n, total)
+    return nats
 
 
 def evaluate(
-    model: SpikeGPT, tokenizer, text: str, max_tokens: int | None = None, chunk_len: int | None = None
+    model: SpikeGPT,
+    tokenizer,
+    text: str | None = None,
+    max_tokens: int | None = None,
+    chunk_len: int | None = None,
+    progress=None,
+    ids: list[int] | None = None,
 ) -> Evaluation:
-    """BPC / bits per token / perplexity of ``model`` on ``text``."""
-    ids = tokenizer.encode(text)
+    """BPC / bits per token / perplexity of ``model`` on ``text`` (or on token ``ids`` already encoded)."""
+    if ids is None:
+        ids = tokenizer.encode(text)
     if max_tokens is not None:
         ids = ids[: max_tokens + 1]
     if len(ids) < 2:
         raise ValueError("the text is too short to evaluate (needs at least 2 tokens)")
-    nats = cross_entropy_nats(model, torch.tensor(ids), chunk_len)
+    nats = cross_entropy_nats(model, torch.tensor(ids), chunk_len, progress)
     chars = len(ids) - 1 if tokenizer.kind in ("char", "byte") else len(tokenizer.decode(ids[1:]))
     return Evaluation(tokens=len(ids) - 1, chars=max(chars, 1), nats=nats, unit=tokenizer.unit)
 

@@ -14,12 +14,28 @@ Three kinds, one interface (``encode``, ``decode``, ``vocab_size``, ``unit``):
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import logging
+import os
+import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from spikegpt.errors import TextError, TokenizerError
+from spikegpt.safeio import (
+    one_line,
+    parse_json,
+    read_bytes,
+    read_stdin,
+    shown,
+    shown_path,
+    validate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +48,9 @@ BOOK_SOURCE = "https://github.com/ridgerchu/SpikeGPT/blob/master/vocab_book.json
 # Texts longer than this are refused unless the caller raises the limit: profiling
 # reads only the first --tokens tokens anyway.
 MAX_TEXT_BYTES = 64 * 1024 * 1024
+# Tokenizer files are capped like texts: the GPT-NeoX 20B tokenizer.json is 2.1 MB, the largest
+# common ones (multilingual SentencePiece conversions) about 35 MB.
+MAX_TOKENIZER_BYTES = 64 * 1024 * 1024
 
 
 def decode_json_bytes(raw: bytes, path: Path) -> str:
@@ -120,21 +139,28 @@ class CharTokenizer:
 
 
 def parse_char_vocab(obj, path) -> dict[int, str]:
+    """``{"0": "\\n", "1": " ", ...}``: ids 0..V-1, each once, each to one character, each character once."""
     if not isinstance(obj, dict) or not obj:
         raise TokenizerError(f'{path}: a char vocabulary must be a non-empty JSON object {{"id": "char"}}')
-    itos = {}
+    obj = validate(obj, dict[str, StrictStr], str(path), TokenizerError, 'expected {"id": "char"}')
+    itos: dict[int, str] = {}
     for k, v in obj.items():
-        try:
-            i = int(k)
-        except ValueError:
-            raise TokenizerError(f'{path}: key {k!r} is not an integer id; expected {{"id": "char"}}') from None
-        if not isinstance(v, str) or len(v) != 1:
-            raise TokenizerError(f"{path}: id {k} maps to {v!r}, not a single character")
+        if not (k.isascii() and k.isdigit() and len(k) <= 9):
+            raise TokenizerError(f'{path}: key {shown(k)} is not an integer id; expected {{"id": "char"}}')
+        i = int(k)
+        if len(v) != 1:
+            raise TokenizerError(f"{path}: id {i} maps to {shown(v)}, not a single character")
+        if i in itos:  # "1" and "01"
+            raise TokenizerError(f"{path}: id {i} appears twice ({shown(itos[i])} and {shown(v)}); give each id once")
         itos[i] = v
     if sorted(itos) != list(range(len(itos))):
-        raise TokenizerError(f"{path}: ids must be 0..{len(itos) - 1} without gaps")
-    if len(set(itos.values())) != len(itos):
-        raise TokenizerError(f"{path}: a character appears twice")
+        missing = next(i for i in range(len(itos)) if i not in itos)
+        raise TokenizerError(f"{path}: ids must be 0..{len(itos) - 1} without gaps (id {missing} is missing)")
+    seen: dict[str, int] = {}
+    for i, ch in sorted(itos.items()):
+        if ch in seen:
+            raise TokenizerError(f"{path}: ids {seen[ch]} and {i} both map to {ch!r}; each character needs one id")
+        seen[ch] = i
     return itos
 
 
@@ -156,24 +182,113 @@ class ByteTokenizer:
         return "UTF-8 bytes (V = 256)"
 
 
+_Id = Annotated[StrictInt, Field(ge=0, lt=2**31)]
+
+
+class _HFAddedToken(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: _Id
+    content: StrictStr
+
+
+class _HFModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: StrictStr | None = None
+    vocab: dict[str, _Id] | list[tuple[StrictStr, float]] | None = None  # BPE/WordLevel/WordPiece | Unigram
+
+
+class HFTokenizerFile(BaseModel):
+    """What we rely on in a Hugging Face ``tokenizer.json``; the ``tokenizers`` library checks the rest."""
+
+    model_config = ConfigDict(extra="allow")
+    model: _HFModel
+    added_tokens: list[_HFAddedToken] | None = None
+
+
+def check_hf_ids(spec: HFTokenizerFile, path) -> None:
+    """Each id names one token: refuse two vocabulary entries (or added tokens) with one id."""
+    by_id: dict[int, str] = {}
+    clashes = []
+    if isinstance(spec.model.vocab, dict):
+        for token, i in spec.model.vocab.items():
+            if i in by_id:
+                clashes.append((i, by_id[i], token))
+            by_id.setdefault(i, token)
+    for a in spec.added_tokens or []:  # an added token may repeat its own vocabulary entry, not another's
+        if a.id in by_id and by_id[a.id] != a.content:
+            clashes.append((a.id, by_id[a.id], a.content))
+        by_id.setdefault(a.id, a.content)
+    if clashes:
+        shown_clashes = ", ".join(f"id {i} ({shown(a, 30)} and {shown(b, 30)})" for i, a, b in clashes[:5])
+        more = f" and {len(clashes) - 5} more" if len(clashes) > 5 else ""
+        raise TokenizerError(f"{path}: duplicate ids: {shown_clashes}{more}; each id must name one token")
+
+
+@contextlib.contextmanager
+def _stderr_captured():
+    """Send file descriptor 2 to a temporary file (a Rust panic prints its backtrace there);
+    yields that file. The caller replays it if nothing went wrong."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield tmp
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 class HFTokenizer:
     """A Hugging Face ``tokenizer.json`` (BPE), through the ``tokenizers`` library."""
 
     kind = "bpe"
     unit = "token"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, text: str | None = None):
+        """``text``: the file's content, already read and validated by ``load_tokenizer``."""
         from tokenizers import Tokenizer
 
         self.path = str(path)
+        if text is None:
+            raw = read_bytes(path, "tokenizer", MAX_TOKENIZER_BYTES, TokenizerError)
+            text = decode_json_bytes(raw, Path(path))
+            check_hf_ids(_validated_hf(parse_json(text, shown_path(path), TokenizerError), path), path)
         try:
-            self.tok = Tokenizer.from_file(self.path)
-        except Exception as e:  # tokenizers raises plain Exception subclasses
-            raise TokenizerError(f"{path}: not a Hugging Face tokenizer.json ({str(e).splitlines()[0]})") from None
+            self.tok = self._guarded(Tokenizer.from_str, text)
+        except TokenizerError as e:
+            raise TokenizerError(f"{path}: not a Hugging Face tokenizer.json ({e})") from None
+        vocab = self.tok.get_vocab(with_added_tokens=True)
         self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
+        self.max_id = max(vocab.values(), default=-1)
+        self.ids = vocab
+
+    def _guarded(self, fn, *args):
+        """Call into the Rust library; a panic (a ``BaseException``, e.g. the regex engine's
+        retry limit on a catastrophically backtracking pre-tokenizer pattern) becomes one line."""
+        with _stderr_captured() as captured:
+            try:
+                out = fn(*args)
+            except (KeyboardInterrupt, SystemExit, GeneratorExit):
+                raise
+            except BaseException as e:  # noqa: B036 - pyo3's PanicException derives from BaseException
+                first = (str(e).splitlines() or [""])[0]
+                raise TokenizerError(f"{type(e).__name__}: {one_line(first, 200)}") from None
+            captured.seek(0)
+            noise = captured.read()
+        if noise:
+            sys.stderr.write(noise.decode(errors="replace"))
+        return out
 
     def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text).ids
+        try:
+            return self._guarded(self.tok.encode, text).ids
+        except TokenizerError as e:
+            raise TokenizerError(
+                f"tokenizer {shown_path(self.path)} failed on this text ({e}); its pre-tokenizer's regular "
+                "expression may backtrack catastrophically: use the tokenizer the model was trained with"
+            ) from None
 
     def decode(self, ids) -> str:
         return self.tok.decode([int(i) for i in ids])
@@ -182,28 +297,30 @@ class HFTokenizer:
         return f"Hugging Face tokenizer, {self.vocab_size} tokens ({self.path})"
 
 
+def _validated_hf(obj, path) -> HFTokenizerFile:
+    return validate(obj, HFTokenizerFile, str(path), TokenizerError, "expected a Hugging Face tokenizer.json")
+
+
 Tokenizer = CharTokenizer | ByteTokenizer | HFTokenizer
 
 
 def load_tokenizer(path: str | Path, unknown: str | dict = "error") -> Tokenizer:
-    """A char vocabulary or a Hugging Face tokenizer.json, told apart by content."""
+    """A char vocabulary or a Hugging Face tokenizer.json, told apart by content.
+
+    The file must be a regular file of at most ``MAX_TOKENIZER_BYTES``; its JSON is strict
+    (no NaN, no duplicate keys, no huge integers, bounded nesting) and validated against
+    ``HFTokenizerFile`` or the char vocabulary's schema.
+    """
     path = Path(path)
-    if path.is_dir():
-        raise TokenizerError(f"{path} is a directory; --tokenizer needs a tokenizer.json or vocabulary file")
-    if not path.is_file():
-        raise TokenizerError(f"tokenizer file {path} does not exist; check --tokenizer")
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise TokenizerError(f"cannot read {path} ({e.strerror}); check its permissions") from None
-    try:
-        obj = json.loads(decode_json_bytes(raw, path))
-    except json.JSONDecodeError as e:
-        raise TokenizerError(
-            f"{path}: not valid JSON ({e.msg}); expected a tokenizer.json or a char vocabulary"
-        ) from None
+        raw = read_bytes(path, "tokenizer", MAX_TOKENIZER_BYTES, TokenizerError)
+    except TokenizerError as e:
+        raise TokenizerError(f"{e}; check --tokenizer") from None
+    text = decode_json_bytes(raw, path)
+    obj = parse_json(text, str(path), TokenizerError, "expected a tokenizer.json or a char vocabulary")
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        return HFTokenizer(path)
+        check_hf_ids(_validated_hf(obj, path), path)
+        return HFTokenizer(path, text)
     return CharTokenizer(parse_char_vocab(obj, path), path=str(path), unknown=unknown)
 
 
@@ -232,7 +349,7 @@ def resolve_tokenizer(
                     break
             neox = ckpt.parent / NEOX_TOKENIZER
             if tok is None and vocab_size == NEOX_VOCAB_SIZE and neox.is_file():
-                tok = HFTokenizer(neox)
+                tok = load_tokenizer(neox)
         if tok is None:
             if vocab_size == NEOX_VOCAB_SIZE:
                 raise TokenizerError(
@@ -255,6 +372,13 @@ def resolve_tokenizer(
             f"tokenizer {tok.path} has {tok.vocab_size} tokens but the model only {vocab_size}; "
             "it is not this checkpoint's tokenizer"
         )
+    if tok.kind == "bpe" and tok.max_id >= vocab_size:
+        beyond = sorted((i, t) for t, i in tok.ids.items() if i >= vocab_size)
+        listed = ", ".join(f"{i} ({shown(t, 30)})" for i, t in beyond[:5])
+        raise TokenizerError(
+            f"tokenizer {tok.path} has ids up to {tok.max_id} but the model has only {vocab_size} embeddings "
+            f"(ids {listed}{' ...' if len(beyond) > 5 else ''} are beyond it); it is not this checkpoint's tokenizer"
+        )
     if tok.kind == "char" and tok.vocab_size != vocab_size:
         raise TokenizerError(
             f"char vocabulary {tok.path} has {tok.vocab_size} characters but the model has {vocab_size} "
@@ -264,22 +388,20 @@ def resolve_tokenizer(
 
 
 def read_text(path: str | Path, max_bytes: int = MAX_TEXT_BYTES) -> str:
-    """A UTF-8 text file, with errors that say what is wrong and what to do."""
-    path = Path(path)
-    if not path.exists():
-        raise TextError(f"text file {path} does not exist; check --text")
-    if path.is_dir():
-        raise TextError(f"{path} is a directory; --text needs a text file")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise TextError(
-            f"{path} is {size / 2**20:.0f} MiB, over the {max_bytes / 2**20:.0f} MiB limit; "
-            "cut it (e.g. head -c 10M) — profiling uses only the first --tokens tokens"
-        )
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise TextError(f"cannot read {path} ({e.strerror}); check its permissions") from None
+    """A UTF-8 text file, or standard input for ``-``, with errors that say what is wrong and what to do.
+
+    Only regular files are read (a FIFO would block, ``/dev/zero`` never ends); both are
+    capped at ``max_bytes``.
+    """
+    if str(path) == "-":
+        raw = read_stdin("--text -", max_bytes)
+        path = "<stdin>"
+    else:
+        path = Path(path)
+        try:
+            raw = read_bytes(path, "text file", max_bytes, TextError)
+        except TextError as e:
+            raise TextError(f"{e}; profiling uses only the first --tokens tokens (check --text)") from None
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8) :]
     try:

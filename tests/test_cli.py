@@ -84,10 +84,13 @@ def test_audit_and_eval(files, tmp_path, capsys):
     assert code == 0, err
     a = json.loads((tmp_path / "a.json").read_text())
     assert [w["step"] for w in a["waterfall"]][0] == "paper" and "memory" in stdout
-    code, stdout, err = run(["eval", "--checkpoint", files / "m.pth", "--text", files / "text.txt"], capsys)
+    code, stdout, err = run(["eval", "--checkpoint", files / "m.pth", "--text", files / "text.txt",
+                             "--json", tmp_path / "ev.json"], capsys)  # fmt: skip
     assert code == 0, err
-    ev = json.loads(stdout)
+    ev = json.loads((tmp_path / "ev.json").read_text())
     assert ev["bpc"] > 0 and ev["unigram_entropy_bits_per_token"] > 0 and ev["tokens"] == len(TEXT) - 1
+    assert f"scored {len(TEXT) - 1:,} tokens" in stdout and f"BPC {ev['bpc']:.4f}" in stdout
+    assert ev["ppl"] is None and "perplexity" not in stdout  # a char model: BPC, no perplexity
 
 
 def test_train_and_compare(files, tmp_path, capsys):

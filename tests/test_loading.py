@@ -149,7 +149,7 @@ def test_unexpected_keys(tiny_ckpt, tmp_path):
     sd = torch.load(path, weights_only=True)
     sd["blocks.0.att.bonus"] = torch.zeros(3)
     torch.save(sd, tmp_path / "m.pth")
-    with pytest.raises(CheckpointError, match=r"unexpected 1 keys: blocks\.0\.att\.bonus"):
+    with pytest.raises(CheckpointError, match=r"unexpected 1 keys: 'blocks\.0\.att\.bonus'"):
         load_checkpoint(tmp_path / "m.pth")
 
 

@@ -222,7 +222,7 @@ def test_load_summary_errors(tmp_path, summary):
         load_summary(tmp_path / "nope.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(SpikeEnergyError, match=r"bad\.json: not JSON \(.*line 1"):
+    with pytest.raises(SpikeEnergyError, match=r"bad\.json: not (valid )?JSON \(.*line 1"):
         load_summary(bad)
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"schema_version": 1, "model": {}}))

@@ -1,0 +1,263 @@
+"""On-disk cache of the baselines' counts: a second run does not rebuild them.
+
+The counts of a transformer baseline (``energy.baselines.default_baselines``) depend only
+on its architecture, its context length, and the code and libraries that count them; the
+cost table and the precision are applied afterwards, to the cached counts. An entry is
+keyed by a SHA-256 of all of that:
+
+- the baseline's name and its dimensions (a preset's spec, or for any other baseline the
+  whole SpikeGPT config, which is what it may be derived from) and the context;
+- the package version and a hash of the **source** of the counting code
+  (``COUNTING_MODULES``), so that any change to the counting invalidates every entry;
+- the versions of torch, transformers and fvcore (they build and trace the models).
+
+Entries live in the platform's user cache directory (``platformdirs``: ``~/.cache/spike-energy``
+on Linux), one JSON file each: never a pickle. A Baseline is stored generically (every
+dataclass field; DataFrames as columns with their dtypes), with a SHA-256 of the payload.
+On load the file is size-limited, parsed as strict JSON, validated against ``CacheEntry``
+and its checksum and key compared; an entry that fails is logged, deleted and rebuilt.
+
+The RWKV twin (the checkpoint's own model with every LIF replaced by identity, profiled on
+the same tokens) is cached too, keyed by ``twin_key``: the checkpoint file's hash and the
+config it was loaded with, the dtype and device type, the exact token ids, the mode and
+census length, and the source of the profiler and the model as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from energy.baselines import GPT2_PRESETS, Baseline, default_baselines, twin_baseline
+from spikegpt.errors import SpikeEnergyError
+from spikegpt.safeio import atomic_write_text, load_json, strict_dumps
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+COUNTING_MODULES = ("energy.baselines", "energy.rules", "energy.census", "energy.hooks")
+# the twin is a profiled run of the checkpoint's own model: its counts also depend on the profiler and the model code
+TWIN_MODULES = (*COUNTING_MODULES, "energy.profile", "spikegpt.model")
+MAX_ENTRY_BYTES = 64 * 2**20
+_DTYPES = {"int64", "float64", "bool", "object", "str", "string"}
+
+
+def cache_dir() -> Path:
+    """``<user cache dir>/spike-energy/baselines`` (honours ``XDG_CACHE_HOME`` on Linux)."""
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("spike-energy", appauthor=False)) / "baselines"
+
+
+@functools.cache
+def code_hash(modules: tuple[str, ...] = COUNTING_MODULES) -> str:
+    """SHA-256 of the source files of the counting code."""
+    h = hashlib.sha256()
+    for name in modules:
+        origin = importlib.util.find_spec(name).origin
+        h.update(name.encode() + b"\0" + Path(origin).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    """Versions of what builds and traces the baselines (read from the installed metadata:
+    importing transformers only for its version would cost seconds on every warm run)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    from energy.pipeline import _version
+
+    out = {"spike_energy": _version(), "torch": torch.__version__}
+    for dist in ("transformers", "fvcore"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def cache_key(name: str, config, context: int) -> str:
+    """SHA-256 of everything the cached counts of baseline ``name`` depend on."""
+    dims = GPT2_PRESETS[name] if name in GPT2_PRESETS else config.to_dict()
+    spec = {"format": CACHE_FORMAT, "name": name, "dims": dims, "context": context, "code": code_hash(),
+            **_versions()}  # fmt: skip
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------
+# A Baseline as JSON, and back
+# ---------------------------------------------------------------------------------
+
+Cell = StrictInt | StrictFloat | StrictStr | StrictBool | None
+
+
+class Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dtypes: dict[str, StrictStr]  # column -> dtype, in column order
+    data: dict[str, list[Cell]]  # column -> values
+
+
+class CacheEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: Literal[1]
+    key: StrictStr
+    sha256: StrictStr  # of the canonical JSON of {"fields": ..., "frames": ...}
+    fields: dict[str, object]  # the Baseline's fields that are not DataFrames
+    frames: dict[str, Frame]
+
+
+def _payload_hash(fields: dict, frames: dict) -> str:
+    text = strict_dumps({"fields": fields, "frames": frames}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def to_entry(b: Baseline, key: str) -> dict:
+    fields, frames = {}, {}
+    for f in dataclasses.fields(b):
+        v = getattr(b, f.name)
+        if isinstance(v, pd.DataFrame):
+            frames[f.name] = {
+                "dtypes": {str(c): str(v[c].dtype) for c in v.columns},
+                "data": {str(c): v[c].tolist() for c in v.columns},
+            }
+        else:
+            fields[f.name] = v
+    # NaN -> null here, so that the hash is of exactly what is written
+    fields, frames = json.loads(strict_dumps(fields)), json.loads(strict_dumps(frames))
+    return {"format": CACHE_FORMAT, "key": key, "sha256": _payload_hash(fields, frames), "fields": fields,
+            "frames": frames}  # fmt: skip
+
+
+class CorruptEntry(ValueError):
+    pass
+
+
+def from_entry(d: dict, key: str) -> Baseline:
+    """A Baseline from a validated entry dict; ``CorruptEntry`` if anything does not fit."""
+    entry = CacheEntry.model_validate(d)
+    if entry.key != key:
+        raise CorruptEntry("its key does not match its file name")
+    frames_raw = {k: v.model_dump() for k, v in entry.frames.items()}
+    if _payload_hash(entry.fields, frames_raw) != entry.sha256:
+        raise CorruptEntry("its checksum does not match its content")
+    frames = {}
+    for name, fr in entry.frames.items():
+        if set(fr.dtypes) != set(fr.data) or not set(fr.dtypes.values()) <= _DTYPES:
+            raise CorruptEntry(f"frame {name!r} has unknown columns or dtypes")
+        lengths = {len(col) for col in fr.data.values()}
+        if len(lengths) > 1:
+            raise CorruptEntry(f"frame {name!r} has columns of different lengths")
+        frames[name] = pd.DataFrame({c: pd.Series(fr.data[c], dtype=dt) for c, dt in fr.dtypes.items()})
+    try:
+        return Baseline(**entry.fields, **frames)
+    except TypeError as e:
+        raise CorruptEntry(f"it does not hold a Baseline ({e})") from None
+
+
+# ---------------------------------------------------------------------------------
+# The cache
+# ---------------------------------------------------------------------------------
+
+
+def _path(key: str) -> Path:
+    return cache_dir() / f"{key}.json"
+
+
+def read(key: str) -> Baseline | None:
+    """The cached Baseline, or None if there is none or it is corrupt (then it is deleted)."""
+    path = _path(key)
+    if not os.path.lexists(path):
+        return None
+    try:
+        d = load_json(path, "baseline cache entry", None, MAX_ENTRY_BYTES)
+        return from_entry(d, key)
+    except (SpikeEnergyError, ValueError, TypeError, KeyError) as e:  # ValidationError is a ValueError
+        logger.warning("ignoring the corrupt baseline cache entry %s (%s); it will be rebuilt",
+                       path, str(e).splitlines()[0][:200])  # fmt: skip
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+
+
+def write(key: str, b: Baseline) -> None:
+    """Store a Baseline; a cache that cannot be written is logged, not an error."""
+    path = _path(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, strict_dumps(to_entry(b, key)))
+    except OSError as e:
+        logger.warning("could not write the baseline cache %s (%s); the next run rebuilds it", path, e.strerror)
+
+
+def baselines(config, context: int, include, use_cache: bool = True) -> dict[str, Baseline]:
+    """``energy.baselines.default_baselines`` through the cache (``use_cache=False``: no reading, no writing)."""
+    out = {}
+    for name in include:
+        key = cache_key(name, config, context) if use_cache else None
+        cached = read(key) if use_cache else None
+        if cached is not None:
+            logger.info("baseline %s: from the cache (%s)", name, _path(key))
+            out[name] = cached
+            continue
+        out[name] = default_baselines(config, context, include=(name,))[name]
+        if use_cache:
+            write(key, out[name])
+    return out
+
+
+def twin_key(model, ids, checkpoint_sha256: str, mode: str, census_tokens: int) -> str:
+    """SHA-256 of everything the twin's counts depend on: the checkpoint file and the config it was
+    loaded with (its weights), the run's dtype and device type, the exact token ids, the mode,
+    the census length, the profiler's and the model's source, and the library versions."""
+    p = next(model.parameters())
+    t = ids.detach().to("cpu", torch.int64).contiguous()
+    spec = {"format": CACHE_FORMAT, "name": "rwkv-twin", "checkpoint_sha256": checkpoint_sha256,
+            "config": model.config.to_dict(), "dtype": str(p.dtype), "device": p.device.type,
+            "ids": [list(t.shape), hashlib.sha256(t.numpy().tobytes()).hexdigest()], "mode": mode,
+            "census_tokens": census_tokens, "code": code_hash(TWIN_MODULES), **_versions()}  # fmt: skip
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def twin(model, ids, checkpoint_sha256: str | None, *, mode: str, census_tokens: int, use_cache: bool = True):
+    """``energy.baselines.twin_baseline(...)[0]`` through the cache (keyed by ``twin_key``; not
+    cached when the weights do not come from a file with a known hash)."""
+    use = use_cache and bool(checkpoint_sha256)
+    key = twin_key(model, ids, checkpoint_sha256, mode, census_tokens) if use else None
+    cached = read(key) if use else None
+    if cached is not None:
+        logger.info("baseline rwkv-twin: from the cache (%s)", _path(key))
+        return cached
+    b, _ = twin_baseline(model, ids, mode=mode, census_tokens=census_tokens)
+    if use:
+        write(key, b)
+    return b
+
+
+def check_memory(config, context: int, include, budget: int | None) -> None:
+    """Refuse, before anything runs, a baseline whose counting cannot fit the memory budget
+    (e.g. a context of 10^8 from ``--context`` or a checkpoint's sidecar)."""
+    from energy.baselines import _heads_for
+    from spikegpt.limits import check_memory as check
+    from spikegpt.limits import transformer_bytes
+
+    for name in include:
+        if name in GPT2_PRESETS:
+            d = GPT2_PRESETS[name]
+        else:  # transformer-same-dims, and any baseline shaped like the checkpoint
+            d = dict(n_layer=config.n_layer, n_embd=config.n_embd, n_head=_heads_for(config.n_embd),
+                     vocab_size=config.vocab_size)  # fmt: skip
+        need = transformer_bytes(**d, context=context)
+        check(f"the {name} baseline at a context of {context:,} tokens", need, budget)

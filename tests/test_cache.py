@@ -1,0 +1,170 @@
+"""The on-disk baselines cache: a second run does not rebuild, a code change or another context
+does, ``--no-cache`` bypasses it, and a corrupt entry is ignored and rebuilt (never unpickled)."""
+
+import json
+import pickle
+
+import pandas as pd
+import pytest
+import torch
+
+from energy import cache
+from energy.baselines import default_baselines, twin_baseline
+from energy.cli import main
+from spikegpt import SpikeGPT, SpikeGPTConfig
+from spikegpt.checkpoint import save_checkpoint
+from spikegpt.tokenizer import CharTokenizer
+
+TEXT = "the cache must not change a single count; it must only save time. " * 20
+CFG = SpikeGPTConfig(vocab_size=40, n_layer=1, n_embd=16, ctx_len=16)
+NAME = "transformer-same-dims"
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    d = tmp_path / "cache"
+    monkeypatch.setattr(cache, "cache_dir", lambda: d)
+    return d
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """How many times the real counting ran, per baseline name."""
+    calls = []
+
+    def counting(config, context, include):
+        calls.extend(include)
+        return default_baselines(config, context, include=include)
+
+    def twin_counting(model, ids, **kw):
+        calls.append("rwkv-twin")
+        return twin_baseline(model, ids, **kw)
+
+    monkeypatch.setattr(cache, "default_baselines", counting)
+    monkeypatch.setattr(cache, "twin_baseline", twin_counting)
+    return calls
+
+
+def assert_same_baseline(a, b):
+    assert (a.name, a.description, a.params, a.context, a.uncounted, a.spiking) == (
+        b.name, b.description, b.params, b.context, b.uncounted, b.spiking)  # fmt: skip
+    pd.testing.assert_frame_equal(a.ops, b.ops, check_exact=True)
+    pd.testing.assert_frame_equal(a.layers, b.layers, check_exact=True)
+
+
+def test_second_call_reads_the_cache_and_gives_identical_counts(cache_dir, counted):
+    first = cache.baselines(CFG, 16, (NAME,))[NAME]
+    assert counted == [NAME] and len(list(cache_dir.glob("*.json"))) == 1
+    second = cache.baselines(CFG, 16, (NAME,))[NAME]
+    assert counted == [NAME]  # not rebuilt
+    assert_same_baseline(first, second)  # every field and column, bit for bit, dtypes included
+    cache.baselines(CFG, 16, (NAME,), use_cache=False)
+    assert counted == [NAME, NAME]  # --no-cache rebuilds
+
+
+def test_key_covers_what_the_counts_depend_on(cache_dir, monkeypatch):
+    k = cache.cache_key(NAME, CFG, 16)
+    assert cache.cache_key(NAME, CFG, 32) != k  # context
+    assert cache.cache_key(NAME, CFG.replace(n_embd=32), 16) != k  # dimensions
+    assert cache.cache_key("gpt2-small", CFG, 16) == cache.cache_key("gpt2-small", CFG.replace(n_embd=32), 16)
+    monkeypatch.setattr(cache, "code_hash", lambda: "another version of the counting code")
+    assert cache.cache_key(NAME, CFG, 16) != k
+    monkeypatch.undo()
+    monkeypatch.setattr("energy.pipeline._version", lambda: "9.9.9")
+    assert cache.cache_key(NAME, CFG, 16) != k
+
+
+def test_code_hash_follows_the_counting_sources(tmp_path, monkeypatch):
+    import hashlib
+    import importlib.util
+    from pathlib import Path
+
+    expected = hashlib.sha256()
+    for name in ("energy.baselines", "energy.rules", "energy.census", "energy.hooks"):
+        expected.update(name.encode() + b"\0" + Path(importlib.util.find_spec(name).origin).read_bytes() + b"\0")
+    assert cache.code_hash() == expected.hexdigest()
+
+
+def test_twin_key_covers_weights_tokens_and_settings(tiny32):
+    ids = torch.randint(0, 64, (1, 9), generator=torch.Generator().manual_seed(0))
+    k = cache.twin_key(tiny32, ids, "a" * 64, "parallel", 2)
+    assert cache.twin_key(tiny32, ids, "b" * 64, "parallel", 2) != k  # another checkpoint file
+    assert cache.twin_key(tiny32, ids.flip(-1), "a" * 64, "parallel", 2) != k  # other tokens
+    assert cache.twin_key(tiny32, ids, "a" * 64, "streaming", 2) != k
+    assert cache.twin_key(tiny32, ids, "a" * 64, "parallel", 4) != k
+    assert cache.twin_key(tiny32.double(), ids, "a" * 64, "parallel", 2) != k  # another dtype
+    assert cache.code_hash(cache.TWIN_MODULES) != cache.code_hash()  # the profiler and model code count too
+
+
+def test_twin_from_the_cache_is_identical(cache_dir, counted, tiny32):
+    ids = torch.randint(0, 64, (1, 9), generator=torch.Generator().manual_seed(0))
+    first = cache.twin(tiny32, ids, "a" * 64, mode="parallel", census_tokens=2)
+    second = cache.twin(tiny32, ids, "a" * 64, mode="parallel", census_tokens=2)
+    assert counted == ["rwkv-twin"]
+    assert_same_baseline(first, second)
+    cache.twin(tiny32, ids, None, mode="parallel", census_tokens=2)  # weights of unknown origin: not cached
+    assert counted == ["rwkv-twin", "rwkv-twin"]
+
+
+def _corrupt_truncated(p):
+    p.write_text(p.read_text()[:100])
+
+
+def _corrupt_number(p):  # valid JSON, schema-valid, one count changed: the checksum catches it
+    d = json.loads(p.read_text())
+    d["frames"]["ops"]["data"]["count"][0] += 1
+    p.write_text(json.dumps(d))
+
+
+def _corrupt_pickle(p):  # a pickle where JSON is expected is never unpickled
+    p.write_bytes(pickle.dumps({"fields": {}, "frames": {}}))
+
+
+def _corrupt_schema(p):
+    d = json.loads(p.read_text())
+    d["frames"]["ops"]["dtypes"]["count"] = "object; import os"
+    p.write_text(json.dumps(d))
+
+
+def _corrupt_nan(p):
+    p.write_text(p.read_text().replace('"params":', '"params": NaN, "x":', 1))
+
+
+@pytest.mark.parametrize(
+    "corrupt", [_corrupt_truncated, _corrupt_number, _corrupt_pickle, _corrupt_schema, _corrupt_nan]
+)
+def test_corrupt_entry_is_ignored_and_rebuilt(cache_dir, counted, caplog, corrupt):
+    first = cache.baselines(CFG, 16, (NAME,))[NAME]
+    (entry,) = cache_dir.glob("*.json")
+    corrupt(entry)
+    again = cache.baselines(CFG, 16, (NAME,))[NAME]
+    assert counted == [NAME, NAME]  # rebuilt
+    assert "ignoring the corrupt baseline cache entry" in caplog.text
+    assert_same_baseline(first, again)
+    assert cache.read(entry.stem) is not None  # and the rebuilt entry is good
+
+
+def test_unwritable_cache_is_not_an_error(tmp_path, monkeypatch, caplog):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setattr(cache, "cache_dir", lambda: tmp_path / "file" / "cache")
+    assert NAME in cache.baselines(CFG, 16, (NAME,))
+    assert "could not write the baseline cache" in caplog.text
+
+
+def test_second_profile_does_not_rebuild_and_no_cache_does(tmp_path, cache_dir, counted, capsys):
+    tok = CharTokenizer.from_text(TEXT)
+    torch.manual_seed(0)
+    model = SpikeGPT(SpikeGPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_embd=16, ctx_len=16))
+    save_checkpoint(model, tmp_path / "m.pth")
+    (tmp_path / "m.vocab.json").write_text(tok.to_json())
+    (tmp_path / "t.txt").write_text(TEXT)
+    args = ["profile", "--checkpoint", tmp_path / "m.pth", "--text", tmp_path / "t.txt", "--tokens", 16,
+            "--census-tokens", 2, "--baselines", NAME]  # fmt: skip
+    summaries = []
+    for i, extra in enumerate(([], [], ["--no-cache"])):
+        assert main([str(a) for a in [*args, "--out", tmp_path / f"r{i}", *extra]]) == 0, capsys.readouterr().err
+        summaries.append(json.loads((tmp_path / f"r{i}" / "summary.json").read_text()))
+    # built, read from the cache, rebuilt with --no-cache: the transformer and the RWKV twin alike
+    assert sorted(counted) == sorted([NAME, "rwkv-twin"] * 2)
+    assert summaries[0]["baselines"] == summaries[1]["baselines"] == summaries[2]["baselines"]
+    assert summaries[0]["headline"] == summaries[1]["headline"]
