@@ -469,7 +469,7 @@ def assume_activation_zeros(b: Baseline, zero_fraction: float, source: str) -> B
     at = lay.layer.isin(down)
     lay.loc[at, "synaptic_ops_per_token"] = lay.loc[at, "mac"] * (1 - zero_fraction)
     lay.loc[at, "zero_fraction"] = zero_fraction
-    note = f"feed-forward activation {zero_fraction:.1%} zeros, assumed: {source}"
+    note = f"feed-forward activation {zero_fraction:.1%} zeros ({source})"
     return dataclasses.replace(b, ops=ops, layers=lay, assumptions=[*b.assumptions, note])
 
 

@@ -205,6 +205,31 @@ def make_parser() -> argparse.ArgumentParser:
     be.add_argument("--repeats", type=int, help="timed repeats per item, the median is reported (default 5 / 3)")
     be.add_argument("--out", default="bench.json", help="where to write the results (default bench.json)")
 
+    pa = sub.add_parser(
+        "pareto", parents=[common],
+        help="several checkpoints on the same text: bits per character against energy per character",
+        description="Profile several checkpoints on the same tokens of one text and set their quality (bits per "
+        "character) against their energy per character in each scenario: a table, pareto.json and a figure. "
+        "Without --checkpoint: the three bundled models (released, twin, spike-input).",
+    )  # fmt: skip
+    pa.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="FILE",
+        help="a checkpoint to compare (repeat for each; default: the bundled demo, twin and spike-input)",
+    )
+    pa.add_argument("--text", help="UTF-8 text, the same for every model (default: the bundled held-out sample)")
+    pa.add_argument("--tokens", type=int, default=2048, help="tokens of the text to run each model on (default 2048)")
+    pa.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="cost preset (default fp32)")
+    pa.add_argument("--costs", help="your own cost table CSV")
+    pa.add_argument("--zero-skipping", choices=["on", "off"], default="on", help="skip MACs with a zero input (on)")
+    pa.add_argument(
+        "--platform",
+        action="append",
+        metavar="NAME",
+        help="chip presets for the best-platform column ('all' default, 'none')",
+    )
+    pa.add_argument("--out", default="spike-energy-pareto", help="output directory (default spike-energy-pareto/)")
     cmp_ = sub.add_parser("compare", parents=[common], help="two runs side by side (summary.json files)")
     cmp_.add_argument("a", help="first summary.json")
     cmp_.add_argument("b", help="second summary.json")
@@ -426,15 +451,21 @@ def _print_summary(s: dict) -> None:
     )
     for w in m.get("warnings") or []:
         c.print(f"[yellow]warning: {escape(one_line(w, 300))}[/]")
-    t = Table(title=f"energy per token ({s['precision']}, 45 nm)")
+    t = Table(title=f"energy ({s['precision']}, 45 nm)")
     t.add_column("scenario")
     t.add_column("pJ/token", justify="right")
+    t.add_column("pJ/character", justify="right")
+    per_char = s.get("energy_pj_per_char") or {}
     for name, pj in s["energy_pj_per_token"].items():
-        t.add_row(SCENARIO_LABELS.get(name, name), _num(pj, ",.0f"))
+        t.add_row(SCENARIO_LABELS.get(name, name), _num(pj, ",.0f"), _num(per_char.get(name), ",.0f"))
     c.print(t)
     h = s["headline"]
-    ratios = ", ".join(f"{k} {_num(v, '.2f')}x" for k, v in h["ratio_as_executed"].items())
-    c.print(f"as executed, ANN energy / SpikeGPT energy: {ratios}  (paper: {h['claim']}x)")
+    if h.get("sentence"):
+        c.print(escape(h["sentence"]))
+    if h.get("decode_sentence"):
+        c.print(escape(h["decode_sentence"]))
+    ratios = ", ".join(f"{k} {_num(v, '.2f')}x" for k, v in (h.get("ratio_as_executed") or {}).items())
+    c.print(f"energy per character, baseline / SpikeGPT, as executed: {ratios} (paper: {h['claim']}x fewer ops)")
     if s["uncounted_ops"]:
         c.print(f"[yellow]{len(s['uncounted_ops'])} aten ops are not counted; see the report[/]")
 
@@ -610,6 +641,71 @@ def _print_bench(res: dict) -> None:
         print(f"note: {note}")
 
 
+def cmd_pareto(a) -> int:
+    from energy.costs import load_costs
+    from energy.platforms import resolve_platforms
+    from energy.variants import bundled_models, compare
+    from reports.plots import figure_to_data_uri, pareto
+    from spikegpt.safeio import check_regular_file, strict_dumps
+    from spikegpt.tokenizer import read_text
+
+    if a.tokens < 2:
+        raise SpikeEnergyError(f"--tokens must be at least 2, got {a.tokens}")
+    if a.checkpoint:
+        paths = [check_regular_file(p, "--checkpoint") for p in a.checkpoint]
+        names = [p.stem for p in paths]
+        if len(set(names)) < len(names):
+            names = [f"{i}:{n}" for i, n in enumerate(names)]
+        models = dict(zip(names, paths))
+    else:
+        models = bundled_models()
+    if len(models) < 2:
+        raise SpikeEnergyError("pareto compares at least two checkpoints: pass --checkpoint twice or more")
+    platforms = resolve_platforms(a.platform or ("all",))
+    out = check_output_dir(a.out, "--out")
+    from energy.pipeline import demo_paths
+
+    text = read_text(a.text or demo_paths()[1])
+    costs = load_costs(a.costs)
+    bar, cb = _progress()
+    with bar:
+        res = compare(models, text, a.tokens, costs, a.precision, a.zero_skipping == "on",
+                      platforms=platforms or ("none",), progress=cb)  # fmt: skip
+    from energy.pipeline import _clean
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pareto.json").write_text(strict_dumps(_clean(res), indent=1))
+    uri = figure_to_data_uri(pareto(res), "svg")
+    import base64
+
+    (out / "pareto.svg").write_bytes(base64.b64decode(uri.split(",", 1)[1]))
+    _print_pareto(res)
+    print(f"pareto: {out / 'pareto.json'}, {out / 'pareto.svg'}")
+    return 0
+
+
+def _print_pareto(res: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=f"quality against energy per character ({res['precision']}, same {res['tokens']} tokens)")
+    for col in ("model", "variant", "bits/char", "firing rate", "binary projections", "AC/token",
+                "as executed", "with memory", "best platform"):  # fmt: skip
+        t.add_column(col, justify="left" if col in ("model", "variant", "best platform") else "right")
+    for m in res["models"]:
+        e, best = m["energy_pj_per_char"], m.get("best_platform") or {}
+        plat = f"{best['platform']}: {_num(best.get('pj_per_char'), ',.0f')} pJ" if best else "-"
+        ex, mem = _num(e["as_executed"], ",.0f"), _num(e["as_executed_memory"], ",.0f")
+        t.add_row(escape(m["name"]), m["variant"], _num(m["bpc"], ".3f"), _num(m["firing_rate_overall"], ".3f"),
+                  f"{m['projections']['spike']}/{m['projections']['total']}", _num(m["ops_per_token"]["ac"], ",.0f"),
+                  f"{ex} pJ", f"{mem} pJ", plat)  # fmt: skip
+    c = Console()
+    c.print(t)
+    if res.get("verdict"):
+        c.print(escape(res["verdict"]))
+
+
 def cmd_compare(a) -> int:
     from reports.compare import compare_table, load_summary
 
@@ -625,6 +721,7 @@ COMMANDS = {
     "train": cmd_train,
     "bench": cmd_bench,
     "compare": cmd_compare,
+    "pareto": cmd_pareto,
 }
 
 

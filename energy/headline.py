@@ -31,7 +31,9 @@ def times(r: float | None, more: str = "more", fewer: str = "fewer") -> str:
     """'2.5× fewer' for a ratio above 1, '1.3× more' below it (ANN / SpikeGPT)."""
     if r is None or r != r:
         return "—"
-    return f"{r:,.2f}× {fewer}" if r >= 1 else f"{1 / r:,.2f}× {more}"
+    x = r if r >= 1 else 1 / r
+    digits = 3 if x < 1.01 else 2  # 1.003×, not a bare 1.00×
+    return f"{x:,.{digits}f}× {fewer if r >= 1 else more}"
 
 
 def projection_inputs(layers: pd.DataFrame) -> dict:
@@ -160,19 +162,24 @@ def decode_sentence(decode: dict, comparator: str | None) -> str | None:
     cross = (decode.get("crossover") or {}).get(comparator) if comparator else None
     if not cross or "spikegpt" not in cross:
         return None
-    parts = []
-    for scen, label in (("as_executed", "compute"), ("as_executed_memory", "with memory traffic")):
-        c = cross["spikegpt"].get(scen) or {}
+
+    def when(c: dict) -> str:
         pos = c.get("position")
         if pos is None:
-            parts.append(f"{label}: {c.get('note', 'no crossover')}")
-        elif pos == 1:
-            parts.append(f"{label}: it costs more from the first token on")
-        else:
-            extra = "" if c.get("within_context") else f" ({c.get('note')})"
-            parts.append(f"{label}: from position {pos:,} on{extra}")
+            return f"never ({c.get('note', 'no crossover')})"
+        if pos == 1:
+            return "from the first position on"
+        extra = "" if c.get("within_context") else f" ({c.get('note')})"
+        return f"from position {pos:,} on{extra}"
+
+    c = cross["spikegpt"]
+    ex, mem = when(c.get("as_executed") or {}), when(c.get("as_executed_memory") or {})
+    verdict = (
+        f"costs more than SpikeGPT per generated token {ex}, as executed and with memory traffic alike"
+        if ex == mem
+        else f"overtakes SpikeGPT's cost per generated token {ex} as executed, and {mem} with memory traffic"
+    )
     return (
-        "Generating one token at a time (batch 1), the same-size transformer reads a K/V cache that grows with "
-        "the position, while SpikeGPT carries a fixed state; the transformer's cost per token overtakes "
-        "SpikeGPT's " + "; ".join(parts) + "."
+        "Generating one token at a time (batch 1), the same-size transformer reads a K/V cache that grows with the "
+        f"position while SpikeGPT carries a fixed state: the transformer {verdict}."
     )

@@ -38,10 +38,13 @@ from energy.memory import LEFT_OUT, TERMS
 from energy.platforms import resolve_nodes, resolve_platforms
 from energy.platforms import section as platform_section
 from energy.profile import Profile, profile
+from energy.variants import bundled_models
+from energy.variants import compare as compare_models
 from spikegpt.checkpoint import CheckpointInfo, load_checkpoint
 from spikegpt.errors import SpikeEnergyError, TextError
 from spikegpt.limits import check_device, check_memory, spikegpt_run_bytes
 from spikegpt.model import SpikeGPT
+from spikegpt.safeio import without_dirs
 from spikegpt.tokenizer import read_text, resolve_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -83,6 +86,7 @@ class Job:
     relu_zero_fraction: float | None = None  # the ReLU^2 transformer's assumed sparsity (default: SpikeGPT's)
     sram_budget_mb: float | None = None  # on-chip SRAM budget (default: energy/data/parameters.csv)
     redact_paths: bool = False  # summary.json without local paths, for sharing
+    variants: bool = True  # the bundled demo: also profile the bundled twin and spike-input models
     platforms: tuple[str, ...] = ("all",)  # energy/platforms.py presets, "all", "none" or platform CSV files
     nodes: tuple = ("all",)  # process nodes (nm) of the digital reference: 45, 28, 16, 7, 5
     command_line: list[str] = field(default_factory=list)
@@ -105,6 +109,7 @@ class Result:
     timings: dict
     scored_chars: int  # characters (bytes) of text the scored tokens stand for
     scored_text: str = ""  # the text the scored tokens stand for (baselines' tokenizers read it)
+    variants: dict | None = None  # energy.variants.compare: the bundled models side by side
 
 
 def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, str, str]:
@@ -200,9 +205,17 @@ def run(job: Job, progress=None) -> Result:
     # and of the break-even analysis; models of other sizes go to the scale panel, per character.
     order = ("transformer-same-dims", "transformer-same-dims-relu", *SCALE_BASELINES)
     reference = next((b for b in order if b in bases), "")
-    aud = audit(prof, bases, costs, job.precision, reference=reference, twin="rwkv-twin",
+    same_vocab = {n: b for n, b in bases.items() if n not in SCALE_BASELINES}  # per token; others go per character
+    aud = audit(prof, same_vocab, costs, job.precision, reference=reference, twin="rwkv-twin",
                 zero_skipping=job.zero_skipping)  # fmt: skip
-    return Result(job, model, info, tok, prof, bases, aud, text, text_path, costs, timings, scored_chars, scored_text)
+    variants = None
+    if job.variants and job.checkpoint is None and len(bundled_models()) > 1:  # the three bundled models, compared
+        t0 = time.perf_counter()
+        variants = compare_models(bundled_models(), text, prof.meta["tokens_per_sequence"], costs, job.precision,
+                                  job.zero_skipping, job.mode, job.platforms, tick("models"))  # fmt: skip
+        timings["variants_s"] = time.perf_counter() - t0
+    return Result(job, model, info, tok, prof, bases, aud, text, text_path, costs, timings, scored_chars, scored_text,
+                  variants)  # fmt: skip
 
 
 def relu_assumption(prof: Profile, user: float | None) -> tuple[float, str]:
@@ -271,6 +284,16 @@ def _version() -> str:
         return version("spike-energy")
     except Exception:  # running from a source tree that is not installed
         return "unknown"
+
+
+def redact_paths(o):
+    """summary.json for sharing: every absolute path in every string reduced to its file name (the sha256 of
+    the checkpoint and the text stay)."""
+    if isinstance(o, dict):
+        return {k: redact_paths(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [redact_paths(v) for v in o]
+    return without_dirs(o) if isinstance(o, str) else o
 
 
 def _memory_summary(p: Profile, zero_skipping: bool) -> dict:
@@ -434,6 +457,7 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
         "chars_per_token": chars_per_token,
         "energy_pj_per_char": {k: v / chars_per_token for k, v in e_tot.items()},
         "decode": decode,
+        "variants": r.variants,
         "zero_skipping": job.zero_skipping,
         "precision_preset": r.costs.preset(job.precision),
         "parameters": r.costs.parameters(),
@@ -468,4 +492,5 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
         "timings_s": {**r.timings, "profile_pass_s": p.meta["wall_time_s"]},
         "environment": environment(r.job.device, r.job.command_line or sys.argv),
     }
-    return _clean(out)
+    out = _clean(out)
+    return redact_paths(out) if job.redact_paths else out

@@ -17,6 +17,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
 
 from reports.schema import finite, validate_summary
+from spikegpt.safeio import without_dirs
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,30 @@ def seconds(x) -> str:
     return si(v, "s")
 
 
+def basename(path) -> str:
+    """A file's name without its local directories (reports show names and hashes; summary.json keeps paths)."""
+    if path is None:
+        return ""
+    text = str(path)
+    return text.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or text
+
+
+def basenames(text) -> str:
+    """Every absolute path inside a string replaced by its file name."""
+    return without_dirs(text)
+
+
+def iec(x) -> str:
+    """Bytes in binary units: 25165824 -> '24 MiB'."""
+    v = _finite(x)
+    if v is None:
+        return NA
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g} {unit}"
+    return f"{v:.0f} B"
+
+
 FILTERS: dict[str, Callable] = {
     "si": si,
     "energy": energy,
@@ -124,6 +149,9 @@ FILTERS: dict[str, Callable] = {
     "pct": pct,
     "rate": rate,
     "seconds": seconds,
+    "basename": basename,
+    "iec": iec,
+    "basenames": basenames,
 }
 
 # ---------------------------------------------------------------------------- figures
@@ -138,7 +166,7 @@ def _figures(s: Mapping) -> dict[str, dict]:
     audit = s.get("audit") or {}
     firing = s.get("firing_rate") or {}
     baselines = s.get("baselines") or {}
-    base_energy = {k: (v or {}).get("energy_pj_per_token") or {} for k, v in baselines.items()}
+    base_per_char = {k: (v or {}).get("energy_pj_per_char") or {} for k, v in baselines.items()}
     claim = audit.get("claim") or plots.PAPER_CLAIM
     by_rate = (audit.get("sensitivity") or {}).get("by_rate") or []
     specs: list[tuple[str, str, str, Callable[[], object]]] = [
@@ -156,7 +184,10 @@ def _figures(s: Mapping) -> dict[str, dict]:
         ("energy_by_scenario", "Energy per token by scenario", "svg",
          lambda: plots.energy_by_scenario(s.get("energy_breakdown") or {}, s.get("scenarios") or {})),
         ("baselines", "SpikeGPT and the baselines", "svg",
-         lambda: plots.baseline_comparison(s.get("energy_pj_per_token") or {}, base_energy, s.get("scenarios") or {})),
+         lambda: plots.baseline_comparison(s.get("energy_pj_per_char") or {}, base_per_char, s.get("scenarios") or {},
+                                           unit="character")),
+        ("decode", "Decode mode", "svg", lambda: plots.decode_curves(s.get("decode") or {})),
+        ("pareto", "Quality against energy", "svg", lambda: plots.pareto(s.get("variants") or {})),
         ("waterfall", "Audit waterfall", "svg", lambda: plots.audit_waterfall(audit.get("waterfall") or [], claim)),
         ("sensitivity", "Sensitivity to the firing rate", "svg",
          lambda: plots.sensitivity_curves(by_rate, claim, firing.get("overall"))),
@@ -193,71 +224,36 @@ def _twin(s: Mapping) -> str | None:
 
 
 def headline(s: Mapping) -> dict:
-    """The answer in one plain sentence, plus the numbers behind it."""
+    """The answer in plain sentences (generated from the numbers when the summary was made), and the
+    numbers the summary cards show."""
     h = s.get("headline") or {}
     claim = _finite(h.get("claim")) or _finite((s.get("audit") or {}).get("claim")) or 32.2
-    ex, mem = h.get("ratio_as_executed") or {}, h.get("ratio_as_executed_memory") or {}
-    ref = h.get("reference") or (s.get("audit") or {}).get("reference")
-    twin = _twin(s)
-    desc = s.get("baseline_descriptions") or {}
-    parts = []
-    if ref and _finite(ex.get(ref)) is not None:
-        parts.append(
-            f"{ref} would use {ratio(ex.get(ref))} SpikeGPT's energy per token ({ratio(mem.get(ref))} counting "
-            "memory traffic)"
-        )
-    if twin and _finite(ex.get(twin)) is not None:
-        parts.append(
-            f"the same model without spikes ({twin}) would use {ratio(ex.get(twin))} ({ratio(mem.get(twin))} with "
-            "memory)"
-        )
-    if parts:
-        sentence = f"As executed, {' and '.join(parts)}, where the paper claims {claim:g}× fewer operations."
-    else:
-        sentence = f"No baseline was run, so there is no measured ratio to set against the paper's {claim:g}×."
-    verdict, tone = None, "neutral"
-    r_twin = _finite(ex.get(twin)) if twin else None
-    if r_twin is not None:
-        if round(r_twin, 2) == 1:
-            verdict = (
-                "Against its own non-spiking twin, spiking changes nothing here: the two cost the same energy per "
-                "token to within 0.5%."
-            )
-            tone = "bad"
-        elif r_twin < 1:
-            verdict = (
-                f"Against its own non-spiking twin, spiking saves nothing here: SpikeGPT costs {1 / r_twin:.2f}× "
-                "the twin's energy per token."
-            )
-            tone = "bad"
-        elif r_twin < claim:
-            verdict = f"Against its non-spiking twin, spiking saves {r_twin:.2f}×, short of the paper's {claim:g}×."
-            tone = "warn"
-        else:
-            verdict = f"Against its non-spiking twin, spiking saves {r_twin:.2f}×, at least the paper's {claim:g}×."
-            tone = "good"
-    size_note = None
-    params = _finite((s.get("model") or {}).get("params"))
-    ref_params = _finite(((s.get("baselines") or {}).get(ref) or {}).get("params")) if ref else None
-    if params and ref_params and not (0.5 <= ref_params / params <= 2):
-        size_note = (
-            f"{ref} has {si(ref_params)} parameters against this model's {si(params)}: that ratio mixes model size "
-            "with spiking; the twin holds the size fixed."
-        )
+    energy = h.get("energy_ratio") or {}
+    twin = h.get("twin_ratio") or {}
+    sentence = h.get("sentence") or (
+        f"No measured comparison was made, so there is no ratio to set against the paper's {claim:g}×."
+    )
     return {
         "sentence": sentence,
-        "verdict": verdict,
-        "tone": tone,
-        "size_note": size_note,
+        "decode_sentence": h.get("decode_sentence"),
         "claim": claim,
-        "reference": ref,
-        "reference_description": desc.get(ref, ""),
-        "twin": twin,
-        "ref_ex": ex.get(ref) if ref else None,
-        "ref_mem": mem.get(ref) if ref else None,
-        "twin_ex": ex.get(twin) if twin else None,
-        "twin_mem": mem.get(twin) if twin else None,
+        "comparator": h.get("comparator") or h.get("reference"),
+        "twin": h.get("twin") or _twin(s),
+        "op_ratio": h.get("op_ratio"),
+        "energy_ex": energy.get("as_executed"),
+        "energy_mem": energy.get("as_executed_memory"),
+        "twin_ex": twin.get("as_executed"),
+        "twin_mem": twin.get("as_executed_memory"),
+        "zero_skipping": h.get("zero_skipping", True),
+        "scale": h.get("scale") or {},
     }
+
+
+FORWARD_NOTE = (
+    "the released training forward{emb}. For a BPE checkpoint this equals the released RNN inference path "
+    "(src/model_run.py) without its fp16 rescale, which halves x after every 6th block and so changes the LIF inputs "
+    "and the spikes from block 6 on: rates from the two paths are not comparable"
+)
 
 
 def _quality(s: Mapping) -> dict:
@@ -271,8 +267,9 @@ def _quality(s: Mapping) -> dict:
 def _scenario_rows(s: Mapping) -> list[dict]:
     labels = s.get("scenarios") or {}
     per_seq = s.get("energy_pj_per_sequence") or {}
+    per_char = s.get("energy_pj_per_char") or {}
     return [
-        {"key": k, "label": labels.get(k, k), "pj": v, "per_sequence": per_seq.get(k)}
+        {"key": k, "label": labels.get(k, k), "pj": v, "per_sequence": per_seq.get(k), "per_char": per_char.get(k)}
         for k, v in (s.get("energy_pj_per_token") or {}).items()
     ]
 
@@ -374,21 +371,32 @@ def _energy_tables(s: Mapping) -> dict:
 
 
 def _baseline_rows(s: Mapping) -> list[dict]:
+    """One row per baseline: same-size models (ratios per token; the same vocabulary) first, then the scale
+    panel (ratios per character). Ratios are the baseline's figure over SpikeGPT's."""
     h = s.get("headline") or {}
     ex, mem = h.get("ratio_as_executed") or {}, h.get("ratio_as_executed_memory") or {}
+    scale = set(h.get("scale") or {})
     desc = s.get("baseline_descriptions") or {}
+    snn_ops = _finite((s.get("operations_per_token") or {}).get("spikegpt"))
+    tokens = s.get("tokens_per_sequence")
     rows = []
     for name, b in sorted((s.get("baselines") or {}).items(), key=lambda kv: (kv[0] != _twin(s), kv[0])):
         b = b or {}
-        ops = b.get("ops_per_token") or {}
+        ops = _finite(b.get("synaptic_ops_per_token"))
         rows.append({
             "name": name,
+            "scale": name in scale,
             "description": desc.get(name) or b.get("description", ""),
+            "assumptions": b.get("assumptions") or [],
             "params": b.get("params"),
             "context": b.get("context"),
-            "mac": ops.get("mac"),
-            "effective_mac": ops.get("effective_mac"),
+            "context_differs": b.get("context") is not None and tokens is not None and b.get("context") != tokens,
+            "ops": ops,
+            "ops_ratio": ops / snn_ops if ops is not None and snn_ops else None,
+            "chars_per_token": b.get("chars_per_token"),
+            "chars_source": b.get("chars_per_token_source", ""),
             "energy": b.get("energy_pj_per_token") or {},
+            "energy_per_char": b.get("energy_pj_per_char") or {},
             "ratio_ex": ex.get(name),
             "ratio_mem": mem.get(name),
             "uncounted": len(b.get("uncounted_ops") or []),
@@ -424,6 +432,8 @@ def _break_even_rows(audit: Mapping) -> list[dict]:
                 "note_32": r.get("note_32x", ""),
                 "rate_twin": r.get("rate_twin_parity"),
                 "note_twin": r.get("note_twin", ""),
+                "rate_int8": r.get("rate_int8_ann_parity"),
+                "note_int8": r.get("note_int8_ann", ""),
             })  # fmt: skip
     return rows
 
@@ -472,8 +482,8 @@ def _bench(bench) -> dict | None:
 def _command_line(env: Mapping) -> str:
     cl = env.get("command_line")
     if isinstance(cl, list):
-        return shlex.join(str(a) for a in cl)
-    return "" if cl is None else str(cl)
+        return basenames(shlex.join(str(a) for a in cl))
+    return "" if cl is None else basenames(str(cl))
 
 
 def _cost_sources(s: Mapping) -> list[str]:
@@ -483,6 +493,22 @@ def _cost_sources(s: Mapping) -> list[str]:
         if src and (r or {}).get("status") in ("published", "derived") and src not in out:
             out.append(src)
     return out
+
+
+TIMING_LABELS = {
+    "load_s": "load: checkpoint, tokenizer, text",
+    "profile_s": "profile: the measured pass and the coverage census",
+    "profile_pass_s": "of which the measured pass alone",
+    "baselines_s": "baselines: the twin and the transformers (cached ones are read, not rebuilt)",
+}
+
+
+def _preset_text(s: Mapping) -> str:
+    p = s.get("precision_preset") or {}
+    if not p:
+        return f"{s.get('precision', 'fp32')}"
+    return (f"{p.get('precision')}: MAC = {p.get('mac')} = {num(p.get('mac_pj'))} pJ, AC = {p.get('ac')} = "
+            f"{num(p.get('ac_pj'))} pJ")  # fmt: skip
 
 
 def context(s: Mapping) -> dict:
@@ -507,6 +533,11 @@ def context(s: Mapping) -> dict:
         "scenario_rows": _scenario_rows(s),
         "as_executed": (s.get("energy_pj_per_token") or {}).get("as_executed"),
         "head": headline(s),
+        "per_char_ex": (s.get("energy_pj_per_char") or {}).get("as_executed"),
+        "preset_text": _preset_text(s),
+        "forward_note": FORWARD_NOTE.format(
+            emb=", binary embedding" if model.get("binary_embedding") else ", float embedding"
+        ),
         "figs": _figures(s),
         "lif_rows": _lif_rows(s),
         "neurons": s.get("neurons") or {},
@@ -516,7 +547,10 @@ def context(s: Mapping) -> dict:
         "ops_rows": _ops_table(s),
         "ops_layers": _ops_by_layer_table(s),
         "setup_ops": s.get("setup_ops_per_call") or [],
-        "memory_bytes": s.get("memory_bytes_per_token") or {},
+        "memory": s.get("memory") or {},
+        "attribution_rows": [r for r in (audit.get("attribution") or []) if _finite((r or {}).get("delta_pj"))][:60],
+        "decode": s.get("decode") or {},
+        "variants": s.get("variants") or {},
         "energy_tables": _energy_tables(s),
         "baseline_rows": _baseline_rows(s),
         "baseline_scenarios": _baseline_scenarios(s),
@@ -535,7 +569,7 @@ def context(s: Mapping) -> dict:
         "bench": _bench(s.get("bench")),
         "command_line": _command_line(env),
         "env_rows": [(k, v) for k, v in env.items() if k != "command_line"],
-        "timings": s.get("timings_s") or {},
+        "timings": {TIMING_LABELS.get(k, k): v for k, v in (s.get("timings_s") or {}).items()},
         "version": env.get("spike_energy") or "unknown",
     }
 
@@ -610,9 +644,9 @@ def _beyond(r) -> str:
     if v is None:
         return NA
     if v > 1:
-        return "> 1"
+        return "every (> 1)"
     if v < 0:
-        return "< 0"
+        return "none (< 0)"
     return f"{v:.3f}"
 
 

@@ -40,8 +40,26 @@ CLAIM = "#dc2626"  # the paper's numbers are drawn in red, dashed
 LIF1 = "#2563eb"
 LIF2 = "#f59e0b"
 SPIKEGPT = "#2563eb"
-# baselines get fixed colours in this order; SpikeGPT is always blue
-SERIES = ("#f59e0b", "#10b981", "#8b5cf6", "#ef4444", "#14b8a6", "#ec4899", "#64748b", "#84cc16", "#0ea5e9")
+# baselines get fixed colours in this order; SpikeGPT is always blue; no red (the paper's numbers are red)
+SERIES = ("#f59e0b", "#10b981", "#8b5cf6", "#14b8a6", "#ec4899", "#64748b", "#84cc16", "#0ea5e9", "#a16207")
+# each known model keeps its colour in every figure
+MODEL_COLORS = {
+    "SpikeGPT": SPIKEGPT,
+    "rwkv-twin": "#f59e0b",
+    "transformer-same-dims": "#10b981",
+    "transformer-same-dims-relu": "#a16207",
+    "transformer-same-dims-int8": "#84cc16",
+    "gpt2-small": "#8b5cf6",
+    "gpt2-medium": "#ec4899",
+    "transformer-paper-table2": "#64748b",
+}
+
+
+def model_color(name: str, k: int = 0) -> str:
+    """A model's colour: fixed for the known ones, else from SERIES by position."""
+    return MODEL_COLORS.get(name) or SERIES[k % len(SERIES)]
+
+
 KIND_COLORS = {
     "effective_mac": "#2563eb",
     "mac": "#1e40af",
@@ -337,19 +355,23 @@ def firing_rate_by_position(positions: Mapping[str, Sequence], window: int = 16)
     fig = Figure(figsize=(WIDTH, 2.8), layout="constrained")
     ax = fig.add_subplot()
     colors = {"lif1": LIF1, "lif2": LIF2, "other": MUTED}
+    shown = w = 0
     for kind, arrs in sorted(series.items()):
         n = min(len(a) for a in arrs)
+        shown = max(shown, n)
         stack = np.vstack([a[:n] for a in arrs])
         w = max(1, min(window, n // 4 or 1))
         kernel = np.ones(w) / w
+        x = np.arange(n - w + 1) + (w - 1) / 2  # each rolling mean at the centre of its window
         for a in stack:
-            ax.plot(np.convolve(np.nan_to_num(a), kernel, mode="valid"), color=colors.get(kind, MUTED), lw=0.6,
+            ax.plot(x, np.convolve(np.nan_to_num(a), kernel, mode="valid"), color=colors.get(kind, MUTED), lw=0.6,
                     alpha=0.25)  # fmt: skip
         mean = np.convolve(np.nan_to_num(np.nanmean(stack, axis=0)), kernel, mode="valid")
-        ax.plot(mean, color=colors.get(kind, MUTED), lw=2, label=f"{kind}, mean of {len(arrs)} layers")
+        ax.plot(x, mean, color=colors.get(kind, MUTED), lw=2, label=f"{kind}, mean of {len(arrs)} layers")
     ax.axhline(PAPER_RATE, color=CLAIM, ls="--", lw=1.2, label=f"paper's R = {PAPER_RATE:g}")
     ax.set_ylim(bottom=0)
-    ax.set_xlabel(f"token position in the sequence (rolling mean over {window} tokens)")
+    ax.set_xlim(0, shown)
+    ax.set_xlabel(f"token position in the sequence: all {shown:,} positions (rolling mean over {w} tokens)")
     ax.set_ylabel("firing rate")
     ax.set_title("Firing rate by token position")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=4, fontsize=8)
@@ -453,7 +475,8 @@ ENERGY_CATEGORIES = (
     ("LayerNorm", "#14b8a6"),
     ("sigmoid gates", "#ec4899"),
     ("other elementwise", "#94a3b8"),
-    ("memory: weights", "#dc2626"),
+    ("memory: weights, K/V cache", "#dc2626"),
+    ("memory: activations, potentials, addressing", "#f97316"),
     ("memory: state, membranes, embedding", "#fca5a5"),
 )
 
@@ -462,7 +485,11 @@ def stage_category(stage: str) -> str:
     """One of ``ENERGY_CATEGORIES`` for a ``by_stage`` key."""
     s = stage.lower()
     if s.startswith("memory"):
-        return "memory: weights" if "weight" in s else "memory: state, membranes, embedding"
+        if "weight" in s or "kv-cache" in s:
+            return "memory: weights, K/V cache"
+        if any(k in s for k in ("inputs", "outputs", "potentials", "addressing", "bias")):
+            return "memory: activations, potentials, addressing"
+        return "memory: state, membranes, embedding"
     if "projection" in s and (" ac" in s or "spikes" in s):
         return "projections as AC"
     if s in ("linear", "head") or "projection" in s or s == "mac":
@@ -569,7 +596,7 @@ def audit_waterfall(waterfall: Sequence[Mapping], claim: float = PAPER_CLAIM) ->
         if not np.isfinite(r).any():
             continue
         lo, hi = min(lo, np.nanmin(r)), max(hi, np.nanmax(r))
-        ax_r.plot(xs, r, marker="o", ms=5, lw=1.8, color=SERIES[k % len(SERIES)], label=f"vs {b}")
+        ax_r.plot(xs, r, marker="o", ms=5, lw=1.8, color=model_color(b, k), label=f"vs {b}")
     ax_r.axhline(claim, color=CLAIM, ls="--", lw=1.3, label=f"paper: {claim:g}×")
     ax_r.axhline(1.0, color=INK, ls="-", lw=0.9, label="1× (break-even)")
     ax_r.set_yscale("log")
@@ -606,7 +633,7 @@ def sensitivity_curves(
         if not ok.any():
             continue
         lo, hi = min(lo, ys[ok].min()), max(hi, ys[ok].max())
-        ax.plot(rates[ok], ys[ok], marker="o", ms=3.5, lw=1.8, color=SERIES[k % len(SERIES)], label=f"vs {b}")
+        ax.plot(rates[ok], ys[ok], marker="o", ms=3.5, lw=1.8, color=model_color(b, k), label=f"vs {b}")
     ax.axhline(claim, color=CLAIM, ls="--", lw=1.3, label=f"paper: {claim:g}×")
     ax.axhline(1.0, color=INK, lw=0.9, label="1× (break-even)")
     ax.axvline(PAPER_RATE, color=MUTED, ls=":", lw=1.1, label=f"paper's R = {PAPER_RATE:g}")
@@ -630,8 +657,9 @@ def baseline_comparison(
     spikegpt: Mapping[str, object],
     baselines: Mapping[str, Mapping[str, object]],
     labels: Mapping[str, str] | None = None,
+    unit: str = "token",
 ) -> Figure:
-    """Energy per token per scenario for SpikeGPT and each baseline (log scale).
+    """Energy per ``unit`` (token or character) per scenario for SpikeGPT and each baseline (log scale).
     ``spikegpt``: {scenario: pJ}; ``baselines``: {name: {scenario: pJ}}."""
     labels = labels or {}
     if not baselines:
@@ -649,18 +677,84 @@ def baseline_comparison(
     for k, (name, e) in enumerate(models):
         ys = np.array([np.nan if _num((e or {}).get(s)) is None else float(e[s]) for s in scenarios])
         vals.extend(ys[np.isfinite(ys) & (ys > 0)])
-        color = SPIKEGPT if k == 0 else SERIES[(k - 1) % len(SERIES)]
-        ax.bar(xs + (k - (n - 1) / 2) * width, ys, width=width * 0.92, color=color, label=name)
+        ax.bar(xs + (k - (n - 1) / 2) * width, ys, width=width * 0.92, color=model_color(name, k), label=name)
     ax.set_yscale("log")
     _log_axis(ax.yaxis, _energy_tick)
     if vals:
         ax.set_ylim(min(vals) / 3, max(vals) * 3)
     ax.set_xticks(xs)
     ax.set_xticklabels([textwrap.fill(labels.get(s, s), 15) for s in scenarios], fontsize=8)
-    ax.set_ylabel("energy / token (log scale)")
-    ax.set_title("Energy per token: SpikeGPT and the baselines")
+    ax.set_ylabel(f"energy / {unit} (log scale)")
+    ax.set_title(f"Energy per {unit}: SpikeGPT and the baselines")
     ax.grid(axis="x", visible=False)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    return fig
+
+
+@_styled
+def pareto(variants: Mapping) -> Figure:
+    """Bits per character against energy per character (log) for each model: as executed (filled) and with
+    memory traffic (open); lower left is better."""
+    models = [m for m in variants.get("models") or [] if _num(m.get("bpc")) is not None]
+    if not models:
+        raise NoData("no models to compare")
+    fig = Figure(figsize=(WIDTH, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    colors = {"released": SPIKEGPT, "twin": MODEL_COLORS["rwkv-twin"], "spike-input": "#10b981"}
+    for k, m in enumerate(models):
+        color = colors.get(m.get("variant"), SERIES[k % len(SERIES)])
+        e = m.get("energy_pj_per_char") or {}
+        for scen, face, mark in (("as_executed", color, "o"), ("as_executed_memory", "white", "s")):
+            x = _num(e.get(scen))
+            if x:
+                what = "as executed" if face != "white" else "with memory"
+                ax.scatter([x * 1e-12], [m["bpc"]], s=70, marker=mark, facecolors=face, edgecolors=color, lw=1.8,
+                           zorder=3, label=f"{m['name']} ({m.get('variant')}), {what}")  # fmt: skip
+        xs = [_num(e.get(s)) for s in ("as_executed", "as_executed_memory")]
+        if all(xs):
+            ax.plot([x * 1e-12 for x in xs], [m["bpc"]] * 2, color=color, lw=0.8, alpha=0.5)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _p: _energy_tick(v * 1e12)))
+    ax.set_xlabel("energy / character (log scale)")
+    ax.set_ylabel("bits / character (lower is better)")
+    ax.set_title("Quality against energy: the same text, trained alike")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7.5)
+    return fig
+
+
+@_styled
+def decode_curves(decode: Mapping) -> Figure:
+    """Energy to generate the token at each position, batch 1: each transformer's curve (growing with its
+    K/V cache) against the flat cost of SpikeGPT and its twin, as executed and with memory traffic."""
+    curves = decode.get("curves") or {}
+    flat = decode.get("flat") or {}
+    if not curves:
+        raise NoData("no decode-mode curve in this summary")
+    fig = Figure(figsize=(WIDTH, 4.0), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=False)
+    for ax, (scen, title) in zip(axes, (("as_executed", "as executed"), ("as_executed_memory", "with memory traffic"))):
+        vals = []
+        for k, (name, c) in enumerate(curves.items()):
+            pos, ys = np.array(c.get("positions") or [], float), np.array(c.get(scen) or [], float)
+            if len(pos) and len(ys) == len(pos):
+                ax.plot(pos, ys, lw=1.8, color=model_color(name, k), label=name)
+                vals.extend(ys[np.isfinite(ys)])
+        for k, (name, e) in enumerate(flat.items()):
+            v = _num((e or {}).get(scen))
+            if v:
+                ax.axhline(v, lw=1.6, ls="-" if name == "spikegpt" else "--",
+                           color=SPIKEGPT if name == "spikegpt" else model_color(name, k + 1),
+                           label=f"{'SpikeGPT' if name == 'spikegpt' else name} (flat)")  # fmt: skip
+                vals.append(v)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _log_axis(ax.yaxis, _energy_tick)
+        if vals:
+            ax.set_ylim(min(vals) / 1.5, max(vals) * 1.5)
+        ax.set_xlabel("position of the generated token")
+        ax.set_title(title)
+    axes[0].set_ylabel("energy / generated token")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=4, fontsize=8)
     return fig
 
 

@@ -23,6 +23,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -342,3 +343,12 @@ def json_safe(o):
 def strict_dumps(obj, **kwargs) -> str:
     """``json.dumps`` of ``json_safe(obj)`` that can never write a bare NaN or Infinity."""
     return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][^\s/\\()'\",;]+)+[/\\]([^\s/\\()'\",;]+)")
+
+
+def without_dirs(text) -> str:
+    """Every absolute path inside a string replaced by its file name: reports and shared summaries show
+    names (with their sha256), not where the files sit on someone's machine."""
+    return _PATH.sub(r"\1", "" if text is None else str(text))

@@ -57,11 +57,13 @@ def test_profile_writes_everything(files, tmp_path, capsys):
     assert "blocks.0.lif1" in s["firing_rate"] and "overall" in s["firing_rate"]
     assert {"mac", "effective_mac", "ac", "exp", "div", "sigmoid"} <= set(s["ops_per_token"])
     assert set(s["energy_pj_per_token"]) >= {"paper", "as_executed", "as_executed_memory"}
-    assert set(s["baselines"]) == {"rwkv-twin", "transformer-same-dims"}
+    # the int8 ANN is the same-size transformer's counts priced at int8 (32-bit accumulation)
+    assert set(s["baselines"]) == {"rwkv-twin", "transformer-same-dims", "transformer-same-dims-int8"}
+    assert s["baselines"]["transformer-same-dims-int8"]["precision"] == "int8"
     assert s["uncounted_ops"] == [] and s["tokens"] == 64
     assert {a["op"] for a in s["assumptions"]} >= {"exp", "div", "sigmoid"}
     assert s["environment"]["command_line"][0] == "spike-energy"
-    assert "report:" in stdout and "energy per token" in stdout
+    assert "report:" in stdout and "pJ/token" in stdout and "pJ/character" in stdout
     html = (out / "report.html").read_text()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
