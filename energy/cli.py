@@ -27,9 +27,20 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--tokenizer", help="tokenizer.json (BPE) or char vocabulary JSON (default: found next to the checkpoint)"
     )
-    g.add_argument("--text", help="UTF-8 text to run on (default: the bundled held-out sample)")
-    g.add_argument("--tokens", type=int, default=2048, help="tokens per sequence to profile (default 2048)")
-    g.add_argument("--batch", type=int, default=1, help="sequences run side by side (default 1)")
+    g.add_argument(
+        "--text",
+        help="UTF-8 text to run on: a file, a directory of *.txt files, a glob, a .jsonl file "
+        '({"text", "source", "domain"} per line) or - for stdin (default: the bundled sample)',
+    )
+    g.add_argument(
+        "--tokens", type=int, default=2048, help="--concat runs: tokens per sequence to profile (default 2048)"
+    )
+    g.add_argument("--batch", type=int, default=1, help="--concat runs: sequences run side by side (default 1)")
+    g.add_argument("--max-tokens", type=int, help="document runs: stop after this many scored tokens (corpus order)")
+    g.add_argument("--concat", action="store_true",
+                   help="one sequence of the first --tokens x --batch tokens of the text, as for a single file "
+                        "(default for one text file without --max-tokens); otherwise each document runs on its "
+                        "own, with the state reset")  # fmt: skip
     g.add_argument("--mode", choices=["parallel", "streaming"], default="parallel")
     g.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     g.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"],
@@ -47,6 +58,22 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="comma-separated transformer baselines or 'none' (the RWKV twin is always in)")  # fmt: skip
     e.add_argument("--context", type=int, help="context length of the transformer baselines (default: ctx_len)")
     e.add_argument("--census-tokens", type=int, default=2, help="tokens for the coverage census (slow; default 2)")
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    r = p.add_argument_group("long and distributed runs")
+    r.add_argument("--workers", type=int, default=1,
+                   help="processes on this machine (starts torchrun --standalone --nproc_per_node N; one thread "
+                        "each); across hosts, start torchrun yourself (see the README)")  # fmt: skip
+    r.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="every N tokens (corpus order) write the merged partial state to <out>.partial/",
+    )
+    r.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from <out>.partial/ (same options); the result is the same "
+                        "as an uninterrupted run")  # fmt: skip
 
 
 def _default_baselines():
@@ -67,10 +94,12 @@ def make_parser() -> argparse.ArgumentParser:
     _model_options(prof)
     prof.add_argument("--out", default="spike-energy-report", help="output directory (default spike-energy-report/)")
     prof.add_argument("--bench", help="a bench JSON (spike-energy bench --out) to show in the report")
+    _run_options(prof)
 
     aud = sub.add_parser("audit", help="the audit of the 32.2x claim: waterfall, break-even, sensitivity")
     _model_options(aud)
     aud.add_argument("--json", default="audit.json", help="where to write the audit (default audit.json)")
+    _run_options(aud)
 
     ev = sub.add_parser("eval", help="bits per character / token and perplexity of a checkpoint on a text")
     for opt in ("--checkpoint", "--tokenizer", "--text"):
@@ -128,8 +157,8 @@ def _job(a: argparse.Namespace):
         )
     if a.context is not None and a.context < 1:
         raise SpikeEnergyError("--context must be a positive integer")
-    for name in ("tokens", "batch", "census_tokens"):
-        if getattr(a, name) < 1:
+    for name in ("tokens", "batch", "census_tokens", "max_tokens", "checkpoint_every", "workers"):
+        if getattr(a, name, None) is not None and getattr(a, name) < 1:
             raise SpikeEnergyError(f"--{name.replace('_', '-')} must be a positive integer")
     return Job(
         checkpoint=a.checkpoint,
@@ -150,17 +179,36 @@ def _job(a: argparse.Namespace):
         baselines=baselines,
         context=a.context,
         command_line=["spike-energy", *sys.argv[1:]],
+        max_tokens=a.max_tokens,
+        concat=True if a.concat else None,
+        checkpoint_every=getattr(a, "checkpoint_every", None),
+        resume=getattr(a, "resume", False),
     )
 
 
 def _progress():
     """A rich progress bar on stderr; returns (context manager, callback)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class Speed(ProgressColumn):
+        def render(self, task):
+            if task.description.strip() != "profile" or not task.speed:
+                return Text("")
+            return Text(f"{task.speed:,.0f} tok/s")
 
     bar = Progress(
-        TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=False,
+        TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), Speed(), TimeElapsedColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), transient=False,
     )  # fmt: skip
     tasks = {}
 
@@ -180,12 +228,58 @@ def _writable(path: Path, option: str) -> None:
         raise SpikeEnergyError(f"{option} {path}: the folder {path.parent} does not exist; create it first")
 
 
+def _partial_dir(out: Path) -> Path:
+    """Where a long run keeps its partial state: next to the report folder, never inside it."""
+    return out.with_name(out.name + ".partial")
+
+
+def _launch_workers(n: int, argv: list[str]) -> int:
+    """``--workers N``: the same command under ``torchrun --standalone --nproc_per_node N``."""
+    import os
+    import signal
+    import subprocess
+
+    rest, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x == "--workers":
+            skip = True
+        elif not x.startswith("--workers="):
+            rest.append(x)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           "-m", "energy.cli", *rest]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    logger.info("starting %s", " ".join(cmd))
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except BaseException:  # interrupted: torchrun passes SIGTERM on to the workers, which flush their state
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        raise
+
+
+def _distributed_checks(a) -> None:
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if (world > 1 or a.workers > 1) and a.text == "-":
+        raise SpikeEnergyError("--text - (stdin) cannot be shared by several processes; save it to a file")
+
+
 def cmd_profile(a) -> int:
+    import os
+
     from energy import pipeline
     from reports.html import write_report
 
+    _distributed_checks(a)
+    if a.workers > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_workers(a.workers, a.argv)
     job = _job(a)
     out = Path(a.out)
+    job.checkpoint_dir = str(_partial_dir(out))
     if out.exists() and not out.is_dir():
         raise SpikeEnergyError(f"--out {out} is a file; give a directory for the report")
     bench = None
@@ -196,7 +290,9 @@ def cmd_profile(a) -> int:
             raise SpikeEnergyError(f"--bench {a.bench}: not a readable JSON file ({e})") from None
     bar, cb = _progress()
     with bar:
-        result = pipeline.run(job, progress=cb)
+        result = _run_with_partial(pipeline.run, job, cb)
+        if result is None:  # another rank of a torchrun job: rank 0 writes the report
+            return 0
         summary = pipeline.summary(result)
     if bench is not None:
         summary["bench"] = bench
@@ -206,15 +302,30 @@ def cmd_profile(a) -> int:
     try:
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
         result.profile.to_csv(tmp)  # layers, ops, neurons, census, energy
+        if result.documents is not None:
+            result.documents.to_csv(tmp / "documents.csv", index=False)
         write_report(summary, tmp / "report.html")
         out.mkdir(exist_ok=True)
         for f in tmp.iterdir():
             shutil.move(str(f), out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(_partial_dir(out), ignore_errors=True)  # the report is complete: the partial state is spent
     _print_summary(summary)
     print(f"report: {out / 'report.html'}")
     return 0
+
+
+def _run_with_partial(run, job, cb):
+    """``run(job, progress=cb)``; if it stops early, say where the partial state is and how to go on."""
+    try:
+        return run(job, progress=cb)
+    except BaseException:
+        d = Path(job.checkpoint_dir) if job.checkpoint_dir else None
+        if d is not None and d.is_dir() and any(d.glob("*.npz")):
+            print(f"spike-energy: partial state kept in {d} (no report was written); rerun the same command "
+                  "with --resume to continue", file=sys.stderr)  # fmt: skip
+        raise
 
 
 def _print_summary(s: dict) -> None:
@@ -230,8 +341,18 @@ def _print_summary(s: dict) -> None:
         f"{' (bundled demo)' if m['demo'] else ''}; {s['tokens']} tokens; "
         f"{'BPC' if s['unit'] != 'token' else 'bits/token'} "
         f"{s['bpc'] if s['unit'] != 'token' else s['bits_per_token']:.3f}; "
-        f"firing rate {s['firing_rate']['overall']:.3f}"
+        f"firing rate {s['firing_rate']['overall']:.3f}{_ci((s.get('uncertainty') or {}).get('firing_rate'))}"
     )
+    corpus = s.get("corpus") or {}
+    if corpus.get("run") == "documents":
+        c.print(f"{corpus['documents']} documents of {corpus['spec']}; "
+                f"{(s.get('uncertainty') or {}).get('method', '')}")  # fmt: skip
+        groups = corpus.get("groups") or {}
+        for g in groups.get("rows") or []:
+            fr = g["firing_rate"]["overall"]
+            c.print(f"  {groups['by']} {g['group']}: {g['documents']} documents, {g['tokens']} tokens, firing rate "
+                    f"{fr['value']:.3f}{_ci({'overall': fr})}, bits/{s['unit']} "
+                    f"{g['bpc']['value']:.3f}{_ci({'overall': g['bpc']})}")  # fmt: skip
     t = Table(title=f"energy per token ({s['precision']}, 45 nm)")
     t.add_column("scenario")
     t.add_column("pJ/token", justify="right")
@@ -245,15 +366,30 @@ def _print_summary(s: dict) -> None:
         c.print(f"[yellow]{len(s['uncounted_ops'])} aten ops are not counted; see the report[/]")
 
 
+def _ci(d) -> str:
+    """`` [lo, hi]`` of an interval (the overall rate), or nothing."""
+    iv = (d or {}).get("overall") or {}
+    if iv.get("lo") is None or iv.get("hi") is None:
+        return ""
+    return f" [{iv['lo']:.3f}, {iv['hi']:.3f}]"
+
+
 def cmd_audit(a) -> int:
+    import os
+
     from energy import pipeline
     from energy.audit import waterfall_table
 
+    _distributed_checks(a)
+    if a.workers > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_workers(a.workers, a.argv)
     job = _job(a)
     _writable(Path(a.json), "--json")
     bar, cb = _progress()
     with bar:
         result = pipeline.run(job, progress=cb)
+        if result is None:
+            return 0
     table = waterfall_table(result.audit)
     from rich.console import Console
     from rich.table import Table
@@ -358,7 +494,9 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.command is None:  # plain `spike-energy`: profile the bundled demo
-        args = parser.parse_args([*argv, "profile"])
+        argv = [*argv, "profile"]
+        args = parser.parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return COMMANDS[args.command](args)

@@ -17,17 +17,22 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from energy.audit import audit
-from energy.baselines import DESCRIPTIONS, Baseline, default_baselines, twin_baseline
+from energy.baselines import DESCRIPTIONS, Baseline, baseline_from_profile, default_baselines, rwkv_twin
+from energy.corpus import Corpus, open_corpus
 from energy.costs import CostTable, load_costs
+from energy.dist import from_env as dist_from_env
 from energy.estimate import SCENARIO_LABELS, SCENARIOS
-from energy.profile import Profile, profile
+from energy.profile import Profile, build_profile
+from energy.runner import CorpusRun, RunSettings, RunState
+from energy.uncertainty import documents_frame, group_table, run_intervals
 from spikegpt.checkpoint import CheckpointInfo, load_checkpoint
-from spikegpt.errors import SpikeEnergyError, TextError
+from spikegpt.errors import SpikeEnergyError
 from spikegpt.model import SpikeGPT
-from spikegpt.tokenizer import read_text, resolve_tokenizer
+from spikegpt.tokenizer import resolve_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +70,12 @@ class Job:
     twin: bool = True
     context: int | None = None  # transformer baselines' context length (default: the model's ctx_len)
     command_line: list[str] = field(default_factory=list)
+    # corpora (energy.corpus, energy.runner)
+    max_tokens: int | None = None  # cap on the scored tokens of a corpus run
+    concat: bool | None = None  # one sequence of the first tokens x batch tokens; None: for a single text file
+    checkpoint_every: int | None = None  # tokens between merged checkpoints
+    checkpoint_dir: str | None = None  # where partial state goes (the CLI: <out>/partial)
+    resume: bool = False
 
 
 @dataclass
@@ -76,16 +87,21 @@ class Result:
     profile: Profile
     baselines: dict[str, Baseline]
     audit: dict
-    text: str
+    text: str  # the start of the first document
     text_path: str
     costs: CostTable
     timings: dict
     scored_chars: int  # characters (bytes) of text the scored tokens stand for
+    text_sha256: str = ""  # of the text read
+    text_chars: int = 0
+    state: RunState | None = None  # the exact, merged sums of the run
+    corpus: dict = field(default_factory=dict)  # summary.json["corpus"]
+    uncertainty: dict = field(default_factory=dict)  # summary.json["uncertainty"]
+    documents: pd.DataFrame | None = None  # one row per document (documents.csv)
 
 
-def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, str, str]:
+def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, Corpus]:
     ckpt = Path(job.checkpoint) if job.checkpoint else demo_paths()[0]
-    text_path = Path(job.text) if job.text else demo_paths()[1]
     if job.dtype not in DTYPES:
         raise SpikeEnergyError(f"--dtype must be one of {', '.join(DTYPES)}, got {job.dtype!r}")
     try:
@@ -94,6 +110,7 @@ def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, str, str]:
         raise SpikeEnergyError(f"--device {job.device!r} is not a device; use cpu or cuda") from None
     if job.device.startswith("cuda") and not torch.cuda.is_available():
         raise SpikeEnergyError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    corpus = open_corpus(job.text if job.text else demo_paths()[1])  # checked before the model is loaded
     model, info = load_checkpoint(
         ckpt,
         dtype=DTYPES[job.dtype],
@@ -103,60 +120,89 @@ def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, str, str]:
         lif_tau=job.lif_tau,
     )
     tok = resolve_tokenizer(info.config.vocab_size, job.tokenizer, ckpt, unknown=job.unknown_chars)
-    text = read_text(text_path)
-    return model, info, tok, text, str(text_path)
+    return model, info, tok, corpus
 
 
-def tokenize(text: str, tok, n_tokens: int, batch: int, path: str) -> torch.Tensor:
-    """The first ``batch * n_tokens`` tokens (+1 to score the last), as (batch, T + 1)."""
-    if n_tokens < 2:
-        raise SpikeEnergyError(f"--tokens must be at least 2, got {n_tokens}")
-    if batch < 1:
-        raise SpikeEnergyError(f"--batch must be at least 1, got {batch}")
-    need = batch * n_tokens + 1
-    ids = tok.encode(text[: max(need * 16, 4096)] if tok.kind == "bpe" else text[: need * 4])
-    if len(ids) < need:  # the prefix was not enough (BPE merges, skipped characters): the whole text
-        ids = tok.encode(text)
-    if len(ids) < batch * 2 + 1:
-        raise TextError(f"{path} gives only {len(ids)} tokens; give a longer text or lower --tokens/--batch")
-    if len(ids) < need:
-        logger.warning(
-            "%s has %d tokens, fewer than --tokens x --batch = %d; using all of them", path, len(ids), need - 1
-        )
-    ids = torch.tensor(ids[:need])
-    per_row = (len(ids) - 1) // batch
-    rows = [ids[i * per_row : i * per_row + per_row + 1] for i in range(batch)]
-    return torch.stack(rows)
+def settings_for(job: Job, corpus: Corpus, info: CheckpointInfo, tok) -> RunSettings:
+    """How the corpus runs. A single text file (and the bundled sample) runs as one sequence of its
+    first ``--tokens`` tokens, as before, unless ``--max-tokens`` asks for the document run."""
+    if job.tokens < 2:
+        raise SpikeEnergyError(f"--tokens must be at least 2, got {job.tokens}")
+    if job.batch < 1:
+        raise SpikeEnergyError(f"--batch must be at least 1, got {job.batch}")
+    concat = job.concat if job.concat is not None else (corpus.single_document and job.max_tokens is None)
+    if not concat and job.batch != 1:
+        raise SpikeEnergyError("--batch applies to --concat runs (one sequence in rows); corpus documents run one "
+                               "at a time: drop --batch or add --concat")  # fmt: skip
+    if concat and job.max_tokens is not None:
+        raise SpikeEnergyError("--max-tokens applies to document runs; with --concat, set --tokens (per row)")
+    if job.max_tokens is not None and job.max_tokens < 1:
+        raise SpikeEnergyError(f"--max-tokens must be a positive integer, got {job.max_tokens}")
+    if job.checkpoint_every is not None and job.checkpoint_every < 1:
+        raise SpikeEnergyError(f"--checkpoint-every must be a positive number of tokens, got {job.checkpoint_every}")
+    fingerprint = {
+        "checkpoint_sha256": info.sha256,
+        "tokenizer": tok.describe(),
+        "text": corpus.spec,
+        "files": [str(f) for f in corpus.files][:1000],
+        "concat": concat,
+        "tokens": job.tokens if concat else None,
+        "batch": job.batch,
+        "max_tokens": job.max_tokens,
+        "mode": job.mode,
+        "dtype": job.dtype,
+        "binary_embedding": job.binary_embedding,
+        "lif_threshold": job.lif_threshold,
+        "lif_tau": job.lif_tau,
+        "twin": job.twin,
+        "census_tokens": job.census_tokens,
+    }
+    return RunSettings(
+        mode=job.mode, concat=concat, tokens=job.tokens, batch=job.batch, max_tokens=job.max_tokens,
+        census_tokens=job.census_tokens, checkpoint_every=job.checkpoint_every,
+        checkpoint_dir=Path(job.checkpoint_dir) if job.checkpoint_dir else None, resume=job.resume,
+        fingerprint=fingerprint,
+    )  # fmt: skip
 
 
-def run(job: Job, progress=None) -> Result:
-    """``progress(description, done, total)``: optional callback for progress bars."""
+def run(job: Job, progress=None) -> Result | None:
+    """``progress(description, done, total)``: optional callback for progress bars.
+
+    Under ``torchrun`` every rank calls this; rank 0 gets the ``Result``, the others ``None``.
+    """
     timings = {}
     t0 = time.perf_counter()
-    model, info, tok, text, text_path = load(job)
+    d = dist_from_env(job.device)
+    if d.active and d.device != job.device:
+        job.device = d.device  # one GPU per rank
+    model, info, tok, corpus = load(job)
     costs = load_costs(job.costs)
-    ids = tokenize(text, tok, job.tokens, job.batch, text_path)
-    scored = ids[:, 1:]
-    if tok.kind == "bpe":
-        scored_chars = sum(len(tok.decode(row.tolist())) for row in scored)
-    else:
-        scored_chars = scored.numel()
+    settings = settings_for(job, corpus, info, tok)
+    models = {"spikegpt": model}
+    if job.twin:
+        models["rwkv-twin"] = rwkv_twin(model)
     timings["load_s"] = time.perf_counter() - t0
 
     def tick(name):
         return (lambda done, total: progress(name, done, total)) if progress else None
 
     t0 = time.perf_counter()
-    prof = profile(
-        model, ids, mode=job.mode, census_tokens=job.census_tokens, costs=costs, precision=job.precision,
-        progress=tick("profile"),
-    )  # fmt: skip
+    runner = CorpusRun(models, tok, corpus, settings, d, progress=tick("profile") if d.is_main else None)
+    try:
+        state = runner.run()
+    finally:
+        d.close()
+    if state is None:
+        return None
+    prof = build_profile(model, state, "spikegpt", settings, costs=costs, precision=job.precision,
+                         wall_s=runner.wall_s)  # fmt: skip
     timings["profile_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     bases: dict[str, Baseline] = {}
     if job.twin:
-        bases["rwkv-twin"], _ = twin_baseline(model, ids, mode=job.mode, census_tokens=min(job.census_tokens, 8))
+        twin_prof = build_profile(models["rwkv-twin"], state, "rwkv-twin", settings, wall_s=runner.wall_s)
+        bases["rwkv-twin"] = baseline_from_profile(twin_prof)
         if progress:
             progress("baselines", 1, len(job.baselines) + 1)
     context = job.context if job.context is not None else model.config.ctx_len
@@ -170,7 +216,35 @@ def run(job: Job, progress=None) -> Result:
     order = ("transformer-same-dims", "gpt2-small", "gpt2-medium", "transformer-paper-table2")
     reference = next((b for b in order if b in bases), "")
     aud = audit(prof, bases, costs, job.precision, reference=reference, twin="rwkv-twin")
-    return Result(job, model, info, tok, prof, bases, aud, text, text_path, costs, timings, scored_chars)
+
+    t0 = time.perf_counter()
+    profiles = {"spikegpt": prof}
+    static = state.tracks["spikegpt"].static
+    lif = [k for k, v in static["kinds"].items() if v == "lif"]
+    widths = state.tracks["spikegpt"].total.widths
+    unc = run_intervals(state, settings, models, profiles, bases, costs, job.precision, unit_label=tok.unit)
+    if unc.get("energy_check", 0) > 1e-6:
+        logger.warning("energy per unit does not add up to the run's energy (relative gap %.2g); the energy "
+                       "intervals assume an accounting linear in the counts", unc["energy_check"])  # fmt: skip
+    corpus_info = {
+        "spec": corpus.spec,
+        "kind": corpus.kind,
+        "run": "concat" if settings.concat else "documents",
+        "documents": len(state.docs),
+        "skipped_documents": len(state.skipped),
+        "tokens": state.tokens,
+        "chars": state.chars,
+        "max_tokens": job.max_tokens,
+        "block_tokens": runner.block,
+        "processes": d.world,
+        "twin": "the RWKV twin ran on the same documents and tokens; its ratio's interval is a paired bootstrap"
+        if job.twin else None,
+        "groups": group_table(state, settings, widths, lif),
+    }  # fmt: skip
+    timings["intervals_s"] = time.perf_counter() - t0
+    return Result(job, model, info, tok, prof, bases, aud, state.excerpt, corpus.spec, costs, timings,
+                  state.chars, runner.text_sha256, runner.chars_read, state, corpus_info, unc,
+                  documents_frame(state, widths, lif))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------
@@ -282,8 +356,8 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
         },
         "text": {
             "path": r.text_path,
-            "sha256": hashlib.sha256(r.text.encode("utf-8")).hexdigest(),
-            "chars": len(r.text),
+            "sha256": r.text_sha256 or hashlib.sha256(r.text.encode("utf-8")).hexdigest(),  # of the text read
+            "chars": r.text_chars or len(r.text),
             "excerpt": text_excerpt,
             "demo": r.job.text is None,
         },
@@ -343,4 +417,11 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
         "timings_s": {**r.timings, "profile_pass_s": p.meta["wall_time_s"]},
         "environment": environment(r.job.device, r.job.command_line or sys.argv),
     }
+    out.update(corpus_summary(r))
     return _clean(out)
+
+
+def corpus_summary(r: Result, max_documents: int = 1000) -> dict:
+    """``corpus``, ``uncertainty`` and ``documents`` (the first ``max_documents``; all in documents.csv)."""
+    docs = r.documents.head(max_documents).to_dict("records") if r.documents is not None else []
+    return {"corpus": r.corpus, "uncertainty": r.uncertainty, "documents": docs}
