@@ -98,7 +98,8 @@ class Tally:
     def __eq__(self, other) -> bool:
         if not isinstance(other, Tally):
             return NotImplemented
-        same = all(+getattr(self, n) == +getattr(other, n) for n in self.COUNTERS) and self.tokens == other.tokens
+        same = all(+getattr(self, n) == +getattr(other, n) for n in self.COUNTERS)
+        same = same and self.tokens == other.tokens and self.widths == other.widths
         for a, b in ((self.neurons, other.neurons), (self.positions, other.positions),
                      (self.position_rows, other.position_rows)):  # fmt: skip
             same = same and a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

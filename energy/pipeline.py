@@ -111,6 +111,7 @@ def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, Corpus]:
     if job.device.startswith("cuda") and not torch.cuda.is_available():
         raise SpikeEnergyError("--device cuda was asked for but no CUDA device is available; use --device cpu")
     corpus = open_corpus(job.text if job.text else demo_paths()[1])  # checked before the model is loaded
+    check_corpus_options(job, corpus)
     model, info = load_checkpoint(
         ckpt,
         dtype=DTYPES[job.dtype],
@@ -123,14 +124,19 @@ def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, Corpus]:
     return model, info, tok, corpus
 
 
-def settings_for(job: Job, corpus: Corpus, info: CheckpointInfo, tok) -> RunSettings:
-    """How the corpus runs. A single text file (and the bundled sample) runs as one sequence of its
-    first ``--tokens`` tokens, as before, unless ``--max-tokens`` asks for the document run."""
+def is_concat(job: Job, corpus: Corpus) -> bool:
+    """A single text file (and the bundled sample) runs as one sequence of its first ``--tokens``
+    tokens, as before, unless ``--max-tokens`` asks for the document run."""
+    return job.concat if job.concat is not None else (corpus.single_document and job.max_tokens is None)
+
+
+def check_corpus_options(job: Job, corpus: Corpus) -> None:
+    """The run's options, checked before anything is loaded."""
     if job.tokens < 2:
         raise SpikeEnergyError(f"--tokens must be at least 2, got {job.tokens}")
     if job.batch < 1:
         raise SpikeEnergyError(f"--batch must be at least 1, got {job.batch}")
-    concat = job.concat if job.concat is not None else (corpus.single_document and job.max_tokens is None)
+    concat = is_concat(job, corpus)
     if not concat and job.batch != 1:
         raise SpikeEnergyError("--batch applies to --concat runs (one sequence in rows); corpus documents run one "
                                "at a time: drop --batch or add --concat")  # fmt: skip
@@ -140,6 +146,16 @@ def settings_for(job: Job, corpus: Corpus, info: CheckpointInfo, tok) -> RunSett
         raise SpikeEnergyError(f"--max-tokens must be a positive integer, got {job.max_tokens}")
     if job.checkpoint_every is not None and job.checkpoint_every < 1:
         raise SpikeEnergyError(f"--checkpoint-every must be a positive number of tokens, got {job.checkpoint_every}")
+    if job.resume:
+        d = Path(job.checkpoint_dir) if job.checkpoint_dir else None
+        if d is None or not d.is_dir() or not any(d.glob("*.npz")):
+            raise SpikeEnergyError(f"--resume: {d} holds no partial state (state.npz or delta-*.npz); run without "
+                                   "--resume")  # fmt: skip
+
+
+def settings_for(job: Job, corpus: Corpus, info: CheckpointInfo, tok) -> RunSettings:
+    """How the corpus runs (``check_corpus_options`` has checked the options)."""
+    concat = is_concat(job, corpus)
     fingerprint = {
         "checkpoint_sha256": info.sha256,
         "tokenizer": tok.describe(),

@@ -19,6 +19,7 @@ CONFIDENCE = 0.95
 RESAMPLES = 2000
 SEED = 0
 UNITS = 128  # most bootstrap units kept; the runner pools documents (or blocks) into this many
+MIN_UNITS = 10  # below this many units the report says the interval is rough
 
 
 def resample_weights(n_units: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
@@ -143,6 +144,9 @@ def run_intervals(state, settings, models: dict, profiles: dict, baselines: dict
     prof = profiles[main]
     if n < 2:
         out["note"] = f"one {kind[:-1]} only: no interval can be drawn; give more text"
+    elif n < MIN_UNITS:
+        out["note"] = (f"only {n} {kind}: a bootstrap over so few units understates the uncertainty; "
+                       f"give at least {MIN_UNITS}")  # fmt: skip
     w = resample_weights(max(n, 1), resamples, seed)
 
     def iv(value, num, den):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
 
+from reports.corpus import corpus_context
 from reports.schema import finite, validate_summary
 
 logger = logging.getLogger(__name__)
@@ -534,6 +535,8 @@ def context(s: Mapping) -> dict:
         "env_rows": [(k, v) for k, v in env.items() if k != "command_line"],
         "timings": s.get("timings_s") or {},
         "version": env.get("spike_energy") or "unknown",
+        "cx": (cx := corpus_context(s)),
+        "corpus": cx is not None,
     }
 
 
