@@ -11,6 +11,7 @@ The model knows nothing of this: it only has to run its operations inside module
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -25,9 +26,15 @@ from spikegpt import model as sg
 SPIKING_TYPES = (sg.LIF, sg.Heaviside)
 
 
+SMALL = 1 << 16  # CPU tensors up to this many elements are read through numpy (less overhead per call)
+NUMPY_FLOATS = (torch.float32, torch.float64)
+
+
 @torch.no_grad()
 def classify(x: torch.Tensor) -> Operand:
     """binary {0,1} / ternary {-1,0,1} / integer / float, and the zero count, from the values."""
+    if x.device.type == "cpu" and x.dtype in NUMPY_FLOATS and x.numel() <= SMALL:
+        return _classify_numpy(x)
     shape = tuple(x.shape)
     numel = x.numel()
     nnz = int(torch.count_nonzero(x))
@@ -45,6 +52,27 @@ def classify(x: torch.Tensor) -> Operand:
     if ones + int((flat == -1).sum()) == nnz:
         return Operand("ternary", numel, nnz, shape)
     if not x.is_floating_point() or bool((flat == torch.round(flat)).all()):
+        return Operand("integer", numel, nnz, shape)
+    return Operand("float", numel, nnz, shape)
+
+
+def _classify_numpy(x: torch.Tensor) -> Operand:
+    """``classify`` for a small float CPU tensor, the same tests on a numpy view (streaming mode
+    calls this hundreds of times per token, where torch's per-op dispatch would dominate)."""
+    shape = tuple(x.shape)
+    a = (x.detach() if x.requires_grad else x).numpy().reshape(-1)
+    numel, nnz = a.size, int(np.count_nonzero(a))
+    if numel == 0:
+        return Operand("binary", 0, 0, shape)
+    head = a[:4096]
+    if not np.array_equal(head, np.round(head)):  # NaN is unequal to itself: float, as in torch
+        return Operand("float", numel, nnz, shape)
+    ones = int(np.count_nonzero(a == 1))
+    if ones == nnz:
+        return Operand("binary", numel, nnz, shape)
+    if ones + int(np.count_nonzero(a == -1)) == nnz:
+        return Operand("ternary", numel, nnz, shape)
+    if np.array_equal(a, np.round(a)):
         return Operand("integer", numel, nnz, shape)
     return Operand("float", numel, nnz, shape)
 
@@ -148,6 +176,13 @@ class Tally:
         return t
 
 
+def _reached(t: Tally, layer: str) -> np.ndarray:
+    """Spikes per position, up to the last position any sequence reached."""
+    if layer not in t.positions:
+        return np.zeros(0, dtype=np.int64)
+    return t.positions[layer][: np.count_nonzero(t.position_rows[layer])]
+
+
 def _add_arrays(a: np.ndarray | None, b: np.ndarray) -> np.ndarray:
     if a is None:
         return b.copy()
@@ -159,32 +194,73 @@ def _add_arrays(a: np.ndarray | None, b: np.ndarray) -> np.ndarray:
 
 @dataclass
 class SpikeStats:
-    """Per-sequence bookkeeping for one spiking layer (LIF or the binary-embedding encoder)."""
+    """Running spike counts of one spiking layer (LIF or the binary-embedding encoder), kept as
+    tensors on the model's device between ``flush`` calls (no copy to the host per call)."""
 
     width: int
     offset: int = 0  # next token position in the current sequence
     raster: list[torch.Tensor] = field(default_factory=list)  # (t, n_raster) bool, batch row 0 of the first sequence
+    # spikes per neuron (C,) and per token position (POSITION_CAP,) since the last flush, int64:
+    # numpy arrays for a model on the CPU, tensors on the model's device otherwise (no copy per call)
+    neurons: np.ndarray | torch.Tensor | None = None
+    positions: np.ndarray | torch.Tensor | None = None
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(POSITION_CAP, dtype=np.int64))
+    steps: int = 0
+    fresh: bool = True  # nothing added since the last flush
+    raster_tokens: int = 0  # rows in ``raster``
 
-    def add(self, tally: Tally, name: str, s: torch.Tensor, raster_neurons, raster_tokens: int, record_raster: bool):
+    def add(self, s: torch.Tensor, raster_neurons, raster_tokens: int, record_raster: bool) -> None:
         B, T, C = s.shape
         s = s.detach()
-        per_neuron = s.sum(dim=(0, 1), dtype=torch.int64).cpu().numpy()
-        tally.neurons[name] = _add_arrays(tally.neurons.get(name), per_neuron)
-        tally.spikes[name] += int(per_neuron.sum())
-        tally.steps[name] += B * T
         end = min(self.offset + T, POSITION_CAP)
-        if end > self.offset:
-            n = end - self.offset
-            pos = np.zeros(end, dtype=np.int64)
-            pos[self.offset :] = s[:, :n].sum(dim=(0, 2), dtype=torch.int64).cpu().numpy()
-            rows = np.zeros(end, dtype=np.int64)
-            rows[self.offset :] = B
-            tally.positions[name] = _add_arrays(tally.positions.get(name), pos)
-            tally.position_rows[name] = _add_arrays(tally.position_rows.get(name), rows)
+        n = max(end - self.offset, 0)
+        if s.device.type == "cpu":
+            if self.neurons is None:
+                self.neurons = np.zeros(C, dtype=np.int64)
+                self.positions = np.zeros(POSITION_CAP, dtype=np.int64)
+            if s.dtype in NUMPY_FLOATS and s.numel() <= SMALL:
+                a = s.numpy()  # 0/1 values: float sums of at most SMALL of them are exact
+                self.neurons += a.sum(axis=(0, 1)).astype(np.int64)
+                if n:
+                    self.positions[self.offset : end] += a[:, :n].sum(axis=(0, 2)).astype(np.int64)
+            else:
+                self.neurons += s.sum(dim=(0, 1), dtype=torch.int64).numpy()
+                if n:
+                    self.positions[self.offset : end] += s[:, :n].sum(dim=(0, 2), dtype=torch.int64).numpy()
+        else:
+            if self.neurons is None:
+                self.neurons = torch.zeros(C, dtype=torch.int64, device=s.device)
+                self.positions = torch.zeros(POSITION_CAP, dtype=torch.int64, device=s.device)
+            self.neurons += s.sum(dim=(0, 1), dtype=torch.int64)
+            if n:
+                self.positions[self.offset : end] += s[:, :n].sum(dim=(0, 2), dtype=torch.int64)
+        if n:
+            self.rows[self.offset : end] += B
+        self.steps += B * T
+        self.fresh = False
         self.offset += T
-        have = sum(r.shape[0] for r in self.raster)
-        if record_raster and have < raster_tokens:
-            self.raster.append(s[0, : raster_tokens - have][:, raster_neurons.to(s.device)].bool().cpu())
+        if record_raster and self.raster_tokens < raster_tokens:
+            part = s[0, : raster_tokens - self.raster_tokens].index_select(1, raster_neurons.to(s.device)).bool().cpu()
+            self.raster.append(part)
+            self.raster_tokens += part.shape[0]
+
+    def flush(self, tally: Tally, name: str) -> None:
+        """Add the counts since the last flush into ``tally`` and restart them."""
+        if self.fresh:
+            return
+        host = isinstance(self.neurons, np.ndarray)
+        neurons = self.neurons.copy() if host else self.neurons.cpu().numpy().copy()
+        positions = self.positions.copy() if host else self.positions.cpu().numpy().copy()
+        tally.neurons[name] = _add_arrays(tally.neurons.get(name), neurons)
+        tally.spikes[name] += int(neurons.sum())
+        tally.steps[name] += self.steps
+        tally.positions[name] = _add_arrays(tally.positions.get(name), positions)
+        tally.position_rows[name] = _add_arrays(tally.position_rows.get(name), self.rows.copy())
+        self.neurons[:] = 0
+        self.positions[:] = 0
+        self.rows[:] = 0
+        self.steps = 0
+        self.fresh = True
 
 
 class Meter:
@@ -210,6 +286,7 @@ class Meter:
         self.record_raster = True  # the raster shows the first sequence only
         self._raster_idx: dict[str, torch.Tensor] = {}
         self._called: set[str] = set()
+        self._costs: dict[tuple, tuple] = {}  # (layer, operands, output shape) -> counter keys and counts
         self._seen: dict[int, tuple] = {}
         self._handles = []
 
@@ -223,13 +300,14 @@ class Meter:
     @property
     def spikes(self) -> dict[str, SimpleNamespace]:
         """Per spiking layer: ``per_neuron`` and ``per_position`` (spikes), ``steps`` (per neuron), ``width``."""
+        self.flush()
         t = self.tally
         return {
             n: SimpleNamespace(
                 per_neuron=torch.from_numpy(t.neurons[n]),
                 steps=t.steps[n],
                 width=self.widths[n],
-                per_position=torch.from_numpy(t.positions.get(n, np.zeros(0, dtype=np.int64))),
+                per_position=torch.from_numpy(_reached(t, n)),
             )
             for n in self.widths
             if n in t.neurons
@@ -253,8 +331,14 @@ class Meter:
         self._handles.clear()
         self._seen.clear()
 
+    def flush(self) -> None:
+        """Spike counts kept on the device, into the tally."""
+        for name, st in self.spike_stats.items():
+            st.flush(self.tally, name)
+
     def take(self) -> Tally:
         """The sums since the last ``take`` (a new, empty tally replaces them)."""
+        self.flush()
         t, self.tally = self.tally, Tally()
         t.widths = dict(self.widths)
         self._seen.clear()
@@ -269,41 +353,77 @@ class Meter:
 
     def _hook(self, name: str, rule):
         def hook(mod, args, output):
-            t = self.tally
-            out = output[0] if isinstance(output, tuple) else output
-            ops = []
-            for i, a in enumerate(args):
-                if not isinstance(a, torch.Tensor):
-                    ops.append(None)
-                    continue
-                op = self._classify(a) if i in rule.classify else Operand("float", a.numel(), a.numel(), tuple(a.shape))
-                ops.append(op)
-                t.activation[(name, "in")] += a.numel()
-                if i in rule.classify:
-                    t.operands[(name, i, "calls")] += 1
-                    t.operands[(name, i, "numel")] += op.numel
-                    t.operands[(name, i, "nnz")] += op.nnz
-                    t.operands[(name, i, op.cls)] += 1
-            t.activation[(name, "out")] += out.numel()
-            cost = rule.cost(mod, ops, tuple(out.shape))
-            opclass = next((o.cls for i, o in enumerate(ops) if o is not None and i in rule.classify), "-")
-            for stage, counter in cost.ops.items():
-                for prim, n in counter.items():
-                    t.counts[(name, rule.kind, stage, prim, opclass)] += n
-            for stage, counter in cost.setup.items():
-                for prim, n in counter.items():
-                    t.setup[(name, rule.kind, stage, prim)] += n
-            if name not in self._called:
-                self._called.add(name)
-                self.order.append(name)
-            t.calls[name] += 1
-            if isinstance(mod, SPIKING_TYPES):
-                self._record_spikes(name, out)
-            elif isinstance(mod, sg.SquaredReLU):
-                t.relu[(name, "numel")] += out.numel()
-                t.relu[(name, "zeros")] += out.numel() - self._classify(out).nnz
+            # The statistics are reductions over tensors of a few hundred thousand elements: with
+            # several intra-op threads each one opens a parallel region whose barrier waits for every
+            # thread, and when another job holds a core that wait is a scheduler time slice (measured:
+            # a count_nonzero of 256 x 768 values took 1.1 ms on 2 threads against 0.09 ms on 1). One
+            # thread here keeps the hooks' cost independent of the load; the model keeps its threads.
+            threads = torch.get_num_threads()
+            if threads > 1:
+                torch.set_num_threads(1)
+            try:
+                self._measure(name, rule, mod, args, output)
+            finally:
+                if threads > 1:
+                    torch.set_num_threads(threads)
 
         return hook
+
+    def _measure(self, name: str, rule, mod, args, output) -> None:
+        t = self.tally
+        out = output[0] if isinstance(output, tuple) else output
+        # A rule is a pure function of the module, the operands and the output shape: in streaming mode
+        # the same call repeats every token, so its evaluation (flattened to counter keys) is kept, under
+        # a key of the classified operands and the other inputs' shapes (their operand follows from it).
+        key, n_in, operands = [name], 0, t.operands
+        for i, a in enumerate(args):
+            if not isinstance(a, torch.Tensor):
+                key.append(None)
+                continue
+            n_in += a.numel()
+            if i in rule.classify:
+                op = self._classify(a)
+                operands[(name, i, "calls")] += 1
+                operands[(name, i, "numel")] += op.numel
+                operands[(name, i, "nnz")] += op.nnz
+                operands[(name, i, op.cls)] += 1
+                key.append(op)
+            else:
+                key.append(a.shape)
+        t.activation[(name, "in")] += n_in
+        t.activation[(name, "out")] += out.numel()
+        key.append(out.shape)
+        key = tuple(key)
+        entry = self._costs.get(key)
+        if entry is None:
+            ops = [
+                k if k is None or isinstance(k, Operand) else Operand("float", math.prod(k), math.prod(k), tuple(k))
+                for k in key[1:-1]
+            ]
+            cost = rule.cost(mod, ops, tuple(out.shape))
+            opclass = next((o.cls for i, o in enumerate(ops) if o is not None and i in rule.classify), "-")
+            kind = rule.kind
+            entry = (
+                [((name, kind, stage, prim, opclass), n) for stage, c in cost.ops.items() for prim, n in c.items()],
+                [((name, kind, stage, prim), n) for stage, c in cost.setup.items() for prim, n in c.items()],
+            )
+            if len(self._costs) >= 4096:
+                self._costs.clear()
+            self._costs[key] = entry
+        counts, setup = t.counts, t.setup
+        for k, n in entry[0]:
+            counts[k] += n
+        for k, n in entry[1]:
+            setup[k] += n
+        if name not in self._called:
+            self._called.add(name)
+            self.order.append(name)
+        t.calls[name] += 1
+        if isinstance(mod, SPIKING_TYPES):
+            self._record_spikes(name, out)
+        elif isinstance(mod, sg.SquaredReLU):
+            t.relu[(name, "numel")] += out.numel()
+            t.relu[(name, "zeros")] += out.numel() - self._classify(out).nnz
 
     def _classify(self, t: torch.Tensor) -> Operand:
         """``classify``, remembered for the few most recent tensors: one module's output is often
@@ -329,7 +449,7 @@ class Meter:
             k = min(self.raster_n, C)
             self._raster_idx[name] = torch.randperm(C, generator=self.gen)[:k].sort().values
         self.tally.widths[name] = C
-        st.add(self.tally, name, s, self._raster_idx[name], self.raster_tokens, self.record_raster)
+        st.add(s, self._raster_idx[name], self.raster_tokens, self.record_raster)
 
     # ------------------------------------------------------------------ views
 
@@ -338,6 +458,7 @@ class Meter:
         return operand_class(self.tally, name, i)
 
     def firing_rates(self) -> dict[str, float]:
+        self.flush()
         t = self.tally
         return {n: t.spikes[n] / (t.steps[n] * w) for n, w in self.widths.items() if t.steps[n]}
 

@@ -255,13 +255,14 @@ def build_profile(
         or [pd.DataFrame(columns=["layer", "neuron", "spikes", "rate"])],
         ignore_index=True,
     )
+    reached = {name: int(np.count_nonzero(rows)) for name, rows in tally.position_rows.items()}
     positions = pd.concat(
         [
             pd.DataFrame(
                 {
                     "layer": name,
-                    "position": np.arange(len(v)),
-                    "rate": v / (tally.position_rows[name] * tally.widths[name]),
+                    "position": np.arange(reached[name]),
+                    "rate": v[: reached[name]] / (tally.position_rows[name][: reached[name]] * tally.widths[name]),
                 }
             )  # fmt: skip
             for name, v in tally.positions.items()

@@ -550,7 +550,7 @@ class CorpusRun:
             self._recorded = True
             for tr in self.tracks.values():
                 for st in tr.meter.spike_stats.values():
-                    st.raster = []
+                    st.raster, st.raster_tokens = [], 0
         spikes = {k: int(v) for k, v in main.doc.spikes.items()}
         self.delta.docs.append(DocResult(doc.index, doc.name, doc.source, doc.domain, tokens, chars, nats, crc,
                                          spikes))  # fmt: skip

@@ -96,7 +96,9 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(model_files, tmp_path, 
     docs = [json.loads(line) for line in CORPUS.read_text().splitlines()]
     (tmp_path / "c.jsonl").write_text("".join(json.dumps(dict(x, text=x["text"][:500])) + "\n" for x in docs))
     args = [*base_args(d, tmp_path / "c.jsonl", tmp_path / "out"), "--checkpoint-every", 600]
-    p = subprocess.Popen(cli(*args), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job ignores SIGINT, and a child inherits that: give the run the default handling
+    p = subprocess.Popen(cli(*args), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     state = tmp_path / "out.partial" / "state.npz"
     deadline = time.monotonic() + 120
     while not state.exists() and p.poll() is None and time.monotonic() < deadline:
