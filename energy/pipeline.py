@@ -253,8 +253,8 @@ def run(job: Job, progress=None) -> Result | None:
         "max_tokens": job.max_tokens,
         "block_tokens": runner.block,
         "processes": d.world,
-        "twin": "the RWKV twin ran on the same documents and tokens; its ratio's interval is a paired bootstrap"
-        if job.twin else None,
+        "twin": f"the RWKV twin ran on the same {'tokens' if settings.concat else 'documents'}; its ratio's "
+        "interval is a paired bootstrap" if job.twin else None,
         "groups": group_table(state, settings, widths, lif),
     }  # fmt: skip
     timings["intervals_s"] = time.perf_counter() - t0
