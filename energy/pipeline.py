@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import platform
 import sys
 import time
@@ -146,7 +147,7 @@ def check_corpus_options(job: Job, corpus: Corpus) -> None:
         raise SpikeEnergyError(f"--max-tokens must be a positive integer, got {job.max_tokens}")
     if job.checkpoint_every is not None and job.checkpoint_every < 1:
         raise SpikeEnergyError(f"--checkpoint-every must be a positive number of tokens, got {job.checkpoint_every}")
-    if job.resume:
+    if job.resume and int(os.environ.get("RANK", "0") or 0) == 0:  # other hosts may hold no partial state
         d = Path(job.checkpoint_dir) if job.checkpoint_dir else None
         if d is None or not d.is_dir() or not any(d.glob("*.npz")):
             raise SpikeEnergyError(f"--resume: {d} holds no partial state (state.npz or delta-*.npz); run without "

@@ -64,6 +64,13 @@ class Only(Dist):
         return index in self.keep
 
 
+@pytest.fixture(scope="module")
+def whole(setup) -> RunState:
+    """The uninterrupted single-process run of the test corpus."""
+    model, tok, _, path = setup
+    return run_corpus(model, tok, path)
+
+
 def run_corpus(model, tok, path, d=None, **kw) -> RunState:
     s = RunSettings(**kw)
     return CorpusRun({"m": model}, tok, open_corpus(path), s, d).run()
@@ -138,11 +145,11 @@ def test_devices_and_missing_globs_are_refused(tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-def test_corpus_run_equals_each_document_profiled_alone(setup):
+def test_corpus_run_equals_each_document_profiled_alone(setup, whole):
     """Each document is its own sequence (state reset): the corpus counts are the sum of the
     counts of ``energy.profile`` on each document separately (an independent path)."""
     model, tok, docs, path = setup
-    state = run_corpus(model, tok, path)
+    state = whole
     counts, nats, tokens = Counter(), [], 0
     for d in docs:
         ids = tok.encode(d["text"])
@@ -161,10 +168,9 @@ def test_corpus_run_equals_each_document_profiled_alone(setup):
     assert [d.tokens for d in state.docs] == [len(x["text"]) - 1 for x in docs[1:]]
 
 
-def test_merge_of_parts_equals_the_whole(setup):
+def test_merge_of_parts_equals_the_whole(setup, whole):
     """profile(A + B) == merge(profile(A), profile(B)): counts exactly, floats to 1e-12."""
     model, tok, docs, path = setup
-    whole = run_corpus(model, tok, path)
     a = run_corpus(model, tok, path, Only(range(0, 4)))
     b = run_corpus(model, tok, path, Only(range(4, 9)))
     merged = RunState.from_bytes(a.to_bytes()).merge(RunState.from_bytes(b.to_bytes()))
@@ -205,6 +211,19 @@ def test_state_file_is_npz_without_pickle(setup, tmp_path):
     np.savez(evil, header=np.array([{"x": 1}], dtype=object))  # an object array can only load by unpickling
     with pytest.raises(SpikeEnergyError, match="not a readable spike-energy run state"):
         read_state(evil)
+
+
+def test_progress_reports_tokens_done(setup, monkeypatch):
+    import energy.runner as runner
+
+    model, tok, docs, path = setup
+    seen = []
+    monkeypatch.setattr(runner.time, "monotonic", iter(range(0, 10**6, 10)).__next__)  # every call reports
+    s = RunSettings(max_tokens=120)
+    state = CorpusRun({"m": model}, tok, open_corpus(path), s, progress=lambda d, t: seen.append((d, t))).run()
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == state.tokens == 120
+    assert all(t == 120 for _, t in seen[1:])  # the total is the cap (the corpus is larger)
 
 
 def test_max_tokens_caps_the_total_in_corpus_order(setup):
@@ -258,9 +277,9 @@ def test_ratio_bootstrap_uses_sums_not_means_of_ratios():
     assert (float(lo), float(hi)) == (1.0, 3.0)
 
 
-def test_unit_energies_add_up_and_match_units_priced_alone(setup):
+def test_unit_energies_add_up_and_match_units_priced_alone(setup, whole):
     model, tok, docs, path = setup
-    state = run_corpus(model, tok, path)
+    state = whole
     s = RunSettings()
     prof = build_profile(model, state, "m", s)
     kind, keys, tallies, tokens, _, _ = _units(state, s)
@@ -299,11 +318,10 @@ def test_single_sequence_uses_a_block_bootstrap(tiny32):
 # --------------------------------------------------------------------------------------
 
 
-def test_error_mid_run_flushes_partial_state_and_resume_completes_it(setup, tmp_path):
+def test_error_mid_run_flushes_partial_state_and_resume_completes_it(setup, whole, tmp_path):
     """An exception (as SIGTERM becomes in the CLI) flushes what was done; --resume skips it
     and ends with the state of an uninterrupted run."""
     model, tok, docs, path = setup
-    whole = run_corpus(model, tok, path)
     ck = tmp_path / "partial"
     calls = {"n": 0}
     forward = model.forward
