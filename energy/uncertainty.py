@@ -20,6 +20,7 @@ RESAMPLES = 2000
 SEED = 0
 UNITS = 128  # most bootstrap units kept; the runner pools documents (or blocks) into this many
 MIN_UNITS = 10  # below this many units the report says the interval is rough
+MAX_GROUPS = 40  # domains (or sources) compared in the report at most
 
 
 def resample_weights(n_units: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
@@ -224,8 +225,10 @@ def group_table(state, settings, widths: dict, lif: list[str], resamples: int = 
         return {"by": None, "rows": []}
     by = "domain" if any(d.domain for d in docs) else "source"
     names = list(dict.fromkeys(getattr(d, by) or "(none)" for d in docs))
-    if len(names) < 2:
-        return {"by": by, "rows": []}
+    if len(names) < 2 or (by == "source" and len(names) == len(docs)):
+        return {"by": by, "rows": [], "note": f"no two documents share a {by}" if len(names) > 1 else None}
+    if len(names) > MAX_GROUPS:
+        return {"by": by, "rows": [], "note": f"{len(names)} values of {by}: more than {MAX_GROUPS} to compare"}
     layers = [k for k in widths if any(k in d.spikes for d in docs)]
     rows = []
     for gi, g in enumerate(names):

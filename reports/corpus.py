@@ -88,6 +88,7 @@ def corpus_context(s: Mapping) -> dict | None:
         "rows": rows,
         "unit": unit,
         "by": groups.get("by"),
+        "group_note": groups.get("note"),
         "groups": group_rows,
         "group_layers": lif,
         "sentences": [x for x in sentences if x],

@@ -243,6 +243,25 @@ def test_max_tokens_caps_the_total_in_corpus_order(setup):
     )
 
 
+def test_rates_by_domain_match_the_documents_of_each_domain(setup, whole):
+    """The by-domain table: each group's rates are its own documents' spikes / steps (by hand)."""
+    from energy.uncertainty import group_table
+
+    model, tok, docs, path = setup
+    tr = whole.tracks["m"]
+    lif = [k for k, v in tr.static["kinds"].items() if v == "lif"]
+    g = group_table(whole, RunSettings(), tr.total.widths, lif)
+    assert g["by"] == "domain" and [r["group"] for r in g["rows"]] == ["odd", "even"]
+    for row in g["rows"]:
+        members = [d for d in whole.docs if d.domain == row["group"]]
+        for k in lif:
+            expected = sum(d.spikes[k] for d in members) / sum(d.tokens * tr.total.widths[k] for d in members)
+            assert row["firing_rate"][k]["value"] == pytest.approx(expected, rel=1e-12)
+        assert row["documents"] == len(members) and row["tokens"] == sum(d.tokens for d in members)
+        iv = row["bpc"]
+        assert iv["lo"] <= iv["value"] <= iv["hi"]
+
+
 # --------------------------------------------------------------------------------------
 # Intervals
 # --------------------------------------------------------------------------------------
