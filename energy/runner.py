@@ -320,6 +320,7 @@ class CorpusRun:
         self._sync: ProgressSync | None = None
         self._last_report = 0.0
         self._resumed_tokens = 0
+        self._known_total: int | None = None
         self._recording = False  # this document gives the raster, the census tokens and the excerpt
         self._recorded = False
         self._first_piece = ""
@@ -416,6 +417,8 @@ class CorpusRun:
             if every and self.corpus_tokens // every > before // every:
                 self._checkpoint()
             self._report()
+        self._known_total = self.corpus_tokens  # everything is read: the total is no longer an estimate
+        self._report(final=True)
         if n_docs == 0:
             raise TextError(f"--text {self.corpus.spec} holds no documents; give some text")
 
@@ -486,8 +489,9 @@ class CorpusRun:
             n, c = self._step(rows[:, start : start + self.block + 1], start)
             nats, chars = nats + n, chars + c
         crc = zlib.crc32(rows.numpy().astype(np.int64).tobytes())
-        self.corpus_tokens = rows.shape[0] * T
+        self.corpus_tokens = self._known_total = rows.shape[0] * T
         self._end(doc, rows.shape[0] * T, chars, nats, crc)
+        self._report(final=True)
 
     # ---------------------------------------------------------------- one block
     def _begin(self, record_raster: bool) -> None:
@@ -557,6 +561,8 @@ class CorpusRun:
 
     # ---------------------------------------------------------------- progress
     def estimated_total(self) -> int | None:
+        if self._known_total is not None:
+            return self._known_total
         if self.s.concat:
             return self.s.tokens * self.s.batch
         if self.corpus is None:
@@ -569,7 +575,7 @@ class CorpusRun:
             est = min(est, self.s.max_tokens) if est else self.s.max_tokens
         return est
 
-    def _report(self) -> None:
+    def _report(self, final: bool = False) -> None:
         if self._sync is not None:
             self._sync.done = self.done_tokens + self._resumed_tokens
             self._sync.total = self.estimated_total() or 0
@@ -577,7 +583,7 @@ class CorpusRun:
         if self.progress is None:
             return
         now = time.monotonic()
-        if now - self._last_report < 0.2:
+        if now - self._last_report < 0.2 and not final:
             return
         self._last_report = now
         self.progress(self.done_tokens + self._resumed_tokens, self.estimated_total())

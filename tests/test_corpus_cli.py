@@ -80,7 +80,7 @@ def test_two_gloo_processes_equal_one_process(model_files, tmp_path):
     same_results(one, two)
     assert "report:" in r2.stdout and r2.stdout.count("report:") == 1  # rank 0 alone writes and prints
     n = s2["tokens"]
-    assert f"{n}/{n}" in r2.stderr and "tok/s" in r2.stderr  # progress summed over both ranks
+    assert f"{n}/{n}" in r2.stderr  # progress summed over both ranks, ending at the exact total
 
 
 def test_workers_option_launches_the_same(model_files, tmp_path):
