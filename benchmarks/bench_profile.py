@@ -1,19 +1,25 @@
 """Profiled vs plain forward: wall time and peak memory, side by side in one run.
 
-    python benchmarks/bench_profile.py [--tokens 256] [--repeats 3] [--preset 216m]
+    python benchmarks/bench_profile.py [--tokens 256] [--streaming-tokens 32] [--repeats 3] [--preset 216m]
 
 The 216M configuration with random weights (timing does not depend on the weights,
 only the firing rates do). Time: plain and profiled passes alternate in one process,
-median of ``--repeats``. Memory: each variant runs in a fresh subprocess and reports
-its peak resident set size (VmHWM), model included, and the peak above the
-model-loaded baseline (VmHWM, reset after the model is built). Targets (issue 4):
-profiled/plain time <= 1.3, peak memory <= 1.5x.
+median of ``--repeats``, in parallel mode (``--tokens``) and streaming mode
+(``--streaming-tokens``), each twice: on a quiet machine, and with one of the two cores
+kept busy by a spinning process (``--no-busy`` skips that). The benchmark pins itself to
+two CPUs (the first two it may use) and the spinner to the first of them, so "one core
+busy" means the same on any machine. Memory: each variant runs in a fresh subprocess and
+reports its peak resident set size (VmHWM), model included, and the peak above the
+model-loaded baseline (VmHWM, reset after the model is built). Targets (issues 4 and 15):
+profiled/plain time <= 1.3 in both modes on a quiet machine, <= 1.5 with one core busy;
+peak memory <= 1.5x. Take the numbers on an otherwise idle machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -51,44 +57,79 @@ def child(args) -> None:
     print(json.dumps({"peak_mb": peak_rss_mb(), "base_mb": base}))
 
 
+SPIN = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    pass\n"
+
+
+def pin_two_cpus() -> list[int]:
+    """Run on two CPUs (the first two allowed), so that 'one core busy' is half of what we use."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))[:2]
+        os.sched_setaffinity(0, set(cpus))
+        return cpus
+    except (AttributeError, OSError):  # not Linux: use what there is
+        return []
+
+
+def time_pair(model, ids, mode: str, repeats: int) -> tuple[float, float, object]:
+    plain(model, ids[:9], mode)  # warm-up
+    t_plain, t_prof, prof = [], [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        plain(model, ids, mode)
+        t_plain.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        prof = profiled(model, ids, mode)
+        t_prof.append(time.perf_counter() - t0)
+    return statistics.median(t_plain), statistics.median(t_prof), prof
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="216m")
     p.add_argument("--tokens", type=int, default=256)
-    p.add_argument("--streaming-tokens", type=int, default=64)
+    p.add_argument("--streaming-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--mode", default="parallel")
+    p.add_argument("--no-busy", action="store_true", help="skip the runs with one core kept busy")
     p.add_argument("--child", choices=["plain", "profiled"], help=argparse.SUPPRESS)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     if args.child:
         return child(args)
 
+    cpus = pin_two_cpus()
+    if cpus:
+        torch.set_num_threads(len(cpus))
     model = build(args.preset)
-    results = {"preset": args.preset, "threads": torch.get_num_threads(), "torch": torch.__version__}
-    for mode, n in (("parallel", args.tokens), ("streaming", args.streaming_tokens)):
-        ids = torch.randint(0, model.config.vocab_size, (n + 1,), generator=torch.Generator().manual_seed(1))
-        plain(model, ids[:9], mode)  # warm-up
-        t_plain, t_prof = [], []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            plain(model, ids, mode)
-            t_plain.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            prof = profiled(model, ids, mode)
-            t_prof.append(time.perf_counter() - t0)
-        mp, mq = statistics.median(t_plain), statistics.median(t_prof)
-        results[mode] = {
-            "tokens": n,
-            "plain_s": mp,
-            "profiled_s": mq,
-            "time_ratio": mq / mp,
-            "main_pass_s": prof.meta["wall_time_s"],
-            "census_tokens": prof.meta["census_tokens"],
-        }
-        print(
-            f"{mode:9s} {n:5d} tokens: plain {mp:7.2f} s  profiled {mq:7.2f} s  ratio {mq / mp:5.2f}  (target <= 1.3)"
-        )
+    threads = torch.get_num_threads()
+    results = {"preset": args.preset, "threads": threads, "cpus": cpus, "torch": torch.__version__, "timing": []}
+    ids = {m: torch.randint(0, model.config.vocab_size, (n + 1,), generator=torch.Generator().manual_seed(1))
+           for m, n in (("parallel", args.tokens), ("streaming", args.streaming_tokens))}  # fmt: skip
+    runs = [("quiet", m, threads) for m in ids]
+    if not args.no_busy:
+        runs += [("one core busy", m, threads) for m in ids] + [("one core busy", "parallel", 1)]
+    spinner = None
+    head = ("load", "mode", "tokens", "threads", "plain", "profiled", "ratio")
+    print("{:14s} {:9s} {:>6s} {:>7s} {:>8s} {:>9s} {:>6s}  target".format(*head))
+    try:
+        for load, mode, n_threads in runs:
+            if load != "quiet" and spinner is None:
+                spinner = subprocess.Popen([sys.executable, "-c", SPIN, str(cpus[0] if cpus else 0)])
+                time.sleep(1.0)
+            torch.set_num_threads(n_threads)
+            mp, mq, prof = time_pair(model, ids[mode], mode, args.repeats)
+            target = 1.3 if load == "quiet" else 1.5
+            row = {"load": load, "mode": mode, "tokens": len(ids[mode]) - 1, "threads": n_threads, "plain_s": mp,
+                   "profiled_s": mq, "time_ratio": mq / mp, "target": target,
+                   "main_pass_s": prof.meta["wall_time_s"], "census_tokens": prof.meta["census_tokens"]}  # fmt: skip
+            results["timing"].append(row)
+            print(f"{load:14s} {mode:9s} {row['tokens']:6d} {n_threads:7d} {mp:7.2f}s {mq:8.2f}s {mq / mp:6.2f}  "
+                  f"<= {target}")  # fmt: skip
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+        torch.set_num_threads(threads)
     mem = {}
     for variant in ("plain", "profiled"):
         cmd = [sys.executable, __file__, "--child", variant, "--preset", args.preset, "--tokens", str(args.tokens)]

@@ -518,7 +518,12 @@ def twin_baseline(model: sg.SpikeGPT, tokens, *, batch: int = 1, mode: str = "pa
     from energy.profile import profile
 
     prof = profile(rwkv_twin(model), tokens, batch=batch, mode=mode, census_tokens=census_tokens)
-    base = Baseline(
+    return baseline_from_profile(prof), prof
+
+
+def baseline_from_profile(prof) -> Baseline:
+    """The twin as a baseline, from its own profile (on the same tokens or documents as SpikeGPT)."""
+    return Baseline(
         "rwkv-twin",
         "plain RWKV-4: this checkpoint's weights with every LIF replaced by identity",
         prof.ops,
@@ -527,7 +532,6 @@ def twin_baseline(model: sg.SpikeGPT, tokens, *, batch: int = 1, mode: str = "pa
         prof.meta["tokens_per_sequence"],
         {r["aten_op"]: r["calls"] for r in prof.uncounted().to_dict("records")},
     )
-    return base, prof
 
 
 def default_baselines(config, context: int, include=BASELINE_NAMES) -> dict[str, Baseline]:

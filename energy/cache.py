@@ -17,10 +17,8 @@ dataclass field; DataFrames as columns with their dtypes), with a SHA-256 of the
 On load the file is size-limited, parsed as strict JSON, validated against ``CacheEntry``
 and its checksum and key compared; an entry that fails is logged, deleted and rebuilt.
 
-The RWKV twin (the checkpoint's own model with every LIF replaced by identity, profiled on
-the same tokens) is cached too, keyed by ``twin_key``: the checkpoint file's hash and the
-config it was loaded with, the dtype and device type, the exact token ids, the mode and
-census length, and the source of the profiler and the model as well.
+The RWKV twin is not cached: it runs in the same pass as SpikeGPT, on the same documents
+(``energy.runner``), which its paired bootstrap needs.
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from energy.baselines import GPT2_PRESETS, Baseline, default_baselines, twin_baseline
+from energy.baselines import GPT2_PRESETS, Baseline, default_baselines
 from spikegpt.errors import SpikeEnergyError
 from spikegpt.safeio import atomic_write_text, load_json, strict_dumps
 
@@ -48,8 +46,6 @@ logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 COUNTING_MODULES = ("energy.baselines", "energy.rules", "energy.census", "energy.hooks")
-# the twin is a profiled run of the checkpoint's own model: its counts also depend on the profiler and the model code
-TWIN_MODULES = (*COUNTING_MODULES, "energy.profile", "spikegpt.model")
 MAX_ENTRY_BYTES = 64 * 2**20
 _DTYPES = {"int64", "float64", "bool", "object", "str", "string"}
 
@@ -75,8 +71,6 @@ def _versions() -> dict:
     """Versions of what builds and traces the baselines (read from the installed metadata:
     importing transformers only for its version would cost seconds on every warm run)."""
     from importlib.metadata import PackageNotFoundError, version
-
-    import torch
 
     from energy.pipeline import _version
 
@@ -216,34 +210,6 @@ def baselines(config, context: int, include, use_cache: bool = True) -> dict[str
         if use_cache:
             write(key, out[name])
     return out
-
-
-def twin_key(model, ids, checkpoint_sha256: str, mode: str, census_tokens: int) -> str:
-    """SHA-256 of everything the twin's counts depend on: the checkpoint file and the config it was
-    loaded with (its weights), the run's dtype and device type, the exact token ids, the mode,
-    the census length, the profiler's and the model's source, and the library versions."""
-    p = next(model.parameters())
-    t = ids.detach().to("cpu", torch.int64).contiguous()
-    spec = {"format": CACHE_FORMAT, "name": "rwkv-twin", "checkpoint_sha256": checkpoint_sha256,
-            "config": model.config.to_dict(), "dtype": str(p.dtype), "device": p.device.type,
-            "ids": [list(t.shape), hashlib.sha256(t.numpy().tobytes()).hexdigest()], "mode": mode,
-            "census_tokens": census_tokens, "code": code_hash(TWIN_MODULES), **_versions()}  # fmt: skip
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-
-
-def twin(model, ids, checkpoint_sha256: str | None, *, mode: str, census_tokens: int, use_cache: bool = True):
-    """``energy.baselines.twin_baseline(...)[0]`` through the cache (keyed by ``twin_key``; not
-    cached when the weights do not come from a file with a known hash)."""
-    use = use_cache and bool(checkpoint_sha256)
-    key = twin_key(model, ids, checkpoint_sha256, mode, census_tokens) if use else None
-    cached = read(key) if use else None
-    if cached is not None:
-        logger.info("baseline rwkv-twin: from the cache (%s)", _path(key))
-        return cached
-    b, _ = twin_baseline(model, ids, mode=mode, census_tokens=census_tokens)
-    if use:
-        write(key, b)
-    return b
 
 
 def check_memory(config, context: int, include, budget: int | None) -> None:

@@ -48,9 +48,20 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--tokenizer", help="tokenizer.json (BPE) or char vocabulary JSON (default: found next to the checkpoint)"
     )
-    g.add_argument("--text", help="UTF-8 text to run on (default: the bundled held-out sample)")
-    g.add_argument("--tokens", type=int, default=2048, help="tokens per sequence to profile (default 2048)")
-    g.add_argument("--batch", type=int, default=1, help="sequences run side by side (default 1)")
+    g.add_argument(
+        "--text",
+        help="UTF-8 text to run on: a file, a directory of *.txt files, a glob, a .jsonl file "
+        '({"text", "source", "domain"} per line) or - for stdin (default: the bundled sample)',
+    )
+    g.add_argument(
+        "--tokens", type=int, default=2048, help="--concat runs: tokens per sequence to profile (default 2048)"
+    )
+    g.add_argument("--batch", type=int, default=1, help="--concat runs: sequences run side by side (default 1)")
+    g.add_argument("--max-tokens", type=int, help="document runs: stop after this many scored tokens (corpus order)")
+    g.add_argument("--concat", action="store_true",
+                   help="one sequence of the first --tokens x --batch tokens of the text, as for a single file "
+                        "(default for one text file without --max-tokens); otherwise each document runs on its "
+                        "own, with the state reset")  # fmt: skip
     g.add_argument("--mode", choices=["parallel", "streaming"], default="parallel",
                    help="parallel: whole chunks (default); streaming: one token at a time with an explicit state "
                         "(same counts)")  # fmt: skip
@@ -101,6 +112,22 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                         "in the user cache directory")  # fmt: skip
 
 
+def _run_options(p: argparse.ArgumentParser) -> None:
+    r = p.add_argument_group("long and distributed runs")
+    r.add_argument("--workers", type=int, default=1,
+                   help="processes on this machine (starts torchrun --standalone --nproc_per_node N; one thread "
+                        "each); across hosts, start torchrun yourself (see the README)")  # fmt: skip
+    r.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="every N tokens (corpus order) write the merged partial state to <out>.partial/",
+    )
+    r.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from <out>.partial/ (same options); the result is the same "
+                        "as an uninterrupted run")  # fmt: skip
+
+
 def _default_baselines():
     from energy.pipeline import DEFAULT_BASELINES
 
@@ -148,6 +175,7 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave local paths out of summary.json (file names and sha256 stay), for sharing",
     )
+    _run_options(prof)
 
     aud = sub.add_parser(
         "audit", parents=[common],
@@ -163,6 +191,7 @@ def make_parser() -> argparse.ArgumentParser:
                      help="output directory for audit.json when profiling (default spike-energy-report/)")  # fmt: skip
     aud.add_argument("--json", help="where to write the audit (default: OUT/audit.json when profiling; "
                      "nothing when reading a summary)")  # fmt: skip
+    _run_options(aud)
 
     ev = sub.add_parser("eval", parents=[common],
                         help="bits per character / token and perplexity of a checkpoint on a text")  # fmt: skip
@@ -272,8 +301,8 @@ def _job(a: argparse.Namespace):
         raise SpikeEnergyError(f"--sram-budget-mb must be a size in MiB >= 0, got {a.sram_budget_mb}")
     if a.context is not None and a.context < 1:
         raise SpikeEnergyError("--context must be a positive integer")
-    for name in ("tokens", "batch", "census_tokens"):
-        if getattr(a, name) < 1:
+    for name in ("tokens", "batch", "census_tokens", "max_tokens", "checkpoint_every", "workers"):
+        if getattr(a, name, None) is not None and getattr(a, name) < 1:
             raise SpikeEnergyError(f"--{name.replace('_', '-')} must be a positive integer")
     from energy.platforms import resolve_nodes, resolve_platforms
 
@@ -306,17 +335,36 @@ def _job(a: argparse.Namespace):
         command_line=["spike-energy", *sys.argv[1:]],
         max_memory=_max_memory(a),
         cache=not a.no_cache,
+        max_tokens=a.max_tokens,
+        concat=True if a.concat else None,
+        checkpoint_every=getattr(a, "checkpoint_every", None),
+        resume=getattr(a, "resume", False),
     )
 
 
 def _progress():
     """A rich progress bar on stderr; returns (context manager, callback)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class Speed(ProgressColumn):
+        def render(self, task):
+            if task.description.strip() != "profile" or not task.speed:
+                return Text("")
+            return Text(f"{task.speed:,.0f} tok/s")
 
     bar = Progress(
-        TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=False,
+        TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), Speed(), TimeElapsedColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), transient=False,
     )  # fmt: skip
     tasks = {}
 
@@ -365,16 +413,61 @@ def _load_bench(path):
     return d
 
 
+def _partial_dir(out: Path) -> Path:
+    """Where a long run keeps its partial state: next to the report folder, never inside it."""
+    return out.with_name(out.name + ".partial")
+
+
+def _launch_workers(n: int, argv: list[str]) -> int:
+    """``--workers N``: the same command under ``torchrun --standalone --nproc_per_node N``."""
+    import signal
+    import subprocess
+
+    rest, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x == "--workers":
+            skip = True
+        elif not x.startswith("--workers="):
+            rest.append(x)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           "-m", "energy.cli", *rest]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    logger.info("starting %s", " ".join(cmd))
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except BaseException:  # interrupted: torchrun passes SIGTERM on to the workers, which flush their state
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        raise
+
+
+def _distributed_checks(a) -> None:
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if (world > 1 or a.workers > 1) and a.text == "-":
+        raise SpikeEnergyError("--text - (stdin) cannot be shared by several processes; save it to a file")
+
+
 def cmd_profile(a) -> int:
+
     from energy import pipeline
     from reports.html import write_report
 
+    _distributed_checks(a)
+    if a.workers > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_workers(a.workers, a.argv)
     job = _job(a)
     out = check_output_dir(a.out, "--out")  # before the long run, not after it
+    job.checkpoint_dir = str(_partial_dir(out))
     bench = _load_bench(a.bench) if a.bench else None
     bar, cb = _progress()
     with bar:
-        result = pipeline.run(job, progress=cb)
+        result = _run_with_partial(pipeline.run, job, cb)
+        if result is None:  # another rank of a torchrun job: rank 0 writes the report
+            return 0
         summary = pipeline.summary(result)
     if bench is not None:
         summary["bench"] = bench
@@ -385,6 +478,10 @@ def cmd_profile(a) -> int:
     try:
         (tmp / "summary.json").write_text(strict_dumps(summary, indent=1))
         result.profile.to_csv(tmp)  # layers, ops, neurons, census, energy
+        if result.documents is not None:
+            from spikegpt.safeio import write_csv
+
+            write_csv(result.documents, tmp / "documents.csv")
         write_report(summary, tmp / "report.html")
         with _blocked_signals():
             out.mkdir(exist_ok=True)
@@ -392,6 +489,7 @@ def cmd_profile(a) -> int:
                 os.replace(f, out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(_partial_dir(out), ignore_errors=True)  # the report is complete: the partial state is spent
     _print_summary(summary)
     _print_platforms(summary.get("platforms"))
     print(f"report: {out / 'report.html'}")
@@ -433,6 +531,18 @@ def _num(x, spec: str, na: str = "n/a") -> str:
     return na if v is None else format(v, spec)
 
 
+def _run_with_partial(run, job, cb):
+    """``run(job, progress=cb)``; if it stops early, say where the partial state is and how to go on."""
+    try:
+        return run(job, progress=cb)
+    except BaseException:
+        d = Path(job.checkpoint_dir) if job.checkpoint_dir else None
+        if d is not None and d.is_dir() and any(d.glob("*.npz")):
+            print(f"spike-energy: partial state kept in {d} (no report was written); rerun the same command "
+                  "with --resume to continue", file=sys.stderr)  # fmt: skip
+        raise
+
+
 def _print_summary(s: dict) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -443,12 +553,23 @@ def _print_summary(s: dict) -> None:
     c = Console()
     m = s["model"]
     bits = s["bpc"] if s["unit"] != "token" else s["bits_per_token"]
+    unc = s.get("uncertainty") or {}
     c.print(
         f"[bold]SpikeGPT[/] {m['n_layer']} x {m['n_embd']}, vocab {m['vocab_size']}, "
         f"{_num(m['params'] / 1e6, '.2f')}M params{' (bundled demo)' if m['demo'] else ''}; "
         f"{s['tokens']} tokens scored; {'BPC' if s['unit'] != 'token' else 'bits/token'} {_num(bits, '.3f')}; "
-        f"firing rate {_num(s['firing_rate'].get('overall'), '.3f')}"
+        f"firing rate {_num(s['firing_rate'].get('overall'), '.3f')}{_ci(unc.get('firing_rate'))}"
     )
+    corpus = s.get("corpus") or {}
+    if corpus.get("run") == "documents":
+        c.print(f"{corpus['documents']} documents of {corpus['spec']}; "
+                f"{(s.get('uncertainty') or {}).get('method', '')}")  # fmt: skip
+        groups = corpus.get("groups") or {}
+        for g in groups.get("rows") or []:
+            fr = g["firing_rate"]["overall"]
+            c.print(f"  {groups['by']} {g['group']}: {g['documents']} documents, {g['tokens']} tokens, firing rate "
+                    f"{fr['value']:.3f}{_ci({'overall': fr})}, bits/{s['unit']} "
+                    f"{g['bpc']['value']:.3f}{_ci({'overall': g['bpc']})}")  # fmt: skip
     for w in m.get("warnings") or []:
         c.print(f"[yellow]warning: {escape(one_line(w, 300))}[/]")
     t = Table(title=f"energy ({s['precision']}, 45 nm)")
@@ -470,7 +591,16 @@ def _print_summary(s: dict) -> None:
         c.print(f"[yellow]{len(s['uncounted_ops'])} aten ops are not counted; see the report[/]")
 
 
+def _ci(d) -> str:
+    """`` [lo, hi]`` of an interval (the overall rate), or nothing."""
+    iv = (d or {}).get("overall") or {}
+    if iv.get("lo") is None or iv.get("hi") is None:
+        return ""
+    return f" [{iv['lo']:.3f}, {iv['hi']:.3f}]"
+
+
 def cmd_audit(a) -> int:
+
     from rich.console import Console
 
     from reports.audit_text import print_audit
@@ -493,6 +623,9 @@ def cmd_audit(a) -> int:
 
     from energy import pipeline
 
+    _distributed_checks(a)
+    if a.workers > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_workers(a.workers, a.argv)
     job = _job(a)
     if a.json:
         json_path = check_output_file(a.json, "--json")
@@ -501,6 +634,8 @@ def cmd_audit(a) -> int:
     bar, cb = _progress()
     with bar:
         result = pipeline.run(job, progress=cb)
+        if result is None:  # another rank of a torchrun job
+            return 0
     text = strict_dumps(result.audit, indent=1)
     print_audit(pipeline._clean(result.audit), console)
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -730,7 +865,9 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.command is None:  # plain `spike-energy`: profile the bundled demo
-        args = parser.parse_args([*argv, "profile"])
+        argv = [*argv, "profile"]
+        args = parser.parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     previous = signal.getsignal(signal.SIGTERM)
     try:

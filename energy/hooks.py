@@ -11,10 +11,13 @@ The model knows nothing of this: it only has to run its operations inside module
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections import Counter
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -24,9 +27,15 @@ from spikegpt import model as sg
 SPIKING_TYPES = (sg.LIF, sg.Heaviside)
 
 
+SMALL = 1 << 16  # CPU tensors up to this many elements are read through numpy (less overhead per call)
+NUMPY_FLOATS = (torch.float32, torch.float64)
+
+
 @torch.no_grad()
 def classify(x: torch.Tensor) -> Operand:
     """binary {0,1} / ternary {-1,0,1} / integer / float, and the zero count, from the values."""
+    if x.device.type == "cpu" and x.dtype in NUMPY_FLOATS and x.numel() <= SMALL:
+        return _classify_numpy(x)
     shape = tuple(x.shape)
     numel = x.numel()
     nnz = int(torch.count_nonzero(x))
@@ -48,63 +57,264 @@ def classify(x: torch.Tensor) -> Operand:
     return Operand("float", numel, nnz, shape)
 
 
+def _classify_numpy(x: torch.Tensor) -> Operand:
+    """``classify`` for a small float CPU tensor, the same tests on a numpy view (streaming mode
+    calls this hundreds of times per token, where torch's per-op dispatch would dominate)."""
+    shape = tuple(x.shape)
+    a = (x.detach() if x.requires_grad else x).numpy().reshape(-1)
+    numel, nnz = a.size, int(np.count_nonzero(a))
+    if numel == 0:
+        return Operand("binary", 0, 0, shape)
+    head = a[:4096]
+    if not np.array_equal(head, np.round(head)):  # NaN is unequal to itself: float, as in torch
+        return Operand("float", numel, nnz, shape)
+    ones = int(np.count_nonzero(a == 1))
+    if ones == nnz:
+        return Operand("binary", numel, nnz, shape)
+    if ones + int(np.count_nonzero(a == -1)) == nnz:
+        return Operand("ternary", numel, nnz, shape)
+    if np.array_equal(a, np.round(a)):
+        return Operand("integer", numel, nnz, shape)
+    return Operand("float", numel, nnz, shape)
+
+
 CLASS_ORDER = ("binary", "ternary", "integer", "float")
+
+
+POSITION_CAP = 4096  # rates by token position are kept for the first positions of each sequence
+
+
+class Tally:
+    """Exact, mergeable sums of what the hooks saw: integers only (Python ints, int64 arrays).
+
+    ``a + b`` equals the tally of the two runs together, whatever the order: the corpus
+    runner keeps one per document, per bootstrap unit and for the whole run, and merges
+    them across processes. Per-neuron and per-position spike counts (``detail``) are kept
+    only where asked (the whole run), not per unit.
+    """
+
+    COUNTERS = ("counts", "setup", "calls", "activation", "operands", "relu", "spikes", "steps")
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()  # (layer, kind, stage, primitive, operand class) -> ops
+        self.setup: Counter = Counter()  # (layer, kind, stage, primitive) -> ops, summed over calls
+        self.calls: Counter = Counter()  # layer -> calls
+        self.activation: Counter = Counter()  # (layer, "in"/"out") -> elements
+        self.operands: Counter = Counter()  # (layer, arg index, "calls"/"numel"/"nnz"/class) -> n
+        self.relu: Counter = Counter()  # (layer, "numel"/"zeros") -> elements
+        self.spikes: Counter = Counter()  # spiking layer -> spikes (all neurons)
+        self.steps: Counter = Counter()  # spiking layer -> steps per neuron (batch x tokens)
+        self.tokens = 0
+        self.neurons: dict[str, np.ndarray] = {}  # layer -> spikes per neuron (int64)
+        self.positions: dict[str, np.ndarray] = {}  # layer -> spikes per token position (int64)
+        self.position_rows: dict[str, np.ndarray] = {}  # layer -> sequences that reached each position
+        self.widths: dict[str, int] = {}  # spiking layer -> neurons
+
+    def add(self, other: Tally, detail: bool = True) -> Tally:
+        for name in self.COUNTERS:
+            mine = getattr(self, name)
+            for k, v in getattr(other, name).items():
+                mine[k] += v
+        self.tokens += other.tokens
+        self.widths.update(other.widths)
+        if detail:
+            for mine, theirs in ((self.neurons, other.neurons), (self.positions, other.positions),
+                                 (self.position_rows, other.position_rows)):  # fmt: skip
+                for k, v in theirs.items():
+                    mine[k] = _add_arrays(mine.get(k), v)
+        return self
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Tally):
+            return NotImplemented
+        same = all(+getattr(self, n) == +getattr(other, n) for n in self.COUNTERS)
+        same = same and self.tokens == other.tokens and self.widths == other.widths
+        for a, b in ((self.neurons, other.neurons), (self.positions, other.positions),
+                     (self.position_rows, other.position_rows)):  # fmt: skip
+            same = same and a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+        return same
+
+    def empty(self) -> bool:
+        return self.tokens == 0 and not self.calls
+
+    def firing_rates(self) -> dict[str, float]:
+        """Spikes / (steps x width) per spiking layer; width from the per-neuron counts or ``widths``."""
+        return {n: self.spikes[n] / self.neuron_steps(n) for n in self.steps if self.neuron_steps(n)}
+
+    def neuron_steps(self, layer: str) -> int:
+        return self.steps[layer] * self.widths.get(layer, 0)
+
+    # ---------------------------------------------------------------- serialisation
+    def to_state(self, prefix: str, arrays: dict) -> dict:
+        """JSON-able description; int64 arrays go into ``arrays`` under ``prefix``."""
+        out = {"tokens": self.tokens, "widths": dict(self.widths)}
+        for name in self.COUNTERS:
+            c = getattr(self, name)
+            keys = list(c)
+            out[name] = [list(k) if isinstance(k, tuple) else k for k in keys]
+            arrays[f"{prefix}/{name}"] = np.array([c[k] for k in keys], dtype=np.int64)
+        for name in ("neurons", "positions", "position_rows"):
+            d = getattr(self, name)
+            out[name] = list(d)
+            for k, v in d.items():
+                arrays[f"{prefix}/{name}/{k}"] = np.asarray(v, dtype=np.int64)
+        return out
+
+    @classmethod
+    def from_state(cls, d: dict, prefix: str, arrays) -> Tally:
+        t = cls()
+        t.tokens = int(d["tokens"])
+        t.widths = {str(k): int(v) for k, v in d.get("widths", {}).items()}
+        for name in cls.COUNTERS:
+            values = arrays[f"{prefix}/{name}"]
+            if len(values) != len(d[name]):
+                raise ValueError(f"{prefix}/{name}: {len(d[name])} keys but {len(values)} values")
+            c = getattr(t, name)
+            for k, v in zip(d[name], values.tolist()):
+                c[tuple(k) if isinstance(k, list) else k] = int(v)
+        for name in ("neurons", "positions", "position_rows"):
+            getattr(t, name).update({k: np.asarray(arrays[f"{prefix}/{name}/{k}"], dtype=np.int64) for k in d[name]})
+        return t
+
+
+def _reached(t: Tally, layer: str) -> np.ndarray:
+    """Spikes per position, up to the last position any sequence reached."""
+    if layer not in t.positions:
+        return np.zeros(0, dtype=np.int64)
+    return t.positions[layer][: np.count_nonzero(t.position_rows[layer])]
+
+
+def _add_arrays(a: np.ndarray | None, b: np.ndarray) -> np.ndarray:
+    if a is None:
+        return b.copy()
+    if len(a) < len(b):
+        a = np.concatenate([a, np.zeros(len(b) - len(a), dtype=np.int64)])
+    a[: len(b)] += b
+    return a
 
 
 @dataclass
 class SpikeStats:
-    """Running sums for one spiking layer (LIF or the binary-embedding encoder)."""
+    """Running spike counts of one spiking layer (LIF or the binary-embedding encoder), kept as
+    tensors on the model's device between ``flush`` calls (no copy to the host per call)."""
 
     width: int
-    per_neuron: torch.Tensor  # (C,) spikes summed over batch and time, float64
-    per_position: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))
-    rows_per_position: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))
-    steps: int = 0  # neuron steps per neuron (batch x tokens)
-    offset: int = 0  # next token position (per sequence)
-    raster: list[torch.Tensor] = field(default_factory=list)  # (t, n_raster) bool, batch row 0
+    offset: int = 0  # next token position in the current sequence
+    raster: list[torch.Tensor] = field(default_factory=list)  # (t, n_raster) bool, batch row 0 of the first sequence
+    # spikes per neuron (C,) and per token position (POSITION_CAP,) since the last flush, int64:
+    # numpy arrays for a model on the CPU, tensors on the model's device otherwise (no copy per call)
+    neurons: np.ndarray | torch.Tensor | None = None
+    positions: np.ndarray | torch.Tensor | None = None
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(POSITION_CAP, dtype=np.int64))
+    steps: int = 0
+    fresh: bool = True  # nothing added since the last flush
+    raster_tokens: int = 0  # rows in ``raster``
 
-    def add(self, s: torch.Tensor, raster_neurons: torch.Tensor, raster_tokens: int) -> None:
+    def add(self, s: torch.Tensor, raster_neurons, raster_tokens: int, record_raster: bool) -> None:
         B, T, C = s.shape
         s = s.detach()
-        self.per_neuron += s.sum(dim=(0, 1), dtype=torch.float64).cpu()
-        end = self.offset + T
-        if end > len(self.per_position):
-            grow = torch.zeros(end - len(self.per_position), dtype=torch.float64)
-            self.per_position = torch.cat([self.per_position, grow])
-            self.rows_per_position = torch.cat([self.rows_per_position, grow])
-        self.per_position[self.offset : end] += s.sum(dim=(0, 2), dtype=torch.float64).cpu()
-        self.rows_per_position[self.offset : end] += B
-        self.offset = end
+        end = min(self.offset + T, POSITION_CAP)
+        n = max(end - self.offset, 0)
+        if s.device.type == "cpu":
+            if self.neurons is None:
+                self.neurons = np.zeros(C, dtype=np.int64)
+                self.positions = np.zeros(POSITION_CAP, dtype=np.int64)
+            if s.dtype in NUMPY_FLOATS and s.numel() <= SMALL:
+                a = s.numpy()  # 0/1 values: float sums of at most SMALL of them are exact
+                self.neurons += a.sum(axis=(0, 1)).astype(np.int64)
+                if n:
+                    self.positions[self.offset : end] += a[:, :n].sum(axis=(0, 2)).astype(np.int64)
+            else:
+                self.neurons += s.sum(dim=(0, 1), dtype=torch.int64).numpy()
+                if n:
+                    self.positions[self.offset : end] += s[:, :n].sum(dim=(0, 2), dtype=torch.int64).numpy()
+        else:
+            if self.neurons is None:
+                self.neurons = torch.zeros(C, dtype=torch.int64, device=s.device)
+                self.positions = torch.zeros(POSITION_CAP, dtype=torch.int64, device=s.device)
+            self.neurons += s.sum(dim=(0, 1), dtype=torch.int64)
+            if n:
+                self.positions[self.offset : end] += s[:, :n].sum(dim=(0, 2), dtype=torch.int64)
+        if n:
+            self.rows[self.offset : end] += B
         self.steps += B * T
-        have = sum(r.shape[0] for r in self.raster)
-        if have < raster_tokens:
-            self.raster.append(s[0, : raster_tokens - have][:, raster_neurons.to(s.device)].bool().cpu())
+        self.fresh = False
+        self.offset += T
+        if record_raster and self.raster_tokens < raster_tokens:
+            part = s[0, : raster_tokens - self.raster_tokens].index_select(1, raster_neurons.to(s.device)).bool().cpu()
+            self.raster.append(part)
+            self.raster_tokens += part.shape[0]
+
+    def flush(self, tally: Tally, name: str) -> None:
+        """Add the counts since the last flush into ``tally`` and restart them."""
+        if self.fresh:
+            return
+        host = isinstance(self.neurons, np.ndarray)
+        neurons = self.neurons.copy() if host else self.neurons.cpu().numpy().copy()
+        positions = self.positions.copy() if host else self.positions.cpu().numpy().copy()
+        tally.neurons[name] = _add_arrays(tally.neurons.get(name), neurons)
+        tally.spikes[name] += int(neurons.sum())
+        tally.steps[name] += self.steps
+        tally.positions[name] = _add_arrays(tally.positions.get(name), positions)
+        tally.position_rows[name] = _add_arrays(tally.position_rows.get(name), self.rows.copy())
+        self.neurons[:] = 0
+        self.positions[:] = 0
+        self.rows[:] = 0
+        self.steps = 0
+        self.fresh = True
 
 
 class Meter:
-    """Context manager: ``with Meter(model) as m: model.run(...)``; results in ``m``."""
+    """Context manager: ``with Meter(model) as m: model.run(...)``; results in ``m.tally``.
+
+    The hooks add into ``m.tally``; ``take()`` hands the sums over and starts a new tally
+    (the corpus runner takes one per block of tokens); ``begin_sequence()`` restarts the
+    token positions (a new document).
+    """
 
     def __init__(self, model: nn.Module, raster_neurons: int = 64, raster_tokens: int = 256, seed: int = 0):
         self.model = model
         self.raster_n = raster_neurons
         self.raster_tokens = raster_tokens
         self.gen = torch.Generator().manual_seed(seed)
-        self.counts: Counter = Counter()  # (layer, kind, stage, primitive, operand) -> count
-        self.setup: Counter = Counter()  # (layer, kind, stage, primitive) -> count, summed over calls
-        self.calls: Counter = Counter()  # layer -> calls
-        self.operands: dict = {}  # (layer, input index) -> dict of sums
-        self.activation_elems: Counter = Counter()  # (layer, "in"/"out") -> elements
-        self.spikes: dict[str, SpikeStats] = {}
-        self.relu: Counter = Counter()  # (layer, "numel"/"zeros") -> elements
+        self.tally = Tally()
+        self.spike_stats: dict[str, SpikeStats] = {}
+        self.widths: dict[str, int] = {}
         self.order: list[str] = []  # modules in order of first call
         self.module_types: dict[str, str] = {}
         self.kinds: dict[str, str] = {}
         self.unruled: list[str] = []  # leaf modules without a rule (their ops show in the census)
         self.producers: dict[str, tuple[str, ...]] = {}  # layer -> the layers that produced its tensor inputs
         self._producer: dict[int, tuple] = {}  # id(tensor) -> (weak reference, layer)
+        self.record_raster = True  # the raster shows the first sequence only
         self._raster_idx: dict[str, torch.Tensor] = {}
+        self._called: set[str] = set()
+        self._costs: dict[tuple, tuple] = {}  # (layer, operands, output shape) -> counter keys and counts
         self._seen: dict[int, tuple] = {}
         self._handles = []
+
+    # views of the current tally, under their historical names
+    counts = property(lambda self: self.tally.counts)
+    setup = property(lambda self: self.tally.setup)
+    calls = property(lambda self: self.tally.calls)
+    relu = property(lambda self: self.tally.relu)
+    activation_elems = property(lambda self: self.tally.activation)
+
+    @property
+    def spikes(self) -> dict[str, SimpleNamespace]:
+        """Per spiking layer: ``per_neuron`` and ``per_position`` (spikes), ``steps`` (per neuron), ``width``."""
+        self.flush()
+        t = self.tally
+        return {
+            n: SimpleNamespace(
+                per_neuron=torch.from_numpy(t.neurons[n]),
+                steps=t.steps[n],
+                width=self.widths[n],
+                per_position=torch.from_numpy(_reached(t, n)),
+            )
+            for n in self.widths
+            if n in t.neurons
+        }
 
     def __enter__(self) -> Meter:
         for name, mod in self.model.named_modules():
@@ -125,39 +335,100 @@ class Meter:
         self._seen.clear()
         self._producer.clear()
 
+    def flush(self) -> None:
+        """Spike counts kept on the device, into the tally."""
+        for name, st in self.spike_stats.items():
+            st.flush(self.tally, name)
+
+    def take(self) -> Tally:
+        """The sums since the last ``take`` (a new, empty tally replaces them)."""
+        self.flush()
+        t, self.tally = self.tally, Tally()
+        t.widths = dict(self.widths)
+        self._seen.clear()
+        return t
+
+    def begin_sequence(self, record_raster: bool = False) -> None:
+        """A new sequence (document): token positions restart at 0."""
+        for st in self.spike_stats.values():
+            st.offset = 0
+        self.record_raster = record_raster
+        self._seen.clear()
+
     def _hook(self, name: str, rule):
         def hook(mod, args, output):
-            out = output[0] if isinstance(output, tuple) else output
-            ops = []
-            for i, a in enumerate(args):
-                if not isinstance(a, torch.Tensor):
-                    ops.append(None)
-                    continue
-                op = self._classify(a) if i in rule.classify else Operand("float", a.numel(), a.numel(), tuple(a.shape))
-                ops.append(op)
-                self.activation_elems[(name, "in")] += a.numel()
-                if i in rule.classify:
-                    self._record_operand(name, i, op)
-            self.activation_elems[(name, "out")] += out.numel()
-            cost = rule.cost(mod, ops, tuple(out.shape))
-            opclass = next((o.cls for i, o in enumerate(ops) if o is not None and i in rule.classify), "-")
-            for stage, counter in cost.ops.items():
-                for prim, n in counter.items():
-                    self.counts[(name, rule.kind, stage, prim, opclass)] += n
-            for stage, counter in cost.setup.items():
-                for prim, n in counter.items():
-                    self.setup[(name, rule.kind, stage, prim)] += n
-            if name not in self.calls:
-                self.order.append(name)
-                self._record_dataflow(name, args, out)
-            self.calls[name] += 1
-            if isinstance(mod, SPIKING_TYPES):
-                self._record_spikes(name, out)
-            elif isinstance(mod, sg.SquaredReLU):
-                self.relu[(name, "numel")] += out.numel()
-                self.relu[(name, "zeros")] += out.numel() - self._classify(out).nnz
+            # The statistics are reductions over tensors of a few hundred thousand elements: with
+            # several intra-op threads each one opens a parallel region whose barrier waits for every
+            # thread, and when another job holds a core that wait is a scheduler time slice (measured:
+            # a count_nonzero of 256 x 768 values took 1.1 ms on 2 threads against 0.09 ms on 1). One
+            # thread here keeps the hooks' cost independent of the load; the model keeps its threads.
+            threads = torch.get_num_threads()
+            if threads > 1:
+                torch.set_num_threads(1)
+            try:
+                self._measure(name, rule, mod, args, output)
+            finally:
+                if threads > 1:
+                    torch.set_num_threads(threads)
 
         return hook
+
+    def _measure(self, name: str, rule, mod, args, output) -> None:
+        t = self.tally
+        out = output[0] if isinstance(output, tuple) else output
+        # A rule is a pure function of the module, the operands and the output shape: in streaming mode
+        # the same call repeats every token, so its evaluation (flattened to counter keys) is kept, under
+        # a key of the classified operands and the other inputs' shapes (their operand follows from it).
+        key, n_in, operands = [name], 0, t.operands
+        for i, a in enumerate(args):
+            if not isinstance(a, torch.Tensor):
+                key.append(None)
+                continue
+            n_in += a.numel()
+            if i in rule.classify:
+                op = self._classify(a)
+                operands[(name, i, "calls")] += 1
+                operands[(name, i, "numel")] += op.numel
+                operands[(name, i, "nnz")] += op.nnz
+                operands[(name, i, op.cls)] += 1
+                key.append(op)
+            else:
+                key.append(a.shape)
+        t.activation[(name, "in")] += n_in
+        t.activation[(name, "out")] += out.numel()
+        key.append(out.shape)
+        key = tuple(key)
+        entry = self._costs.get(key)
+        if entry is None:
+            ops = [
+                k if k is None or isinstance(k, Operand) else Operand("float", math.prod(k), math.prod(k), tuple(k))
+                for k in key[1:-1]
+            ]
+            cost = rule.cost(mod, ops, tuple(out.shape))
+            opclass = next((o.cls for i, o in enumerate(ops) if o is not None and i in rule.classify), "-")
+            kind = rule.kind
+            entry = (
+                [((name, kind, stage, prim, opclass), n) for stage, c in cost.ops.items() for prim, n in c.items()],
+                [((name, kind, stage, prim), n) for stage, c in cost.setup.items() for prim, n in c.items()],
+            )
+            if len(self._costs) >= 4096:
+                self._costs.clear()
+            self._costs[key] = entry
+        counts, setup = t.counts, t.setup
+        for k, n in entry[0]:
+            counts[k] += n
+        for k, n in entry[1]:
+            setup[k] += n
+        if name not in self._called:
+            self._called.add(name)
+            self.order.append(name)
+            self._record_dataflow(name, args, out)
+        t.calls[name] += 1
+        if isinstance(mod, SPIKING_TYPES):
+            self._record_spikes(name, out)
+        elif isinstance(mod, sg.SquaredReLU):
+            t.relu[(name, "numel")] += out.numel()
+            t.relu[(name, "zeros")] += out.numel() - self._classify(out).nnz
 
     def _record_dataflow(self, name: str, args, out) -> None:
         """On a module's first call: which modules produced its tensor inputs (matched by identity, through
@@ -183,39 +454,39 @@ class Meter:
         self._seen[key] = (t, t._version, op)  # the reference keeps id(t) from being reused
         return op
 
-    def _record_operand(self, name: str, i: int, op: Operand) -> None:
-        rec = self.operands.setdefault((name, i), {"calls": 0, "numel": 0, "nnz": 0, "classes": Counter()})
-        rec["calls"] += 1
-        rec["numel"] += op.numel
-        rec["nnz"] += op.nnz
-        rec["classes"][op.cls] += 1
-
     def _record_spikes(self, name: str, s: torch.Tensor) -> None:
         if s.dim() != 3:
             s = s.reshape(s.shape[0], -1, s.shape[-1])
         C = s.shape[-1]
-        st = self.spikes.get(name)
+        st = self.spike_stats.get(name)
         if st is None:
-            st = self.spikes[name] = SpikeStats(C, torch.zeros(C, dtype=torch.float64))
+            st = self.spike_stats[name] = SpikeStats(C)
+            self.widths[name] = self.tally.widths[name] = C
             k = min(self.raster_n, C)
             self._raster_idx[name] = torch.randperm(C, generator=self.gen)[:k].sort().values
-        st.add(s, self._raster_idx[name], self.raster_tokens)
+        self.tally.widths[name] = C
+        st.add(s, self._raster_idx[name], self.raster_tokens, self.record_raster)
 
     # ------------------------------------------------------------------ views
 
     def operand_class(self, name: str, i: int) -> str:
         """The widest class seen over all calls (one float call makes the layer float)."""
-        rec = self.operands.get((name, i))
-        if rec is None:
-            return "-"
-        return max(rec["classes"], key=CLASS_ORDER.index)
+        return operand_class(self.tally, name, i)
 
     def firing_rates(self) -> dict[str, float]:
-        return {n: float(st.per_neuron.sum()) / (st.steps * st.width) for n, st in self.spikes.items() if st.steps}
+        self.flush()
+        t = self.tally
+        return {n: t.spikes[n] / (t.steps[n] * w) for n, w in self.widths.items() if t.steps[n]}
 
     def raster(self, name: str) -> torch.Tensor:
-        st = self.spikes[name]
+        st = self.spike_stats[name]
         return torch.cat(st.raster, 0) if st.raster else torch.zeros(0, 0, dtype=torch.bool)
+
+
+def operand_class(tally: Tally, name: str, i: int) -> str:
+    """The widest operand class seen over all calls of ``name``'s input ``i`` ("-" if never seen)."""
+    seen = [c for c in CLASS_ORDER if tally.operands.get((name, i, c))]
+    return seen[-1] if seen else "-"
 
 
 def preceding_spike_source(order: list[str], kinds: dict[str, str]) -> dict[str, str | None]:

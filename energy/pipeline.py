@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import platform
 import sys
 import time
@@ -17,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from energy import cache
@@ -27,29 +29,35 @@ from energy.baselines import (
     SCALE_BASELINES,
     Baseline,
     assume_activation_zeros,
+    baseline_from_profile,
+    rwkv_twin,
     synaptic_ops,
 )
 from energy.baselines import chars_per_token as chars_per_token_of
+from energy.corpus import Corpus, open_corpus
 from energy.costs import BYTES_PER_VALUE, CostTable, load_costs
 from energy.decode import decode_mode
+from energy.dist import from_env as dist_from_env
 from energy.estimate import SCENARIO_LABELS, SCENARIOS
 from energy.headline import PAPER_WKV_OPS, decode_sentence, headline
 from energy.memory import LEFT_OUT, TERMS
 from energy.platforms import resolve_nodes, resolve_platforms
 from energy.platforms import section as platform_section
-from energy.profile import Profile, profile
+from energy.profile import Profile, build_profile
+from energy.runner import CorpusRun, RunSettings, RunState
+from energy.uncertainty import documents_frame, group_table, run_intervals
 from energy.variants import bundled_models
 from energy.variants import compare as compare_models
 from spikegpt.checkpoint import CheckpointInfo, load_checkpoint
-from spikegpt.errors import SpikeEnergyError, TextError
+from spikegpt.errors import SpikeEnergyError
 from spikegpt.limits import check_device, check_memory, spikegpt_run_bytes
 from spikegpt.model import SpikeGPT
 from spikegpt.safeio import without_dirs
-from spikegpt.tokenizer import read_text, resolve_tokenizer
+from spikegpt.tokenizer import resolve_tokenizer
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: headline, memory, decode, variants (summary.json section of the README)
 DEFAULT_BASELINES = BASELINE_NAMES
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -92,6 +100,12 @@ class Job:
     command_line: list[str] = field(default_factory=list)
     max_memory: int | None = None  # memory budget in bytes (default: spikegpt.limits.DEFAULT_MEMORY_BUDGET)
     cache: bool = True  # read and write the on-disk baselines cache (energy/cache.py)
+    # corpora (energy.corpus, energy.runner)
+    max_tokens: int | None = None  # cap on the scored tokens of a corpus run
+    concat: bool | None = None  # one sequence of the first tokens x batch tokens; None: for a single text file
+    checkpoint_every: int | None = None  # tokens between merged checkpoints
+    checkpoint_dir: str | None = None  # where partial state goes (the CLI: <out>/partial)
+    resume: bool = False
 
 
 @dataclass
@@ -103,21 +117,28 @@ class Result:
     profile: Profile
     baselines: dict[str, Baseline]
     audit: dict
-    text: str
+    text: str  # the start of the first document
     text_path: str
     costs: CostTable
     timings: dict
     scored_chars: int  # characters (bytes) of text the scored tokens stand for
-    scored_text: str = ""  # the text the scored tokens stand for (baselines' tokenizers read it)
+    text_sha256: str = ""  # of the text read
+    text_chars: int = 0
+    state: RunState | None = None  # the exact, merged sums of the run
+    corpus: dict = field(default_factory=dict)  # summary.json["corpus"]
+    uncertainty: dict = field(default_factory=dict)  # summary.json["uncertainty"]
+    documents: pd.DataFrame | None = None  # one row per document (documents.csv)
+    scored_text: str = ""  # the text the scored tokens stand for, up to SAMPLE_CHARS (baselines' tokenizers read it)
     variants: dict | None = None  # energy.variants.compare: the bundled models side by side
 
 
-def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, str, str]:
+def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, Corpus]:
     ckpt = Path(job.checkpoint) if job.checkpoint else demo_paths()[0]
-    text_path = Path(job.text) if job.text else demo_paths()[1]
     if job.dtype not in DTYPES:
         raise SpikeEnergyError(f"--dtype must be one of {', '.join(DTYPES)}, got {job.dtype!r}")
     check_device(job.device)
+    corpus = open_corpus(job.text if job.text else demo_paths()[1])  # checked before the model is loaded
+    check_corpus_options(job, corpus)
     model, info = load_checkpoint(
         ckpt,
         dtype=DTYPES[job.dtype],
@@ -128,70 +149,118 @@ def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, str, str]:
         lif_tau=job.lif_tau,
     )
     tok = resolve_tokenizer(info.config.vocab_size, job.tokenizer, ckpt, unknown=job.unknown_chars)
-    text = read_text(text_path)
-    return model, info, tok, text, str(text_path)
+    return model, info, tok, corpus
 
 
-def tokenize(text: str, tok, n_tokens: int, batch: int, path: str) -> torch.Tensor:
-    """The first ``batch * n_tokens`` tokens (+1 to score the last), as (batch, T + 1)."""
-    if n_tokens < 2:
-        raise SpikeEnergyError(f"--tokens must be at least 2, got {n_tokens}")
-    if batch < 1:
-        raise SpikeEnergyError(f"--batch must be at least 1, got {batch}")
-    need = batch * n_tokens + 1
-    ids = tok.encode(text[: max(need * 16, 4096)] if tok.kind == "bpe" else text[: need * 4])
-    if len(ids) < need:  # the prefix was not enough (BPE merges, skipped characters): the whole text
-        ids = tok.encode(text)
-    if len(ids) < batch * 2 + 1:
-        raise TextError(f"{path} gives only {len(ids)} tokens; give a longer text or lower --tokens/--batch")
-    if len(ids) < need:
-        logger.warning(
-            "%s has %d tokens, fewer than --tokens x --batch = %d; using all of them", path, len(ids), need - 1
-        )
-    ids = torch.tensor(ids[:need])
-    per_row = (len(ids) - 1) // batch
-    rows = [ids[i * per_row : i * per_row + per_row + 1] for i in range(batch)]
-    return torch.stack(rows)
+def is_concat(job: Job, corpus: Corpus) -> bool:
+    """A single text file (and the bundled sample) runs as one sequence of its first ``--tokens``
+    tokens, as before, unless ``--max-tokens`` asks for the document run."""
+    return job.concat if job.concat is not None else (corpus.single_document and job.max_tokens is None)
 
 
-def run(job: Job, progress=None) -> Result:
-    """``progress(description, done, total)``: optional callback for progress bars."""
+def check_corpus_options(job: Job, corpus: Corpus) -> None:
+    """The run's options, checked before anything is loaded."""
+    if job.tokens < 2:
+        raise SpikeEnergyError(f"--tokens must be at least 2, got {job.tokens}")
+    if job.batch < 1:
+        raise SpikeEnergyError(f"--batch must be at least 1, got {job.batch}")
+    concat = is_concat(job, corpus)
+    if not concat and job.batch != 1:
+        raise SpikeEnergyError("--batch applies to --concat runs (one sequence in rows); corpus documents run one "
+                               "at a time: drop --batch or add --concat")  # fmt: skip
+    if concat and job.max_tokens is not None:
+        raise SpikeEnergyError("--max-tokens applies to document runs; with --concat, set --tokens (per row)")
+    if job.max_tokens is not None and job.max_tokens < 1:
+        raise SpikeEnergyError(f"--max-tokens must be a positive integer, got {job.max_tokens}")
+    if job.checkpoint_every is not None and job.checkpoint_every < 1:
+        raise SpikeEnergyError(f"--checkpoint-every must be a positive number of tokens, got {job.checkpoint_every}")
+    if job.resume and int(os.environ.get("RANK", "0") or 0) == 0:  # other hosts may hold no partial state
+        d = Path(job.checkpoint_dir) if job.checkpoint_dir else None
+        if d is None or not d.is_dir() or not any(d.glob("*.npz")):
+            raise SpikeEnergyError(f"--resume: {d} holds no partial state (state.npz or delta-*.npz); run without "
+                                   "--resume")  # fmt: skip
+
+
+def settings_for(job: Job, corpus: Corpus, info: CheckpointInfo, tok) -> RunSettings:
+    """How the corpus runs (``check_corpus_options`` has checked the options)."""
+    concat = is_concat(job, corpus)
+    fingerprint = {
+        "checkpoint_sha256": info.sha256,
+        "tokenizer": tok.describe(),
+        "text": corpus.spec,
+        "files": [str(f) for f in corpus.files][:1000],
+        "concat": concat,
+        "tokens": job.tokens if concat else None,
+        "batch": job.batch,
+        "max_tokens": job.max_tokens,
+        "mode": job.mode,
+        "dtype": job.dtype,
+        "binary_embedding": job.binary_embedding,
+        "lif_threshold": job.lif_threshold,
+        "lif_tau": job.lif_tau,
+        "twin": job.twin,
+        "census_tokens": job.census_tokens,
+    }
+    return RunSettings(
+        mode=job.mode, concat=concat, tokens=job.tokens, batch=job.batch, max_tokens=job.max_tokens,
+        census_tokens=job.census_tokens, checkpoint_every=job.checkpoint_every,
+        checkpoint_dir=Path(job.checkpoint_dir) if job.checkpoint_dir else None, resume=job.resume,
+        fingerprint=fingerprint,
+    )  # fmt: skip
+
+
+def run(job: Job, progress=None) -> Result | None:
+    """``progress(description, done, total)``: optional callback for progress bars.
+
+    Under ``torchrun`` every rank calls this; rank 0 gets the ``Result``, the others ``None``.
+    """
     timings = {}
     resolve_platforms(job.platforms), resolve_nodes(job.nodes)  # bad names fail before anything runs
     t0 = time.perf_counter()
-    model, info, tok, text, text_path = load(job)
+    d = dist_from_env(job.device)
+    if d.active and d.device != job.device:
+        job.device = d.device  # one GPU per rank
+    model, info, tok, corpus = load(job)
     budget = None if job.sram_budget_mb is None else job.sram_budget_mb * 2**20
     costs = load_costs(job.costs, sram_budget_bytes=budget)
-    ids = tokenize(text, tok, job.tokens, job.batch, text_path)
+    settings = settings_for(job, corpus, info, tok)
     # sizes against the memory budget before anything runs: the run (+ the twin's copy of the weights), the baselines
     elem = torch.empty((), dtype=DTYPES[job.dtype]).element_size()
-    need = spikegpt_run_bytes(model.config, ids.shape[0], ids.shape[1] - 1, elem)
-    need += model.num_params() * elem if job.twin else 0
-    check_memory(f"profiling {ids.shape[0]} x {ids.shape[1] - 1} tokens", need, job.max_memory)
-    context = job.context if job.context is not None else ids.shape[1] - 1  # the same sequences as SpikeGPT
-    cache.check_memory(model.config, context, job.baselines, job.max_memory)
-    scored = ids[:, 1:]
-    scored_text = "".join(tok.decode(row.tolist()) for row in scored)
-    scored_chars = len(scored_text) if tok.kind == "bpe" else scored.numel()
+    block = min(model.config.ctx_len, job.max_tokens or model.config.ctx_len)  # a document runs in blocks of ctx_len
+    rows, per_row = (job.batch, job.tokens) if settings.concat else (1, block)
+    need = spikegpt_run_bytes(model.config, rows, per_row, elem) + (model.num_params() * elem if job.twin else 0)
+    check_memory(f"profiling {rows} x {per_row} tokens", need, job.max_memory)
+    longest = job.context if job.context is not None else per_row  # the baselines' sequences are no longer
+    cache.check_memory(model.config, longest, job.baselines, job.max_memory)
+    models = {"spikegpt": model}
+    if job.twin:
+        models["rwkv-twin"] = rwkv_twin(model)
     timings["load_s"] = time.perf_counter() - t0
 
     def tick(name):
         return (lambda done, total: progress(name, done, total)) if progress else None
 
     t0 = time.perf_counter()
-    prof = profile(
-        model, ids, mode=job.mode, census_tokens=job.census_tokens, costs=costs, precision=job.precision,
-        progress=tick("profile"),
-    )  # fmt: skip
+    runner = CorpusRun(models, tok, corpus, settings, d, progress=tick("profile") if d.is_main else None)
+    try:
+        state = runner.run()
+    finally:
+        d.close()
+    if state is None:
+        return None
+    prof = build_profile(model, state, "spikegpt", settings, costs=costs, precision=job.precision,
+                         wall_s=runner.wall_s)  # fmt: skip
     timings["profile_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     bases: dict[str, Baseline] = {}
     if job.twin:
-        bases["rwkv-twin"] = cache.twin(model, ids, info.sha256, mode=job.mode,
-                                        census_tokens=min(job.census_tokens, 8), use_cache=job.cache)  # fmt: skip
+        twin_prof = build_profile(models["rwkv-twin"], state, "rwkv-twin", settings, wall_s=runner.wall_s)
+        bases["rwkv-twin"] = baseline_from_profile(twin_prof)
         if progress:
             progress("baselines", 1, len(job.baselines) + 1)
+    context = job.context if job.context is not None else prof.meta["tokens_per_sequence"]  # the same sequences
+    cache.check_memory(model.config, context, job.baselines, job.max_memory)  # before any baseline is built
     for i, name in enumerate(job.baselines):
         bases.update(cache.baselines(model.config, context, include=(name,), use_cache=job.cache))
         if progress:
@@ -208,14 +277,59 @@ def run(job: Job, progress=None) -> Result:
     same_vocab = {n: b for n, b in bases.items() if n not in SCALE_BASELINES}  # per token; others go per character
     aud = audit(prof, same_vocab, costs, job.precision, reference=reference, twin="rwkv-twin",
                 zero_skipping=job.zero_skipping)  # fmt: skip
+
+    t0 = time.perf_counter()
+    profiles = {"spikegpt": prof}
+    static = state.tracks["spikegpt"].static
+    lif = [k for k, v in static["kinds"].items() if v == "lif"]
+    widths = state.tracks["spikegpt"].total.widths
+    unc = run_intervals(state, settings, models, profiles, same_vocab, costs, job.precision, unit_label=tok.unit)
+    if unc.get("energy_check", 0) > 1e-6:
+        logger.warning("energy per unit does not add up to the run's energy (relative gap %.2g); the energy "
+                       "intervals assume an accounting linear in the counts", unc["energy_check"])  # fmt: skip
+    corpus_info = {
+        "spec": corpus.spec,
+        "kind": corpus.kind,
+        "run": "concat" if settings.concat else "documents",
+        "documents": len(state.docs),
+        "skipped_documents": len(state.skipped),
+        "tokens": state.tokens,
+        "chars": state.chars,
+        "max_tokens": job.max_tokens,
+        "block_tokens": runner.block,
+        "processes": d.world,
+        "twin": f"the RWKV twin ran on the same {'tokens' if settings.concat else 'documents'}; its ratio's "
+        "interval is a paired bootstrap" if job.twin else None,
+        "groups": group_table(state, settings, widths, lif),
+    }  # fmt: skip
+    timings["intervals_s"] = time.perf_counter() - t0
+    sample = sample_text(corpus, state.chars)
     variants = None
     if job.variants and job.checkpoint is None and len(bundled_models()) > 1:  # the three bundled models, compared
         t0 = time.perf_counter()
-        variants = compare_models(bundled_models(), text, prof.meta["tokens_per_sequence"], costs, job.precision,
+        variants = compare_models(bundled_models(), sample, prof.meta["tokens_per_sequence"], costs, job.precision,
                                   job.zero_skipping, job.mode, job.platforms, tick("models"))  # fmt: skip
         timings["variants_s"] = time.perf_counter() - t0
-    return Result(job, model, info, tok, prof, bases, aud, text, text_path, costs, timings, scored_chars, scored_text,
-                  variants)  # fmt: skip
+    return Result(
+        job, model, info, tok, prof, bases, aud, state.excerpt, corpus.spec, costs, timings, state.chars,
+        text_sha256=runner.text_sha256, text_chars=runner.chars_read, state=state, corpus=corpus_info,
+        uncertainty=unc, documents=documents_frame(state, widths, lif), scored_text=sample, variants=variants,
+    )  # fmt: skip
+
+
+SAMPLE_CHARS = 2**20  # characters of the run's text that the baselines' own tokenizers read (chars per token)
+
+
+def sample_text(corpus: Corpus, chars: int, limit: int = SAMPLE_CHARS) -> str:
+    """The first ``min(chars, limit)`` characters of the corpus, documents in order (what the run read first)."""
+    want, out = min(chars, limit), []
+    for doc in corpus.documents():
+        for piece in doc.pieces():
+            out.append(piece)
+            want -= len(piece)
+            if want <= 0:
+                return "".join(out)[: min(chars, limit)]
+    return "".join(out)
 
 
 def relu_assumption(prof: Profile, user: float | None) -> tuple[float, str]:
@@ -422,8 +536,8 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
         },
         "text": {
             "path": r.text_path,
-            "sha256": hashlib.sha256(r.text.encode("utf-8")).hexdigest(),
-            "chars": len(r.text),
+            "sha256": r.text_sha256 or hashlib.sha256(r.text.encode("utf-8")).hexdigest(),  # of the text read
+            "chars": r.text_chars or len(r.text),
             "excerpt": text_excerpt,
             "demo": r.job.text is None,
         },
@@ -492,5 +606,12 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
         "timings_s": {**r.timings, "profile_pass_s": p.meta["wall_time_s"]},
         "environment": environment(r.job.device, r.job.command_line or sys.argv),
     }
+    out.update(corpus_summary(r))
     out = _clean(out)
     return redact_paths(out) if job.redact_paths else out
+
+
+def corpus_summary(r: Result, max_documents: int = 1000) -> dict:
+    """``corpus``, ``uncertainty`` and ``documents`` (the first ``max_documents``; all in documents.csv)."""
+    docs = r.documents.head(max_documents).to_dict("records") if r.documents is not None else []
+    return {"corpus": r.corpus, "uncertainty": r.uncertainty, "documents": docs}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import platform
-import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -17,12 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from energy.census import census
 from energy.costs import CostTable, load_costs
 from energy.estimate import SCENARIOS, scenario_energy
-from energy.hooks import Meter, block_index, preceding_spike_source
+from energy.hooks import POSITION_CAP, block_index, operand_class, preceding_spike_source
 from energy.memory import memory_terms
 from energy.rules import MODULE_RULES, PRIMITIVES
 from spikegpt.safeio import strict_dumps, write_csv
@@ -188,183 +186,229 @@ def profile(
     raster_tokens: int = 256,
     progress=None,
 ) -> Profile:
-    """Run ``model`` on ``tokens`` with the meter attached and return what it measured.
+    """Run ``model`` on ``tokens`` (one sequence, or ``batch`` rows) with the meter attached.
 
     ``progress``: optional callable ``(tokens_done, tokens_total)`` for a progress bar.
+    For a corpus of documents, see ``energy.runner.CorpusRun`` and ``build_profile``.
     """
-    costs = costs or load_costs()
+    from energy.runner import CorpusRun, RunSettings
+
     ids = as_batch(tokens, batch)
+    settings = RunSettings(
+        mode=mode,
+        chunk_len=chunk_len,
+        concat=True,
+        tokens=ids.shape[1] - 1,
+        batch=ids.shape[0],
+        census_tokens=census_tokens,
+        raster_neurons=raster_neurons,
+        raster_tokens=raster_tokens,
+    )
+    run = CorpusRun({"model": model}, None, None, settings, progress=progress, rows=ids)
+    state = run.run()
+    return build_profile(model, state, "model", settings, costs=costs, precision=precision, wall_s=run.wall_s)
+
+
+def build_profile(
+    model: nn.Module,
+    state,
+    track: str,
+    settings,
+    *,
+    costs: CostTable | None = None,
+    precision: str = "fp32",
+    wall_s: float = float("nan"),
+    census_df: pd.DataFrame | None = None,
+) -> Profile:
+    """The ``Profile`` of one model from a (merged) ``RunState``: tables from the exact sums."""
+    costs = costs or load_costs()
+    tr = state.tracks[track]
+    tally, static = tr.total, tr.static
     device = next(model.parameters()).device
-    ids = ids.to(device)
-    x, y = ids[:, :-1], ids[:, 1:]
-    B, T = x.shape
-    was_training, kernels = model.training, getattr(model, "kernels", None)
-    model.eval()
-    if kernels is not None:
-        model.kernels = "eager"  # the hooks must see every module; fused kernels hide them
-
-    census_df = census(model, lambda: model.run(x[:, :census_tokens], mode=mode, chunk_len=chunk_len))
-
-    nats = 0.0
-    t0 = time.perf_counter()
-    with Meter(model, raster_neurons=raster_neurons, raster_tokens=raster_tokens) as meter:
-        for start, out in model.chunks(x, mode=mode, chunk_len=chunk_len):
-            logits = out.logits if out.logits.dtype == torch.float64 else out.logits.float()
-            n = logits.shape[1]
-            nats += float(F.cross_entropy(logits.flatten(0, 1), y[:, start : start + n].flatten(), reduction="sum"))
-            if progress is not None:
-                progress(start + n, T)
-    wall = time.perf_counter() - t0
-    model.train(was_training)
-    if kernels is not None:
-        model.kernels = kernels
-
-    n_tokens = B * T
-    ops = _ops_frame(meter, n_tokens)
-    layers = _layers_frame(model, meter, ops, n_tokens)
+    mode, chunk_len = settings.mode, settings.chunk_len
+    if census_df is None:
+        census_df = run_census(model, state, settings)
+    n_tokens = tally.tokens
+    if n_tokens == 0:
+        raise ValueError("nothing was measured: no document had 2 tokens or more")
+    ops = _ops_frame(tally.counts, n_tokens)
+    layers = _layers_frame(model, tally, static, ops, n_tokens)
     neurons = pd.concat(
         [
-            pd.DataFrame(
-                {
-                    "layer": name,
-                    "neuron": np.arange(st.width),
-                    "spikes": st.per_neuron.numpy(),
-                    "rate": st.per_neuron.numpy() / st.steps,
-                }
-            )  # fmt: skip
-            for name, st in meter.spikes.items()
+            pd.DataFrame({"layer": name, "neuron": np.arange(len(v)), "spikes": v, "rate": v / tally.steps[name]})
+            for name, v in tally.neurons.items()
         ]
         or [pd.DataFrame(columns=["layer", "neuron", "spikes", "rate"])],
         ignore_index=True,
     )
+    reached = {name: int(np.count_nonzero(rows)) for name, rows in tally.position_rows.items()}
     positions = pd.concat(
         [
             pd.DataFrame(
                 {
                     "layer": name,
-                    "position": np.arange(len(st.per_position)),
-                    "rate": (st.per_position / (st.rows_per_position * st.width)).numpy(),
+                    "position": np.arange(reached[name]),
+                    "rate": v[: reached[name]] / (tally.position_rows[name][: reached[name]] * tally.widths[name]),
                 }
             )  # fmt: skip
-            for name, st in meter.spikes.items()
+            for name, v in tally.positions.items()
         ]
         or [pd.DataFrame(columns=["layer", "position", "rate"])],
         ignore_index=True,
     )
     setup = pd.DataFrame(
-        [{"layer": k[0], "kind": k[1], "stage": k[2], "primitive": k[3], "count": v} for k, v in meter.setup.items()],
+        [{"layer": k[0], "kind": k[1], "stage": k[2], "primitive": k[3], "count": v} for k, v in tally.setup.items()],
         columns=["layer", "kind", "stage", "primitive", "count"],
     )
     cfg = getattr(model, "config", None)
+    n_seq = max(len(state.docs), 1)
+    B = settings.batch if settings.concat else 1
+    per_seq = n_tokens // B if settings.concat else round(n_tokens / n_seq)
+    census_n = min(settings.census_tokens, per_seq)
+    nats = state.nats
     meta = {
         "tokens": n_tokens,
         "batch": B,
-        "tokens_per_sequence": T,
+        "tokens_per_sequence": per_seq,
+        "sequences": len(state.docs) * B if settings.concat else len(state.docs),
         "mode": mode,
         "chunk_len": chunk_len or (cfg.ctx_len if cfg is not None else None),
-        "census_tokens": min(census_tokens, T),
-        "census_note": f"the coverage census ran on the first {min(census_tokens, T)} tokens of each row",
+        "census_tokens": census_n,
+        "census_note": f"the coverage census ran on the first {census_n} tokens of "
+        + ("each row" if settings.concat else "the first document"),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "device": str(device),
         "precision": precision,
         "params": sum(p.numel() for p in model.parameters()),
         "nats": nats,
         "bits_per_token": nats / math.log(2) / n_tokens,
-        "wall_time_s": wall,
-        "neuron_steps": {n: st.steps * st.width for n, st in meter.spikes.items()},
+        "wall_time_s": wall_s,
+        "neuron_steps": {n: tally.neuron_steps(n) for n in tally.steps},
         "saturated_rate": SATURATED_RATE,
-        "modules_without_rule": meter.unruled,  # their arithmetic shows as uncounted in the census
+        "position_cap": POSITION_CAP,
+        "modules_without_rule": static.get("unruled", []),  # their arithmetic shows as uncounted in the census
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
     if cfg is not None:
         meta["config"] = cfg.to_dict()
-    rasters = {name: meter.raster(name).int().tolist() for name in meter.spikes}
+    rasters = state.raster if track == next(iter(state.tracks)) else {}
     return Profile(meta, ops, setup, layers, neurons, positions, rasters, census_df, costs, precision)
 
 
-def _ops_frame(meter: Meter, n_tokens: int) -> pd.DataFrame:
+def run_census(model: nn.Module, state, settings) -> pd.DataFrame:
+    """The dispatch-level coverage census on the first tokens of the first document."""
+    ids = torch.tensor(state.census_ids, dtype=torch.long) if state.census_ids else None
+    if ids is None or ids.numel() == 0:
+        return pd.DataFrame(columns=["module", "module_type", "aten_op", "calls", "elements", "status", "kind"])
+    ids = ids.to(next(model.parameters()).device)
+    was_training, kernels = model.training, getattr(model, "kernels", None)
+    model.eval()
+    if kernels is not None:
+        model.kernels = "eager"
+    try:
+        with torch.no_grad():
+            return census(model, lambda: model.run(ids, mode=settings.mode, chunk_len=settings.chunk_len))
+    finally:
+        model.train(was_training)
+        if kernels is not None:
+            model.kernels = kernels
+
+
+def frames(model: nn.Module, tally, static: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(ops, layers) frames of one tally (a whole run or one bootstrap unit), per token of that tally."""
+    ops = _ops_frame(tally.counts, tally.tokens)
+    return ops, _layers_frame(model, tally, static, ops, tally.tokens)
+
+
+def _ops_frame(counts, n_tokens: int) -> pd.DataFrame:
     rows = [
         {"layer": k[0], "block": block_index(k[0]), "kind": k[1], "stage": k[2], "primitive": k[3], "operand": k[4],
          "count": v, "per_token": v / n_tokens}
-        for k, v in meter.counts.items()
+        for k, v in counts.items()
     ]  # fmt: skip
     cols = ["layer", "block", "kind", "stage", "primitive", "operand", "count", "per_token"]
     return pd.DataFrame(rows, columns=cols)
 
 
-def _input_kind(meter: Meter, name: str) -> str:
+def _input_kind(static: dict, name: str) -> str:
     """The cost kind of the module that produced this one's first tensor input (dataflow, seen at run time);
     the module run just before it where no producer was seen (a model input)."""
-    src = (meter.producers.get(name) or ("",))[0]
+    producers, kinds, order = static.get("producers") or {}, static["kinds"], static["order"]
+    src = (producers.get(name) or [""])[0]
     if src:
-        return meter.kinds[src]
-    i = meter.order.index(name)
-    return meter.kinds[meter.order[i - 1]] if i else ""
+        return kinds[src]
+    i = order.index(name)
+    return kinds[order[i - 1]] if i else ""
 
 
-def input_chain(meter: Meter, name: str, depth: int = 4) -> str:
+def input_chain(static: dict, name: str, depth: int = 4) -> str:
     """Where a module's first input comes from, following the dataflow through data movement and
     token-shift mixes to a module that computes: 'lerp < layernorm' for a projection that reads a token-shift
     mix of a LayerNorm output."""
-    chain, src = [], (meter.producers.get(name) or ("",))[0]
+    producers, kinds = static.get("producers") or {}, static["kinds"]
+    chain, src = [], (producers.get(name) or [""])[0]
     while src and len(chain) < depth:
-        kind = meter.kinds[src]
+        kind = kinds[src]
         if kind != "free":
             chain.append(kind)
             if kind != "lerp":
                 break
-        src = (meter.producers.get(src) or ("",))[0]
+        src = (producers.get(src) or [""])[0]
     return " < ".join(chain)
 
 
-def _layers_frame(model: nn.Module, meter: Meter, ops: pd.DataFrame, n_tokens: int) -> pd.DataFrame:
+def _layers_frame(model: nn.Module, tally, static: dict, ops: pd.DataFrame, n_tokens: int) -> pd.DataFrame:
     modules = dict(model.named_modules())
-    rates = meter.firing_rates()
-    source = preceding_spike_source(meter.order, meter.kinds)
+    rates = tally.firing_rates()
+    order, kinds, types = static["order"], static["kinds"], static["module_types"]
+    source = preceding_spike_source(order, kinds)
     by_layer: dict[str, dict[str, float]] = {}
-    for (layer, _kind, _stage, prim, _operand), n in meter.counts.items():
+    for (layer, _kind, _stage, prim, _operand), n in tally.counts.items():
         d = by_layer.setdefault(layer, {})
         d[prim] = d.get(prim, 0.0) + n / n_tokens
     rows = []
-    for name in meter.order:
+    for name in order:
         mod = modules[name]
-        kind = meter.kinds[name]
+        kind = kinds[name]
         prim = by_layer.get(name, {})
-        st = meter.spikes.get(name)
-        out_pt = meter.activation_elems[(name, "out")] / n_tokens
+        per_neuron = tally.neurons.get(name)
+        steps = tally.steps.get(name, 0)
+        out_pt = tally.activation[(name, "out")] / n_tokens
         rule, nan = MODULE_RULES[type(mod)], float("nan")
         ci = rule.classify[-1] if rule.classify else None  # the operand whose values set the cost
-        rec = meter.operands.get((name, ci))
+        numel = tally.operands.get((name, ci, "numel"), 0)
+        seen = bool(tally.operands.get((name, ci, "calls")))
         src = source.get(name)
+        relu_n = tally.relu[(name, "numel")]
         rows.append(
             {
                 "layer": name,
                 "block": block_index(name),
-                "module_type": meter.module_types[name],
+                "module_type": types[name],
                 "kind": kind,
-                "calls": meter.calls[name],
+                "calls": tally.calls[name],
                 "in_features": getattr(mod, "in_features", None),
                 "out_features": getattr(mod, "out_features", None),
                 "params": sum(p.numel() for p in mod.parameters(recurse=False)),
                 "weight_elems": sum(p.numel() for p in mod.parameters(recurse=False)),
-                "operand_class": meter.operand_class(name, ci) if rec else "-",
-                "zero_fraction": 1 - rec["nnz"] / rec["numel"] if rec else float("nan"),
-                "firing_rate": rates.get(name, float("nan")),
-                "dead_fraction": float((st.per_neuron == 0).double().mean()) if st else nan,
-                "saturated_fraction": float((st.per_neuron / st.steps > SATURATED_RATE).double().mean()) if st else nan,
-                "relu_sq_zero_fraction": (meter.relu[(name, "zeros")] / meter.relu[(name, "numel")])
-                if meter.relu[(name, "numel")] else float("nan"),
+                "operand_class": operand_class(tally, name, ci) if seen else "-",
+                "zero_fraction": 1 - tally.operands[(name, ci, "nnz")] / numel if seen and numel else nan,
+                "firing_rate": rates.get(name, nan),
+                "dead_fraction": float((per_neuron == 0).mean()) if per_neuron is not None else nan,
+                "saturated_fraction": float((per_neuron / steps > SATURATED_RATE).mean())
+                if per_neuron is not None and steps else nan,
+                "relu_sq_zero_fraction": tally.relu[(name, "zeros")] / relu_n if relu_n else nan,
                 "spike_source": src or "",
-                "input_from": _input_kind(meter, name),
-                "input_chain": input_chain(meter, name),
-                "spike_source_rate": rates.get(src, float("nan")) if src else float("nan"),
+                "input_from": _input_kind(static, name),
+                "input_chain": input_chain(static, name),
+                "spike_source_rate": rates.get(src, nan) if src else nan,
                 "mac": float(prim.get("mac", 0.0)),
                 "effective_mac": float(prim.get("effective_mac", 0.0)),
                 "ac": float(prim.get("ac", 0.0)),
                 "elementwise": float(sum(v for k, v in prim.items() if k not in ("mac", "effective_mac", "ac"))),
                 "synaptic_ops_per_token": float(prim.get("effective_mac", 0.0) + prim.get("ac", 0.0)),
-                "in_per_token": meter.activation_elems[(name, "in")] / n_tokens,
+                "in_per_token": tally.activation[(name, "in")] / n_tokens,
                 "out_per_token": out_pt,
                 "membrane_rw_per_token": rule.membrane_rw * out_pt,
                 "state_rw_per_token": rule.state_rw * out_pt,

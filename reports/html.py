@@ -16,6 +16,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
 
+from reports.corpus import corpus_context
 from reports.schema import finite, validate_summary
 from spikegpt.safeio import without_dirs
 
@@ -93,6 +94,8 @@ def ratio_short(x) -> str:
         return NA
     if abs(v) >= 100:
         return f"{v:,.0f}×"
+    if 0.99 < abs(v) < 1.01:  # 1.005×, not a bare 1.00×
+        return f"{v:.3f}×"
     return f"{v:.1f}×" if abs(v) >= 10 else f"{v:.2f}×"
 
 
@@ -571,6 +574,8 @@ def context(s: Mapping) -> dict:
         "env_rows": [(k, v) for k, v in env.items() if k != "command_line"],
         "timings": {TIMING_LABELS.get(k, k): v for k, v in (s.get("timings_s") or {}).items()},
         "version": env.get("spike_energy") or "unknown",
+        "cx": (cx := corpus_context(s)),
+        "corpus": cx is not None,
     }
 
 

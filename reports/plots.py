@@ -794,3 +794,49 @@ def platform_energy(rows: Sequence[Mapping], labels: Mapping[str, str]) -> Figur
     ax.grid(axis="y", visible=False)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=min(n, 4), fontsize=8, frameon=False)
     return fig
+
+
+def rates_by_group(groups: Sequence[Mapping], by: str, unit: str = "char") -> Figure:
+    """Per-LIF-layer firing rate by text domain (or source), and bits per ``unit``, each with its
+    95% interval. ``groups``: summary['corpus']['groups']['rows']."""
+    rows = [g for g in groups if isinstance(g, Mapping)]
+    layers = [k for k in (rows[0].get("firing_rate") or {}) if _BLOCK_LIF.match(str(k))] if rows else []
+    if len(rows) < 2 or not layers:
+        raise NoData(f"fewer than two {by} groups with LIF rates in this summary")
+
+    def val(iv):
+        iv = iv or {}
+        v, lo, hi = _num(iv.get("value")), _num(iv.get("lo")), _num(iv.get("hi"))
+        if v is None:
+            return np.nan, 0.0, 0.0
+        return v, (v - lo) if lo is not None else 0.0, (hi - v) if hi is not None else 0.0
+
+    fig = Figure(figsize=(WIDTH, 3.4), layout="constrained")
+    gs = fig.add_gridspec(1, 4)
+    ax, ax_b = fig.add_subplot(gs[0, :3]), fig.add_subplot(gs[0, 3])
+    n, k = len(layers), len(rows)
+    step = 0.8 / k
+    for i, g in enumerate(rows):
+        v = np.array([val((g.get("firing_rate") or {}).get(layer)) for layer in layers], dtype=float)
+        xs = np.arange(n) + (i - (k - 1) / 2) * step
+        label = textwrap.shorten(str(g.get("group")), 28, placeholder="…")
+        ax.errorbar(xs, v[:, 0], yerr=v[:, 1:].T, fmt="o", ms=4, capsize=2, lw=1, color=SERIES[i % len(SERIES)],
+                    label=f"{label} ({g.get('documents')} doc{'s' if g.get('documents') != 1 else ''})")  # fmt: skip
+        b = val(g.get("bpc"))
+        ax_b.errorbar([i], [b[0]], yerr=[[b[1]], [b[2]]], fmt="o", ms=5, capsize=3, color=SERIES[i % len(SERIES)])
+    ax.set_xticks(range(n))
+    ax.set_xticklabels([layer.removeprefix("blocks.") for layer in layers], rotation=45 if n > 8 else 0,
+                       ha="right" if n > 8 else "center")  # fmt: skip
+    if n > 24:
+        _thin_ticks(ax, n)
+    ax.set_ylabel("firing rate (spikes / neuron / token)")
+    ax.set_title(f"Firing rate per LIF layer, by {by}")
+    ax.grid(axis="x", visible=False)
+    ax_b.set_xticks(range(k))
+    ax_b.set_xticklabels([textwrap.shorten(str(g.get("group")), 12, placeholder="…") for g in rows], rotation=45,
+                         ha="right")  # fmt: skip
+    ax_b.set_xlim(-0.6, k - 0.4)
+    ax_b.set_title(f"Bits per {unit}")
+    ax_b.grid(axis="x", visible=False)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=min(k, 4), fontsize=8)
+    return fig

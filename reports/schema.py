@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from spikegpt.errors import SpikeEnergyError
 from spikegpt.safeio import shown, validate
 
-SCHEMA_VERSION = 1  # the newest summary layout this code reads
+SCHEMA_VERSION = 2  # the newest summary layout this code reads (1 still reads)
 
 REQUIRED_KEYS = (
     "schema_version",

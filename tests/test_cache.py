@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from energy import cache
-from energy.baselines import default_baselines, twin_baseline
+from energy.baselines import default_baselines
 from energy.cli import main
 from spikegpt import SpikeGPT, SpikeGPTConfig
 from spikegpt.checkpoint import save_checkpoint
@@ -36,12 +36,7 @@ def counted(monkeypatch):
         calls.extend(include)
         return default_baselines(config, context, include=include)
 
-    def twin_counting(model, ids, **kw):
-        calls.append("rwkv-twin")
-        return twin_baseline(model, ids, **kw)
-
     monkeypatch.setattr(cache, "default_baselines", counting)
-    monkeypatch.setattr(cache, "twin_baseline", twin_counting)
     return calls
 
 
@@ -83,27 +78,6 @@ def test_code_hash_follows_the_counting_sources(tmp_path, monkeypatch):
     for name in ("energy.baselines", "energy.rules", "energy.census", "energy.hooks"):
         expected.update(name.encode() + b"\0" + Path(importlib.util.find_spec(name).origin).read_bytes() + b"\0")
     assert cache.code_hash() == expected.hexdigest()
-
-
-def test_twin_key_covers_weights_tokens_and_settings(tiny32):
-    ids = torch.randint(0, 64, (1, 9), generator=torch.Generator().manual_seed(0))
-    k = cache.twin_key(tiny32, ids, "a" * 64, "parallel", 2)
-    assert cache.twin_key(tiny32, ids, "b" * 64, "parallel", 2) != k  # another checkpoint file
-    assert cache.twin_key(tiny32, ids.flip(-1), "a" * 64, "parallel", 2) != k  # other tokens
-    assert cache.twin_key(tiny32, ids, "a" * 64, "streaming", 2) != k
-    assert cache.twin_key(tiny32, ids, "a" * 64, "parallel", 4) != k
-    assert cache.twin_key(tiny32.double(), ids, "a" * 64, "parallel", 2) != k  # another dtype
-    assert cache.code_hash(cache.TWIN_MODULES) != cache.code_hash()  # the profiler and model code count too
-
-
-def test_twin_from_the_cache_is_identical(cache_dir, counted, tiny32):
-    ids = torch.randint(0, 64, (1, 9), generator=torch.Generator().manual_seed(0))
-    first = cache.twin(tiny32, ids, "a" * 64, mode="parallel", census_tokens=2)
-    second = cache.twin(tiny32, ids, "a" * 64, mode="parallel", census_tokens=2)
-    assert counted == ["rwkv-twin"]
-    assert_same_baseline(first, second)
-    cache.twin(tiny32, ids, None, mode="parallel", census_tokens=2)  # weights of unknown origin: not cached
-    assert counted == ["rwkv-twin", "rwkv-twin"]
 
 
 def _corrupt_truncated(p):
@@ -164,7 +138,7 @@ def test_second_profile_does_not_rebuild_and_no_cache_does(tmp_path, cache_dir, 
     for i, extra in enumerate(([], [], ["--no-cache"])):
         assert main([str(a) for a in [*args, "--out", tmp_path / f"r{i}", *extra]]) == 0, capsys.readouterr().err
         summaries.append(json.loads((tmp_path / f"r{i}" / "summary.json").read_text()))
-    # built, read from the cache, rebuilt with --no-cache: the transformer and the RWKV twin alike
-    assert sorted(counted) == sorted([NAME, "rwkv-twin"] * 2)
+    # built, read from the cache, rebuilt with --no-cache (the RWKV twin runs with SpikeGPT, never cached)
+    assert counted == [NAME, NAME]
     assert summaries[0]["baselines"] == summaries[1]["baselines"] == summaries[2]["baselines"]
     assert summaries[0]["headline"] == summaries[1]["headline"]

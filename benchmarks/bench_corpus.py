@@ -1,0 +1,142 @@
+"""Corpus profiling across processes: tokens/s with 1 and 2 processes, scaling, peak memory.
+
+    python benchmarks/bench_corpus.py [--preset 216m] [--tokens 4096] [--doc-tokens 512] [--twin]
+    python benchmarks/bench_corpus.py --preset tiny --tokens 2000      # a quick check that it runs
+
+The 216M configuration with random weights (the speed does not depend on the weights), a
+synthetic corpus of documents of ``--doc-tokens`` tokens, ``--tokens`` in all. For each
+process count (``--procs``, default 1,2) the script starts ``torchrun --standalone
+--nproc_per_node=N`` on itself with one thread per process (``OMP_NUM_THREADS=1``); each
+rank builds the model, runs ``energy.runner.CorpusRun`` (documents assigned round-robin,
+merged on rank 0 with gloo), and reports its wall time and peak resident memory (VmHWM,
+model included). Profiled tokens/s = all scored tokens / the slowest rank's time of the run
+(model building excluded); scaling efficiency = tokens/s with N / (N x tokens/s with 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import peak_rss_mb
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ModTokenizer:
+    """Characters to ids (code point mod the vocabulary): enough to drive the model for timing."""
+
+    kind, unit, path = "char", "char", None
+
+    def __init__(self, vocab: int):
+        self.vocab_size = vocab
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) % self.vocab_size for c in text]
+
+    def decode(self, ids) -> str:
+        return "".join(chr(97 + int(i) % 26) for i in ids)
+
+    def describe(self) -> str:
+        return f"code point mod {self.vocab_size}"
+
+
+def make_corpus(path: Path, tokens: int, doc_tokens: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    with open(path, "w") as f:
+        left = tokens + tokens // doc_tokens + 1  # each document scores one token fewer than it has
+        while left > 0:
+            n = min(doc_tokens + 1, left)
+            text = "".join(chr(97 + int(i)) for i in torch.randint(0, 26, (n,), generator=g))
+            f.write(json.dumps({"text": text}) + "\n")
+            left -= n
+
+
+def child(a) -> None:
+    """One rank under torchrun: build, run, report (rank 0 prints every rank's numbers as JSON)."""
+    from energy.corpus import open_corpus
+    from energy.dist import from_env
+    from energy.runner import CorpusRun, RunSettings
+    from spikegpt import SpikeGPT, preset
+
+    torch.set_num_threads(1)
+    d = from_env("cpu")
+    torch.manual_seed(0)
+    model = SpikeGPT(preset(a.preset)).eval()
+    models = {"spikegpt": model}
+    if a.twin:
+        from energy.baselines import rwkv_twin
+
+        models["rwkv-twin"] = rwkv_twin(model)
+    settings = RunSettings(max_tokens=a.tokens, mode=a.mode)
+    run = CorpusRun(models, ModTokenizer(model.config.vocab_size), open_corpus(a.corpus), settings, d)
+    t0 = time.perf_counter()
+    state = run.run()
+    wall = time.perf_counter() - t0
+    mine = json.dumps({"rank": d.rank, "wall_s": wall, "peak_mb": peak_rss_mb(), "tokens_run": run.done_tokens})
+    parts = [json.loads(b) for b in d.gather_bytes(mine.encode())]
+    d.close()
+    if state is not None:
+        print("RESULT " + json.dumps({"tokens": state.tokens, "ranks": parts}))
+
+
+def measure(a, procs: int, corpus: Path) -> dict:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", __file__,
+           "--child", "--corpus", str(corpus), "--preset", a.preset, "--tokens", str(a.tokens),
+           "--mode", a.mode]  # fmt: skip
+    if a.twin:
+        cmd.append("--twin")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise SystemExit(f"{procs} processes failed:\n{r.stderr[-4000:]}")
+    res = json.loads(r.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    wall = max(p["wall_s"] for p in res["ranks"])
+    return {"processes": procs, "tokens": res["tokens"], "wall_s": wall, "tokens_per_s": res["tokens"] / wall,
+            "peak_mb_per_process": [p["peak_mb"] for p in sorted(res["ranks"], key=lambda p: p["rank"])],
+            "tokens_per_rank": [p["tokens_run"] for p in sorted(res["ranks"], key=lambda p: p["rank"])]}  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="216m")
+    p.add_argument("--tokens", type=int, default=4096, help="scored tokens in all (default 4096)")
+    p.add_argument("--doc-tokens", type=int, default=512, help="tokens per document (default 512)")
+    p.add_argument("--procs", default="1,2", help="process counts to compare (default 1,2)")
+    p.add_argument("--mode", default="parallel", choices=["parallel", "streaming"])
+    p.add_argument("--twin", action="store_true", help="also profile the RWKV twin on every document (as the CLI does)")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--corpus", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        return child(a)
+    results = {"preset": a.preset, "tokens": a.tokens, "doc_tokens": a.doc_tokens, "mode": a.mode, "twin": a.twin,
+               "threads_per_process": 1, "torch": torch.__version__, "cpus": os.cpu_count(), "runs": []}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.jsonl"
+        make_corpus(corpus, a.tokens, a.doc_tokens)
+        for n in (int(x) for x in a.procs.split(",")):
+            r = measure(a, n, corpus)
+            results["runs"].append(r)
+            print(f"{n} process{'es' if n > 1 else ''}: {r['tokens']} tokens in {r['wall_s']:.1f} s = "
+                  f"{r['tokens_per_s']:.1f} tokens/s; peak RSS per process "
+                  f"{', '.join(f'{m:.0f}' for m in r['peak_mb_per_process'])} MB; tokens per rank "
+                  f"{r['tokens_per_rank']}")  # fmt: skip
+    base = results["runs"][0]
+    for r in results["runs"][1:]:
+        r["scaling_efficiency"] = r["tokens_per_s"] / (r["processes"] / base["processes"] * base["tokens_per_s"])
+        print(f"scaling efficiency {base['processes']} -> {r['processes']} processes: {r['scaling_efficiency']:.2f}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
