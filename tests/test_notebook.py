@@ -8,7 +8,14 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "audit_32x.ipynb"
 
 
 def _text(nb) -> str:
-    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    """What the code cells printed (stdout; the kernel's own warnings on stderr are not the notebook's)."""
+    return "".join(
+        o.get("text", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("name") == "stdout"
+    )
 
 
 def test_audit_notebook_runs_and_its_stored_outputs_are_current(tmp_path):
