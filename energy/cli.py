@@ -805,7 +805,7 @@ def cmd_pareto(a) -> int:
     bar, cb = _progress()
     with bar:
         res = compare(models, text, a.tokens, costs, a.precision, a.zero_skipping == "on",
-                      platforms=platforms or ("none",), progress=cb)  # fmt: skip
+                      platforms=platforms or ("none",), progress=lambda d, t: cb("models", d, t))  # fmt: skip
     from energy.pipeline import _clean
 
     out.mkdir(parents=True, exist_ok=True)

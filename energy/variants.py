@@ -112,12 +112,13 @@ def _by_block(rates: dict[str, float]) -> dict[str, float]:
 
 def compare(checkpoints: dict[str, Path], text: str, tokens: int, costs: CostTable, precision: str = "fp32",
             zero_skipping: bool = True, mode: str = "parallel", platforms=("all",), progress=None) -> dict:  # fmt: skip
-    """Every checkpoint on the same text; the Pareto points, the measured counterfactual and a verdict."""
+    """Every checkpoint on the same text; the Pareto points, the measured counterfactual and a verdict.
+    ``progress(done, total)``: optional, after each model."""
     models = []
     for i, (name, path) in enumerate(checkpoints.items()):
         models.append(measure_model(name, Path(path), text, tokens, costs, precision, zero_skipping, mode))
         if progress:
-            progress("models", i + 1, len(checkpoints))
+            progress(i + 1, len(checkpoints))
     _best_platforms(models, costs, precision, platforms)
     by_variant = {m["variant"]: m for m in models}
     out = {
