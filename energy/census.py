@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
@@ -50,7 +51,7 @@ class _Dispatch(TorchDispatchMode):
         if pair is not None:
             a, w = args[pair[0]], args[pair[1]]
             stage = attention_stage(True, [tuple(a.shape), tuple(w.shape)], tuple(first.shape)) or "matmul"
-            nnz = int(torch.count_nonzero(a))
+            nnz = count_nonzero(a)
             self.effective_mac[(module, stage)] += nnz * w.shape[-1]
             # P (scores after the mask) has an exactly zero upper triangle; Q, which may be square too, has not
             reads_scores = stage != "matmul" and a.shape[-1] == a.shape[-2] and bool((torch.triu(a, 1) == 0).all())
@@ -64,13 +65,21 @@ class _Dispatch(TorchDispatchMode):
         return out
 
 
+def count_nonzero(t: torch.Tensor) -> int:
+    """Nonzero elements of a tensor. A float CPU tensor is counted by numpy: for values with many zeros
+    (spikes, ReLU^2) torch's count_nonzero measured 7-10x slower (3.6 ms against 0.34 ms for 256 x 3072)."""
+    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and t.layout == torch.strided:
+        return int(np.count_nonzero((t.detach() if t.requires_grad else t).numpy()))
+    return int(torch.count_nonzero(t))
+
+
 def _causal_effective(a: torch.Tensor, n: int, reads_scores: bool) -> int:
     """MACs of an attention product with a nonzero activation, counting only the causal triangle.
 
     Reading the scores P whose upper triangle is masked to exact zeros: its nonzeros x n. Making the
     scores from Q (batch, heads, T, d): query row i meets keys 0..i, so nnz(row i) x (i + 1)."""
     if reads_scores:
-        return int(torch.count_nonzero(a)) * n
+        return count_nonzero(a) * n
     rows = torch.count_nonzero(a, dim=-1)  # (..., T): nonzeros of each query row
     return int((rows * torch.arange(1, a.shape[-2] + 1, device=a.device)).sum())
 

@@ -97,7 +97,12 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     e.add_argument("--sram-budget-mb", type=float, metavar="MB",
                    help="on-chip SRAM for weights and K/V caches in the memory scenario (default 24 MiB, the TPU "
                         "v1 Unified Buffer; energy/data/parameters.csv)")  # fmt: skip
-    e.add_argument("--census-tokens", type=int, default=2, help="tokens for the coverage census (slow; default 2)")
+    e.add_argument(
+        "--census-tokens",
+        type=int,
+        default=1,
+        help="tokens for the coverage census (slow; default 1: every arithmetic op runs at one token)",
+    )
     e.add_argument("--platform", action="append", metavar="NAME",
                    help="price on a chip preset (loihi, loihi2, truenorth, spinnaker, spinnaker2, tianjic, h100, "
                         "horowitz) or a platform CSV; repeatable; 'all' (default) or 'none'")  # fmt: skip

@@ -31,11 +31,14 @@ SMALL = 1 << 16  # CPU tensors up to this many elements are read through numpy (
 NUMPY_FLOATS = (torch.float32, torch.float64)
 
 
-@torch.no_grad()
 def classify(x: torch.Tensor) -> Operand:
-    """binary {0,1} / ternary {-1,0,1} / integer / float, and the zero count, from the values."""
-    if x.device.type == "cpu" and x.dtype in NUMPY_FLOATS and x.numel() <= SMALL:
-        return _classify_numpy(x)
+    """binary {0,1} / ternary {-1,0,1} / integer / float, and the zero count, from the values.
+
+    Only comparisons and counts, which autograd never records: no ``torch.no_grad()`` context is
+    needed, and entering one on every call (hundreds per token in streaming mode) cost more than
+    the test itself."""
+    if x.device.type == "cpu" and x.dtype in NUMPY_FLOATS and x.layout == torch.strided:
+        return _classify_numpy(x)  # numpy's counts are the faster ones on the CPU, at every size
     shape = tuple(x.shape)
     numel = x.numel()
     nnz = int(torch.count_nonzero(x))
@@ -58,22 +61,27 @@ def classify(x: torch.Tensor) -> Operand:
 
 
 def _classify_numpy(x: torch.Tensor) -> Operand:
-    """``classify`` for a small float CPU tensor, the same tests on a numpy view (streaming mode
-    calls this hundreds of times per token, where torch's per-op dispatch would dominate)."""
+    """``classify`` for a float CPU tensor, the same tests on a numpy view: no per-op dispatch (streaming
+    mode calls this hundreds of times per token), and numpy's count of nonzeros is 7-10x faster than
+    torch's on values with many zeros (``energy.census.count_nonzero``).
+
+    The cheap tests come first: the first nonzero value, if it is not an integer (NaN and inf are
+    not), settles "float"; all nonzeros equal to 1 settle "binary" (spikes) without looking for
+    fractions; only what is left needs the full integrality test."""
     shape = tuple(x.shape)
     a = (x.detach() if x.requires_grad else x).numpy().reshape(-1)
     numel, nnz = a.size, int(np.count_nonzero(a))
-    if numel == 0:
-        return Operand("binary", 0, 0, shape)
-    head = a[:4096]
-    if not np.array_equal(head, np.round(head)):  # NaN is unequal to itself: float, as in torch
+    if nnz == 0:
+        return Operand("binary", numel, 0, shape)
+    first = a[0] if a[0] != 0 else a[int(np.argmax(a != 0))]
+    if not float(first).is_integer():
         return Operand("float", numel, nnz, shape)
     ones = int(np.count_nonzero(a == 1))
     if ones == nnz:
         return Operand("binary", numel, nnz, shape)
     if ones + int(np.count_nonzero(a == -1)) == nnz:
         return Operand("ternary", numel, nnz, shape)
-    if np.array_equal(a, np.round(a)):
+    if np.array_equal(a, np.round(a)):  # NaN is unequal to itself: float, as in torch
         return Operand("integer", numel, nnz, shape)
     return Operand("float", numel, nnz, shape)
 
@@ -82,6 +90,8 @@ CLASS_ORDER = ("binary", "ternary", "integer", "float")
 
 
 POSITION_CAP = 4096  # rates by token position are kept for the first positions of each sequence
+PENDING_CALLS = 64  # one-token calls of a layer measured together (streaming mode)
+PENDING_BYTES = 8 * 2**20  # ... or fewer, so that a layer never holds more than this of outputs (the LM head)
 
 
 class Tally:
@@ -220,10 +230,12 @@ class SpikeStats:
                 self.neurons = np.zeros(C, dtype=np.int64)
                 self.positions = np.zeros(POSITION_CAP, dtype=np.int64)
             if s.dtype in NUMPY_FLOATS and s.numel() <= SMALL:
-                a = s.numpy()  # 0/1 values: float sums of at most SMALL of them are exact
-                self.neurons += a.sum(axis=(0, 1)).astype(np.int64)
+                a = s.numpy().reshape(B * T, C)  # 0/1 values: float sums of at most SMALL of them are exact
+                np.add(self.neurons, a[0] if B * T == 1 else a.sum(axis=0), out=self.neurons, casting="unsafe")
                 if n:
-                    self.positions[self.offset : end] += a[:, :n].sum(axis=(0, 2)).astype(np.int64)
+                    per_pos = a.reshape(B, T, C)[:, :n].sum(axis=(0, 2))
+                    np.add(self.positions[self.offset : end], per_pos, out=self.positions[self.offset : end],
+                           casting="unsafe")  # fmt: skip
             else:
                 self.neurons += s.sum(dim=(0, 1), dtype=torch.int64).numpy()
                 if n:
@@ -289,6 +301,7 @@ class Meter:
         self.record_raster = True  # the raster shows the first sequence only
         self._raster_idx: dict[str, torch.Tensor] = {}
         self._called: set[str] = set()
+        self._pending: dict[str, tuple] = {}  # layer -> (rule, module, [(args, output)]) of one-token calls
         self._costs: dict[tuple, tuple] = {}  # (layer, operands, output shape) -> counter keys and counts
         self._seen: dict[int, tuple] = {}
         self._handles = []
@@ -332,11 +345,13 @@ class Meter:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self._measure_pending()
         self._seen.clear()
         self._producer.clear()
 
     def flush(self) -> None:
-        """Spike counts kept on the device, into the tally."""
+        """Deferred one-token calls measured, and the spike counts kept on the device, into the tally."""
+        self._measure_pending()
         for name, st in self.spike_stats.items():
             st.flush(self.tally, name)
 
@@ -350,6 +365,7 @@ class Meter:
 
     def begin_sequence(self, record_raster: bool = False) -> None:
         """A new sequence (document): token positions restart at 0."""
+        self._measure_pending()
         for st in self.spike_stats.values():
             st.offset = 0
         self.record_raster = record_raster
@@ -374,12 +390,63 @@ class Meter:
         return hook
 
     def _measure(self, name: str, rule, mod, args, output) -> None:
-        t = self.tally
         out = output[0] if isinstance(output, tuple) else output
+        if out.dim() == 3 and out.shape[1] == 1:
+            # One token step (streaming mode): most of the cost of measuring it is per call, not per value.
+            # The call waits with the layer's next ones and they are measured together, as one call over
+            # those tokens (``_measure_pending``): every rule is linear in the tokens, so the counts are the
+            # ones of the calls one by one, and an operand is classified over those tokens at once, as
+            # parallel mode classifies a chunk.
+            if name not in self._called:  # order and dataflow: at the first call, while the inputs are alive
+                self._called.add(name)
+                self.order.append(name)
+                self._record_dataflow(name, args, out)
+            entry = self._pending.get(name)
+            if entry is None:
+                entry = self._pending[name] = (rule, mod, [])
+            entry[2].append((args, out))
+            held = len(entry[2]) * out.numel() * out.element_size()  # the outputs held (the inputs are alike)
+            if len(entry[2]) >= PENDING_CALLS or held >= PENDING_BYTES:
+                self._measure_calls(name, *self._pending.pop(name))
+            return
+        self._measure_one(name, rule, mod, args, out)
+
+    def _measure_pending(self) -> None:
+        """Measure every deferred one-token call (in the order the layers first waited)."""
+        while self._pending:
+            name = next(iter(self._pending))
+            self._measure_calls(name, *self._pending.pop(name))
+
+    def _measure_calls(self, name: str, rule, mod, calls: list) -> None:
+        """k one-token calls of one layer as one call over k tokens: tensor inputs and the output joined along
+        the token axis (dim 1) where they have one; parameter-only (setup) counts stay per call."""
+        if len(calls) == 1:
+            self._measure_one(name, rule, mod, *calls[0])
+            return
+        k = len(calls)
+        out = torch.cat([o for _, o in calls], dim=1)
+        first_args = calls[0][0]
+        args = []
+        for i, a in enumerate(first_args):
+            if isinstance(a, torch.Tensor) and a.dim() == 3 and a.shape[1] == 1:
+                args.append(torch.cat([c[0][i] for c in calls], dim=1))
+            else:
+                args.append(a)  # parameters (time_mix, decay), states: the same shape on every call
+        n_in_extra = sum(
+            a.numel()
+            for c in calls[1:]
+            for a in c[0]
+            if isinstance(a, torch.Tensor) and not (a.dim() == 3 and a.shape[1] == 1)
+        )
+        self._measure_one(name, rule, mod, tuple(args), out, calls=k, extra_in=n_in_extra)
+
+    def _measure_one(self, name: str, rule, mod, args, out, calls: int = 1, extra_in: int = 0) -> None:
+        """One forward call of a module (or ``calls`` one-token calls joined, see ``_measure_calls``)."""
+        t = self.tally
         # A rule is a pure function of the module, the operands and the output shape: in streaming mode
         # the same call repeats every token, so its evaluation (flattened to counter keys) is kept, under
         # a key of the classified operands and the other inputs' shapes (their operand follows from it).
-        key, n_in, operands = [name], 0, t.operands
+        key, n_in, operands = [name, calls], extra_in, t.operands
         for i, a in enumerate(args):
             if not isinstance(a, torch.Tensor):
                 key.append(None)
@@ -387,10 +454,10 @@ class Meter:
             n_in += a.numel()
             if i in rule.classify:
                 op = self._classify(a)
-                operands[(name, i, "calls")] += 1
+                operands[(name, i, "calls")] += calls
                 operands[(name, i, "numel")] += op.numel
                 operands[(name, i, "nnz")] += op.nnz
-                operands[(name, i, op.cls)] += 1
+                operands[(name, i, op.cls)] += calls
                 key.append(op)
             else:
                 key.append(a.shape)
@@ -402,14 +469,14 @@ class Meter:
         if entry is None:
             ops = [
                 k if k is None or isinstance(k, Operand) else Operand("float", math.prod(k), math.prod(k), tuple(k))
-                for k in key[1:-1]
+                for k in key[2:-1]
             ]
             cost = rule.cost(mod, ops, tuple(out.shape))
             opclass = next((o.cls for i, o in enumerate(ops) if o is not None and i in rule.classify), "-")
             kind = rule.kind
             entry = (
                 [((name, kind, stage, prim, opclass), n) for stage, c in cost.ops.items() for prim, n in c.items()],
-                [((name, kind, stage, prim), n) for stage, c in cost.setup.items() for prim, n in c.items()],
+                [((name, kind, stage, prim), n * calls) for stage, c in cost.setup.items() for prim, n in c.items()],
             )
             if len(self._costs) >= 4096:
                 self._costs.clear()
@@ -423,7 +490,7 @@ class Meter:
             self._called.add(name)
             self.order.append(name)
             self._record_dataflow(name, args, out)
-        t.calls[name] += 1
+        t.calls[name] += calls
         if isinstance(mod, SPIKING_TYPES):
             self._record_spikes(name, out)
         elif isinstance(mod, sg.SquaredReLU):

@@ -179,7 +179,7 @@ def profile(
     batch: int = 1,
     mode: str = "parallel",
     chunk_len: int | None = None,
-    census_tokens: int = 2,
+    census_tokens: int = 1,
     costs: CostTable | None = None,
     precision: str = "fp32",
     raster_neurons: int = 64,

@@ -272,7 +272,7 @@ class RunSettings:
     units: int = UNITS
     raster_neurons: int = 64
     raster_tokens: int = 256
-    census_tokens: int = 2
+    census_tokens: int = 1  # every arithmetic op of the forward runs at one token (tests/test_energy.py)
     checkpoint_every: int | None = None  # tokens (corpus order) between merged checkpoints
     checkpoint_dir: Path | None = None
     resume: bool = False
@@ -591,13 +591,17 @@ class CorpusRun:
     # ---------------------------------------------------------------- merging, checkpoints, resume
     def _merge_all(self) -> RunState | None:
         """Gather every rank's delta on rank 0 and add them to the merged state (rank order)."""
-        parts = self.d.gather_bytes(self.delta.to_bytes())
-        if not self.d.is_main:
-            self.delta = self._new_state(self.delta.since_seq)
-            return None
+        if self.d.active:
+            parts = self.d.gather_bytes(self.delta.to_bytes())
+            if not self.d.is_main:
+                self.delta = self._new_state(self.delta.since_seq)
+                return None
+            deltas = [RunState.from_bytes(b, f"rank {i}'s state") for i, b in enumerate(parts)]
+        else:  # one process: its delta as it is (the bytes round trip is exact, and only costs time)
+            deltas = [self.delta]
         merged = self.base or RunState(fingerprint=self.s.fingerprint)
-        for i, b in enumerate(parts):
-            merged.merge(RunState.from_bytes(b, f"rank {i}'s state"))
+        for delta in deltas:
+            merged.merge(delta)
         self.base = merged
         self.delta = self._new_state(merged.checkpoint_seq)
         return merged

@@ -63,7 +63,7 @@ def measure_model(name: str, checkpoint: Path, text: str, tokens: int, costs: Co
     tok = resolve_tokenizer(info.config.vocab_size, None, checkpoint)
     ids = tok.encode(text[: (tokens + 1) * (16 if tok.kind == "bpe" else 1)])[: tokens + 1]
     ids_t = torch.tensor([ids])
-    prof = profile(model, ids_t, mode=mode, costs=costs, precision=precision, census_tokens=2)
+    prof = profile(model, ids_t, mode=mode, costs=costs, precision=precision, census_tokens=1)
     scored = tok.decode(ids[1:])
     chars = len(scored) if tok.kind == "bpe" else len(ids) - 1
     cpt = chars / prof.tokens

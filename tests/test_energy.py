@@ -207,6 +207,24 @@ def test_census_covers_the_model(tiny32):
     assert "first 8 tokens" in prof.meta["census_note"]
 
 
+@pytest.mark.parametrize("variant", ["released", "twin", "spike-input"])
+@pytest.mark.parametrize("mode", ["parallel", "streaming"])
+def test_one_census_token_sees_every_arithmetic_op(variant, mode):
+    """The census's default of one token is enough: the (module, aten op, status) of every op that is not
+    data movement is the same at 1, 2 and 3 tokens (more tokens only add views, e.g. the carried state's)."""
+    from spikegpt import SpikeGPT, preset
+
+    torch.manual_seed(0)
+    model = SpikeGPT(preset("tiny", variant=variant)).eval()
+    x = torch.randint(0, 64, (1, 3))
+    seen = []
+    for n in (1, 2, 3):
+        with torch.no_grad():
+            c = census(model, lambda n=n: model.run(x[:, :n], mode=mode))
+        seen.append({(r.module, r.aten_op, r.status) for r in c.itertuples() if r.status != "free"})
+    assert seen[0] == seen[1] == seen[2] and len(seen[0]) > 20
+
+
 def test_census_reports_what_no_rule_covers(tiny32):
     class Odd(nn.Module):
         def forward(self, x):
