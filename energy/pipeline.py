@@ -313,7 +313,8 @@ def run(job: Job, progress=None) -> Result | None:
     return Result(
         job, model, info, tok, prof, bases, aud, state.excerpt, corpus.spec, costs, timings, state.chars,
         text_sha256=runner.text_sha256, text_chars=runner.chars_read, state=state, corpus=corpus_info,
-        uncertainty=unc, documents=documents_frame(state, widths, lif), scored_text=sample, variants=variants,
+        uncertainty=unc, documents=documents_frame(state, widths, lif, list(static["kinds"])), scored_text=sample,
+        variants=variants,
     )  # fmt: skip
 
 

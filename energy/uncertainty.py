@@ -268,8 +268,11 @@ def group_table(state, settings, widths: dict, lif: list[str], resamples: int = 
     return {"by": by, "rows": rows}
 
 
-def documents_frame(state, widths: dict, lif: list[str]):
-    """One row per document: tokens, characters, bits, rates (overall over the LIF layers, and per layer)."""
+def documents_frame(state, widths: dict, lif: list[str], layer_order: list[str] = ()):
+    """One row per document: tokens, characters, bits, rates (overall over the LIF layers, and per layer).
+
+    The per-layer columns follow ``layer_order`` (the model's), then any other layer by name, so the file is the
+    same whichever way the counts were gathered (one process, several, or a resumed state)."""
     import math
 
     import pandas as pd
@@ -282,6 +285,7 @@ def documents_frame(state, widths: dict, lif: list[str]):
                "chars": d.chars, "bits_per_token": d.nats / math.log(2) / d.tokens if d.tokens else None,
                "bpc": d.nats / math.log(2) / d.chars if d.chars else None,
                "firing_rate": sum(d.spikes.get(k, 0) for k in lif) / lif_steps if lif_steps else None}  # fmt: skip
-        row.update({f"rate:{k}": d.spikes[k] / steps[k] if steps[k] else None for k in d.spikes})
+        order = [k for k in layer_order if k in d.spikes] + sorted(k for k in d.spikes if k not in layer_order)
+        row.update({f"rate:{k}": d.spikes[k] / steps[k] if steps[k] else None for k in order})
         rows.append(row)
     return pd.DataFrame(rows)
