@@ -99,29 +99,21 @@ def _units(state, settings):
 
 def unit_energy(model, tallies, static: dict, scenarios, costs, precision: str, *, spiking: bool = True,
                 batch: int = 1) -> dict[str, np.ndarray]:  # fmt: skip
-    """pJ of each unit (not per token) by scenario, all units priced in one call per scenario.
+    """pJ of each unit (not per token) by scenario: each unit priced on its own, as a whole run would be.
 
-    Each unit's layers are renamed ``layer#uI`` so that one ``scenario_energy`` call prices
-    every unit at once (the accounting works row by row on per-token columns).
+    One call per unit, not one call over all units renamed apart: the accounting is not row by row (the
+    weights that fit the SRAM budget are placed over the whole model, and the counterfactual looks up each
+    projection's producer by name), so a single call would place ``units`` copies of the model.
     """
-    import pandas as pd
-
     from energy.estimate import scenario_energy
     from energy.profile import frames
 
-    ops, lays = [], []
+    out = {s: np.zeros(len(tallies)) for s in scenarios}
     for i, t in enumerate(tallies):
-        o, la = frames(model, t, static)
-        ops.append(o.assign(layer=o.layer + f"#u{i}"))
-        lays.append(la.assign(layer=la.layer + f"#u{i}"))
-    ops, lays = pd.concat(ops, ignore_index=True), pd.concat(lays, ignore_index=True)
-    tokens = np.array([t.tokens for t in tallies], dtype=np.float64)
-    out = {}
-    for s in scenarios:
-        e = scenario_energy(s, ops, lays, costs, precision, spiking=spiking, batch=batch)
-        unit = e.layer.str.rsplit("#u", n=1).str[1].astype(int)
-        per_token = e.pj.groupby(unit.values).sum().reindex(range(len(tallies)), fill_value=0.0).to_numpy()
-        out[s] = per_token * tokens
+        ops, lays = frames(model, t, static)
+        for s in scenarios:
+            out[s][i] = float(scenario_energy(s, ops, lays, costs, precision, spiking=spiking, batch=batch).pj.sum())
+            out[s][i] *= t.tokens
     return out
 
 
