@@ -1,4 +1,5 @@
-"""On-disk cache of the baselines' counts: a second run does not rebuild them.
+"""On-disk cache of the baselines' counts (and of the bundled comparison models' profiles): a second run
+does not rebuild them.
 
 The counts of a transformer baseline (``energy.baselines.default_baselines``) depend only
 on its architecture, its context length, and the code and libraries that count them; the
@@ -18,7 +19,10 @@ On load the file is size-limited, parsed as strict JSON, validated against ``Cac
 and its checksum and key compared; an entry that fails is logged, deleted and rebuilt.
 
 The RWKV twin is not cached: it runs in the same pass as SpikeGPT, on the same documents
-(``energy.runner``), which its paired bootstrap needs.
+(``energy.runner``), which its paired bootstrap needs. The profiles of the models that the demo
+report and ``spike-energy pareto`` compare (``energy.variants``) are cached in ``profiles/`` beside
+``baselines/``, keyed by the checkpoint's SHA-256, the token ids, the run settings, the source of
+the profiling and model code, and the library versions; the cost table is applied after loading.
 """
 
 from __future__ import annotations
@@ -118,9 +122,13 @@ def _payload_hash(fields: dict, frames: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def to_entry(b: Baseline, key: str) -> dict:
+def to_entry(b, key: str, skip: tuple[str, ...] = ()) -> dict:
+    """A dataclass (a Baseline, a Profile) as a cache entry: DataFrames as typed columns, the rest as JSON;
+    the fields in ``skip`` are left out (the caller supplies them again on load)."""
     fields, frames = {}, {}
     for f in dataclasses.fields(b):
+        if f.name in skip:
+            continue
         v = getattr(b, f.name)
         if isinstance(v, pd.DataFrame):
             frames[f.name] = {
@@ -139,8 +147,9 @@ class CorruptEntry(ValueError):
     pass
 
 
-def from_entry(d: dict, key: str) -> Baseline:
-    """A Baseline from a validated entry dict; ``CorruptEntry`` if anything does not fit."""
+def from_entry(d: dict, key: str, cls=Baseline, extra: dict | None = None):
+    """A ``cls`` (a Baseline by default) from a validated entry dict, with the fields in ``extra`` added;
+    ``CorruptEntry`` if anything does not fit."""
     entry = CacheEntry.model_validate(d)
     if entry.key != key:
         raise CorruptEntry("its key does not match its file name")
@@ -156,9 +165,9 @@ def from_entry(d: dict, key: str) -> Baseline:
             raise CorruptEntry(f"frame {name!r} has columns of different lengths")
         frames[name] = pd.DataFrame({c: pd.Series(fr.data[c], dtype=dt) for c, dt in fr.dtypes.items()})
     try:
-        return Baseline(**entry.fields, **frames)
+        return cls(**entry.fields, **frames, **(extra or {}))
     except TypeError as e:
-        raise CorruptEntry(f"it does not hold a Baseline ({e})") from None
+        raise CorruptEntry(f"it does not hold a {cls.__name__} ({e})") from None
 
 
 # ---------------------------------------------------------------------------------
@@ -166,34 +175,39 @@ def from_entry(d: dict, key: str) -> Baseline:
 # ---------------------------------------------------------------------------------
 
 
-def _path(key: str) -> Path:
-    return cache_dir() / f"{key}.json"
+WHAT = {"baselines": "baseline", "profiles": "profile"}  # cache folder -> what its entries hold
 
 
-def read(key: str) -> Baseline | None:
-    """The cached Baseline, or None if there is none or it is corrupt (then it is deleted)."""
-    path = _path(key)
+def _path(key: str, folder: str = "baselines") -> Path:
+    """Baselines in ``cache_dir()``, profiles in the folder beside it."""
+    return (cache_dir() if folder == "baselines" else cache_dir().parent / folder) / f"{key}.json"
+
+
+def read(key: str, folder: str = "baselines", cls=Baseline, extra: dict | None = None):
+    """The cached entry (a Baseline by default), or None if there is none or it is corrupt (then it is deleted)."""
+    path = _path(key, folder)
     if not os.path.lexists(path):
         return None
     try:
-        d = load_json(path, "baseline cache entry", None, MAX_ENTRY_BYTES)
-        return from_entry(d, key)
+        d = load_json(path, f"{folder} cache entry", None, MAX_ENTRY_BYTES)
+        return from_entry(d, key, cls, extra)
     except (SpikeEnergyError, ValueError, TypeError, KeyError) as e:  # ValidationError is a ValueError
-        logger.warning("ignoring the corrupt baseline cache entry %s (%s); it will be rebuilt",
-                       path, str(e).splitlines()[0][:200])  # fmt: skip
+        logger.warning("ignoring the corrupt %s cache entry %s (%s); it will be rebuilt",
+                       WHAT[folder], path, str(e).splitlines()[0][:200])  # fmt: skip
         with contextlib.suppress(OSError):
             path.unlink()
         return None
 
 
-def write(key: str, b: Baseline) -> None:
-    """Store a Baseline; a cache that cannot be written is logged, not an error."""
-    path = _path(key)
+def write(key: str, b, folder: str = "baselines", skip: tuple[str, ...] = ()) -> None:
+    """Store a Baseline (or a Profile, in ``folder``); a cache that cannot be written is logged, not an error."""
+    path = _path(key, folder)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, strict_dumps(to_entry(b, key)))
+        atomic_write_text(path, strict_dumps(to_entry(b, key, skip)))
     except OSError as e:
-        logger.warning("could not write the baseline cache %s (%s); the next run rebuilds it", path, e.strerror)
+        logger.warning("could not write the %s cache %s (%s); the next run rebuilds it", WHAT[folder], path,
+                       e.strerror)  # fmt: skip
 
 
 def baselines(config, context: int, include, use_cache: bool = True) -> dict[str, Baseline]:
@@ -227,3 +241,37 @@ def check_memory(config, context: int, include, budget: int | None) -> None:
                      vocab_size=config.vocab_size)  # fmt: skip
         need = transformer_bytes(**d, context=context)
         check(f"the {name} baseline at a context of {context:,} tokens", need, budget)
+
+
+# ---------------------------------------------------------------------------------
+# Profiles of the bundled comparison models
+# ---------------------------------------------------------------------------------
+
+PROFILING_MODULES = ("energy.profile", "energy.runner", "energy.hooks", "energy.rules", "energy.census",
+                     "energy.classify", "spikegpt.model", "spikegpt.config", "spikegpt.checkpoint")  # fmt: skip
+PROFILE_SKIP = ("costs", "precision")  # applied after loading, like a baseline's cost table
+
+
+def profile_key(checkpoint_sha256: str, ids: list[int], **settings) -> str:
+    """SHA-256 of everything a profile depends on: the checkpoint's bytes, the token ids, the run's settings,
+    the source of the profiling and model code, and the library versions."""
+    code = code_hash(tuple(m for m in PROFILING_MODULES if importlib.util.find_spec(m)))
+    spec = {"format": CACHE_FORMAT, "checkpoint": checkpoint_sha256,
+            "ids": hashlib.sha256(json.dumps(ids).encode()).hexdigest(), "settings": settings, "code": code,
+            **_versions()}  # fmt: skip
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def cached_profile(key: str | None, build, costs, precision: str):
+    """The profile under ``key`` from the cache, else ``build()`` (then stored); ``key`` None: no cache."""
+    from energy.profile import Profile
+
+    if key is not None:
+        hit = read(key, "profiles", Profile, {"costs": costs, "precision": precision})
+        if hit is not None:
+            logger.info("profile from the cache (%s)", _path(key, "profiles"))
+            return hit
+    prof = build()
+    if key is not None:
+        write(key, prof, "profiles", PROFILE_SKIP)
+    return prof

@@ -113,8 +113,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         help="process node of the digital reference: 45, 28, 16, 7, 5 (nm); repeatable; 'all' (default)",
     )
     e.add_argument("--no-cache", action="store_true",
-                   help="rebuild the transformer baselines instead of reading (and writing) the on-disk cache "
-                        "in the user cache directory")  # fmt: skip
+                   help="rebuild the transformer baselines (and the bundled comparison models' profiles) instead "
+                        "of reading (and writing) the on-disk cache in the user cache directory")  # fmt: skip
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
@@ -264,6 +264,9 @@ def make_parser() -> argparse.ArgumentParser:
         help="chip presets for the best-platform column ('all' default, 'none')",
     )
     pa.add_argument("--out", default="spike-energy-pareto", help="output directory (default spike-energy-pareto/)")
+    pa.add_argument("--no-cache", action="store_true",
+                    help="profile every checkpoint again instead of reading (and writing) the on-disk profile cache "
+                         "(keyed by each checkpoint's SHA-256, the token ids and the profiling code)")  # fmt: skip
     cmp_ = sub.add_parser("compare", parents=[common], help="two runs side by side (summary.json files)")
     cmp_.add_argument("a", help="first summary.json")
     cmp_.add_argument("b", help="second summary.json")
@@ -810,7 +813,8 @@ def cmd_pareto(a) -> int:
     bar, cb = _progress()
     with bar:
         res = compare(models, text, a.tokens, costs, a.precision, a.zero_skipping == "on",
-                      platforms=platforms or ("none",), progress=lambda d, t: cb("models", d, t))  # fmt: skip
+                      platforms=platforms or ("none",), progress=lambda d, t: cb("models", d, t),
+                      use_cache=not a.no_cache)  # fmt: skip
     from energy.pipeline import _clean
 
     out.mkdir(parents=True, exist_ok=True)

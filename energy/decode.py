@@ -45,6 +45,12 @@ def transformer_energy(
     baseline, t: int, costs: CostTable, precision: str, memory: bool, zero_skipping: bool = True
 ) -> float:
     """pJ to generate token t at batch 1 (as executed, with or without memory traffic)."""
+    if isinstance(baseline, _Memo):
+        return baseline.energy(t, costs, precision, memory, zero_skipping)
+    return _energy(baseline, t, costs, precision, memory, zero_skipping)
+
+
+def _energy(baseline, t: int, costs: CostTable, precision: str, memory: bool, zero_skipping: bool) -> float:
     ops, lay = _at_position(baseline, t)
     acc = Accounting(memory="sram" if memory else None, zero_skipping=zero_skipping)
     return float(account(ops, lay, costs, precision, acc, spiking=False, batch=1).pj.sum())
@@ -92,13 +98,28 @@ def decode_mode(
     out = {"curves": {}, "flat": flat, "crossover": {}, "batch": 1}
     for name, b in transformers.items():
         pos = positions(b.context)
+        memo = _Memo(b)
         out["curves"][name] = {
             "positions": pos,
-            "as_executed": [transformer_energy(b, t, costs, precision, False, zero_skipping) for t in pos],
-            "as_executed_memory": [transformer_energy(b, t, costs, precision, True, zero_skipping) for t in pos],
+            "as_executed": [transformer_energy(memo, t, costs, precision, False, zero_skipping) for t in pos],
+            "as_executed_memory": [transformer_energy(memo, t, costs, precision, True, zero_skipping) for t in pos],
         }
         out["crossover"][name] = {
-            model: {s: crossover(b, e[s], costs, precision, s == "as_executed_memory", zero_skipping) for s in e}
+            model: {s: crossover(memo, e[s], costs, precision, s == "as_executed_memory", zero_skipping) for s in e}
             for model, e in flat.items()
         }
     return out
+
+
+class _Memo:
+    """A baseline whose energy at a position is computed once (the curves and each model's bisection
+    ask for the same positions)."""
+
+    def __init__(self, baseline):
+        self.baseline, self.context, self.seen = baseline, baseline.context, {}
+
+    def energy(self, t: int, costs: CostTable, precision: str, memory: bool, zero_skipping: bool) -> float:
+        key = (t, memory, zero_skipping)
+        if key not in self.seen:
+            self.seen[key] = _energy(self.baseline, t, costs, precision, memory, zero_skipping)
+        return self.seen[key]

@@ -308,7 +308,8 @@ def run(job: Job, progress=None) -> Result | None:
     if job.variants and job.checkpoint is None and len(bundled_models()) > 1:  # the three bundled models, compared
         t0 = time.perf_counter()
         variants = compare_models(bundled_models(), sample, prof.meta["tokens_per_sequence"], costs, job.precision,
-                                  job.zero_skipping, job.mode, job.platforms, tick("models"))  # fmt: skip
+                                  job.zero_skipping, job.mode, job.platforms, tick("models"),
+                                  use_cache=job.cache)  # fmt: skip
         timings["variants_s"] = time.perf_counter() - t0
     return Result(
         job, model, info, tok, prof, bases, aud, state.excerpt, corpus.spec, costs, timings, state.chars,

@@ -53,9 +53,11 @@ def _card(checkpoint: Path) -> dict | None:
 
 
 def measure_model(name: str, checkpoint: Path, text: str, tokens: int, costs: CostTable, precision: str,
-                  zero_skipping: bool = True, mode: str = "parallel") -> dict:  # fmt: skip
+                  zero_skipping: bool = True, mode: str = "parallel", use_cache: bool = True) -> dict:  # fmt: skip
     """One checkpoint on the first ``tokens`` tokens of ``text``: quality, rates, what projections read,
-    energy per token and per character in every scenario."""
+    energy per token and per character in every scenario. The profile comes from the on-disk cache when
+    the same checkpoint (by SHA-256) ran on the same token ids with the same code (``energy.cache``)."""
+    from energy.cache import cached_profile, profile_key
     from spikegpt.checkpoint import load_checkpoint
     from spikegpt.tokenizer import resolve_tokenizer
 
@@ -63,7 +65,9 @@ def measure_model(name: str, checkpoint: Path, text: str, tokens: int, costs: Co
     tok = resolve_tokenizer(info.config.vocab_size, None, checkpoint)
     ids = tok.encode(text[: (tokens + 1) * (16 if tok.kind == "bpe" else 1)])[: tokens + 1]
     ids_t = torch.tensor([ids])
-    prof = profile(model, ids_t, mode=mode, costs=costs, precision=precision, census_tokens=1)
+    key = profile_key(info.sha256, ids, mode=mode, census_tokens=1, dtype=str(ids_t.dtype)) if use_cache else None
+    prof = cached_profile(key, lambda: profile(model, ids_t, mode=mode, costs=costs, precision=precision,
+                                               census_tokens=1), costs, precision)  # fmt: skip
     scored = tok.decode(ids[1:])
     chars = len(scored) if tok.kind == "bpe" else len(ids) - 1
     cpt = chars / prof.tokens
@@ -111,12 +115,13 @@ def _by_block(rates: dict[str, float]) -> dict[str, float]:
 
 
 def compare(checkpoints: dict[str, Path], text: str, tokens: int, costs: CostTable, precision: str = "fp32",
-            zero_skipping: bool = True, mode: str = "parallel", platforms=("all",), progress=None) -> dict:  # fmt: skip
+            zero_skipping: bool = True, mode: str = "parallel", platforms=("all",), progress=None,
+            use_cache: bool = True) -> dict:  # fmt: skip
     """Every checkpoint on the same text; the Pareto points, the measured counterfactual and a verdict.
-    ``progress(done, total)``: optional, after each model."""
+    ``progress(done, total)``: optional, after each model. ``use_cache``: profiles through the on-disk cache."""
     models = []
     for i, (name, path) in enumerate(checkpoints.items()):
-        models.append(measure_model(name, Path(path), text, tokens, costs, precision, zero_skipping, mode))
+        models.append(measure_model(name, Path(path), text, tokens, costs, precision, zero_skipping, mode, use_cache))
         if progress:
             progress(i + 1, len(checkpoints))
     _best_platforms(models, costs, precision, platforms)

@@ -142,3 +142,42 @@ def test_second_profile_does_not_rebuild_and_no_cache_does(tmp_path, cache_dir, 
     assert counted == [NAME, NAME]
     assert summaries[0]["baselines"] == summaries[1]["baselines"] == summaries[2]["baselines"]
     assert summaries[0]["headline"] == summaries[1]["headline"]
+
+
+def test_compared_profiles_are_cached_exactly_and_rebuilt_when_corrupt(tmp_path, cache_dir, monkeypatch, caplog):
+    """The models that the demo report and `pareto` compare: a second comparison reads their profiles from
+    the cache and reports the same numbers, bit for bit; a corrupt entry is rebuilt; no cache rebuilds."""
+    from energy import variants
+    from energy.costs import load_costs
+
+    tok = CharTokenizer.from_text(TEXT)
+    paths = {}
+    for seed, variant in ((0, "released"), (1, "twin")):
+        torch.manual_seed(seed)
+        cfg = SpikeGPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_embd=16, ctx_len=16, variant=variant)
+        paths[variant] = tmp_path / f"{variant}.pth"
+        save_checkpoint(SpikeGPT(cfg), paths[variant])
+        (tmp_path / f"{variant}.vocab.json").write_text(tok.to_json())
+    built = []
+    real = variants.profile
+    monkeypatch.setattr(variants, "profile", lambda *a, **k: built.append(1) or real(*a, **k))
+    costs = load_costs()
+
+    def compare(**kw):
+        return strict_json(variants.compare(paths, TEXT, 24, costs, platforms=("none",), **kw))
+
+    first = compare()
+    assert len(built) == 2 and len(list((cache_dir.parent / "profiles").glob("*.json"))) == 2
+    assert compare() == first and len(built) == 2  # read, not rebuilt, and the same numbers
+    entry = sorted((cache_dir.parent / "profiles").glob("*.json"))[0]
+    entry.write_text(entry.read_text()[:-10])  # truncated
+    assert compare() == first and len(built) == 3
+    assert "ignoring the corrupt profile cache entry" in caplog.text
+    assert compare(use_cache=False) == first and len(built) == 5
+
+
+def strict_json(d):
+    from energy.pipeline import _clean
+    from spikegpt.safeio import strict_dumps
+
+    return json.loads(strict_dumps(_clean(d)))
