@@ -307,7 +307,9 @@ def run(job: Job, progress=None) -> Result | None:
     variants = None
     if job.variants and job.checkpoint is None and len(bundled_models()) > 1:  # the three bundled models, compared
         t0 = time.perf_counter()
-        variants = compare_models(bundled_models(), sample, prof.meta["tokens_per_sequence"], costs, job.precision,
+        # the same tokens as the main run: its input starts one token before the scored characters
+        lead = sample_text(corpus, state.chars + 64)
+        variants = compare_models(bundled_models(), lead, prof.meta["tokens_per_sequence"], costs, job.precision,
                                   job.zero_skipping, job.mode, job.platforms, tick("models"),
                                   use_cache=job.cache)  # fmt: skip
         timings["variants_s"] = time.perf_counter() - t0

@@ -108,3 +108,13 @@ def test_demo_headline_in_the_browser(demo_report, tmp_path):
             assert shown not in cards
     # the scale panel shows it, per character, apart
     assert 'id="scale"' in dom and "gpt2-small" in dom.split('id="scale"')[1].split("</table>")[0]
+
+
+def test_demo_variants_run_the_same_tokens_as_the_main_run(demo_report):
+    """The released model in the variants section is the profiled model on the same tokens: the same count
+    of scored tokens, the same bits per character and firing rate as the report's header."""
+    s = json.loads((demo_report / "summary.json").read_text())
+    released = next(m for m in s["variants"]["models"] if m["variant"] == "released")
+    assert released["tokens"] == s["tokens"] == 128
+    assert released["bpc"] == pytest.approx(s["bpc"], rel=1e-6)
+    assert released["firing_rate_overall"] == pytest.approx(s["firing_rate"]["overall"], rel=1e-6)
