@@ -274,7 +274,7 @@ def build_profile(
         "mode": mode,
         "chunk_len": chunk_len or (cfg.ctx_len if cfg is not None else None),
         "census_tokens": census_n,
-        "census_note": f"the coverage census ran on the first {census_n} tokens of "
+        "census_note": f"the coverage census ran on the first {census_n} token{'' if census_n == 1 else 's'} of "
         + ("each row" if settings.concat else "the first document"),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "device": str(device),
