@@ -76,6 +76,7 @@ def headline(
     tokens_per_sequence: int,
     context_set_by_user: bool,
     zero_skipping: bool,
+    documents: int = 1,
 ) -> dict:
     """All headline numbers and the sentences made from them. ``baselines``: name -> the baseline summary
     (``energy_pj_per_token``, ``synaptic_ops_per_token``, ``chars_per_token``, ``context``, ``params``)."""
@@ -115,7 +116,7 @@ def headline(
         out["energy_ratio"] = {s: ratio(comparator, s) for s in ("as_executed", "as_executed_memory")}
         out["holds"] = bool(out["op_ratio"] is not None and out["op_ratio"] >= claim)
         out["context"] = {"spikegpt_tokens": tokens_per_sequence, "comparator": b.get("context"),
-                          "set_by_user": context_set_by_user}  # fmt: skip
+                          "set_by_user": context_set_by_user, "documents": documents}  # fmt: skip
     if twin in baselines:
         out["twin_ratio"] = {s: ratio(twin, s) for s in ("as_executed", "as_executed_memory")}
     out["scale"] = {
@@ -138,7 +139,10 @@ def _sentence(h: dict, model: dict, claim: float, comparator: str | None, twin: 
         return base + f". The cause, measured: {h['cause']}."
     verdict = "holds" if h["holds"] else "does not hold"
     ctx = h["context"]
-    if ctx["comparator"] == ctx["spikegpt_tokens"]:
+    docs = ctx.get("documents", 1)
+    if ctx["comparator"] == ctx["spikegpt_tokens"] and docs > 1:
+        seq = f"sequences of {ctx['spikegpt_tokens']:,} tokens, the mean length of the {docs:,} documents"
+    elif ctx["comparator"] == ctx["spikegpt_tokens"]:
         seq = f"the same {ctx['spikegpt_tokens']:,}-token sequences"
     else:
         why = "set with --context" if ctx["set_by_user"] else "its context"

@@ -514,6 +514,7 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
         layers=p.layers, model={"n_layer": cfg.n_layer, "n_embd": cfg.n_embd, "vocab_size": cfg.vocab_size},
         tokens_per_sequence=p.meta["tokens_per_sequence"], context_set_by_user=job.context is not None,
         zero_skipping=job.zero_skipping,
+        documents=r.corpus.get("documents", 1) if r.corpus.get("run") == "documents" else 1,
     )  # fmt: skip
     decode = _decode(r, e_tot)
     head["decode_sentence"] = decode_sentence(decode, r.audit["reference"])

@@ -751,6 +751,7 @@ def decode_curves(decode: Mapping) -> Figure:
         _log_axis(ax.yaxis, _energy_tick)
         if vals:
             ax.set_ylim(min(vals) / 1.5, max(vals) * 1.5)
+            _dense_log_ticks(ax.yaxis, min(vals) / 1.5, max(vals) * 1.5)  # 1-2-5 labels under ~2 decades
         ax.set_xlabel("position of the generated token")
         ax.set_title(title)
     axes[0].set_ylabel("energy / generated token")

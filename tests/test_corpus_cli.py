@@ -186,6 +186,9 @@ def test_profile_on_a_corpus_reports_domains_and_intervals(model_files, tmp_path
     assert len(docs) == 10 and docs[0][:5] == ["index", "name", "source", "domain", "tokens"]
     html = (out / "report.html").read_text()
     assert 'id="corpus"' in html and "Firing rate and bits per char by domain" in html
+    assert f"{s['tokens']:,} tokens (9 documents, {s['tokens_per_sequence']:,} tokens each on average)" in html
+    for scen, iv in u["energy_pj_per_token"].items():  # each unit priced as the whole model
+        assert iv["lo"] <= iv["value"] <= iv["hi"], scen
     assert "<script" not in html.split('id="corpus"')[1].split("</section>")[0]
     assert "domain drama" in stdout
 

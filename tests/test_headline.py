@@ -118,3 +118,18 @@ def test_demo_variants_run_the_same_tokens_as_the_main_run(demo_report):
     assert released["tokens"] == s["tokens"] == 128
     assert released["bpc"] == pytest.approx(s["bpc"], rel=1e-6)
     assert released["firing_rate_overall"] == pytest.approx(s["firing_rate"]["overall"], rel=1e-6)
+
+
+def test_headline_names_the_mean_document_length_for_a_corpus():
+    """A corpus runs each document as its own sequence: the comparator's sequence length is their mean,
+    and the sentence says so instead of "the same N-token sequences"."""
+    from energy.headline import _sentence
+
+    h = {"holds": False, "op_ratio": 2.0, "energy_ratio": {"as_executed": 2.0, "as_executed_memory": 3.0},
+         "zero_skipping": True, "twin_ratio": {"as_executed": 1.01, "as_executed_memory": 1.01}, "cause": "x",
+         "context": {"spikegpt_tokens": 2524, "comparator": 2524, "set_by_user": False, "documents": 36}}  # fmt: skip
+    model = {"n_layer": 4, "n_embd": 192, "vocab_size": 84}
+    text = _sentence(h, model, 32.2, "transformer-same-dims", "rwkv-twin")
+    assert "sequences of 2,524 tokens, the mean length of the 36 documents" in text
+    h["context"]["documents"] = 1
+    assert "the same 2,524-token sequences" in _sentence(h, model, 32.2, "transformer-same-dims", "rwkv-twin")
