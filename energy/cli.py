@@ -21,6 +21,7 @@ from spikegpt.safeio import (
     atomic_write_text,
     check_output_dir,
     check_output_file,
+    json_safe,
     load_json,
     one_line,
     shown_path,
@@ -645,7 +646,7 @@ def cmd_audit(a) -> int:
         if result is None:  # another rank of a torchrun job
             return 0
     text = strict_dumps(result.audit, indent=1)
-    print_audit(pipeline._clean(result.audit), console)
+    print_audit(json_safe(result.audit), console)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json_path, text)
     print(f"audit: {json_path}")
@@ -815,10 +816,9 @@ def cmd_pareto(a) -> int:
         res = compare(models, text, a.tokens, costs, a.precision, a.zero_skipping == "on",
                       platforms=platforms or ("none",), progress=lambda d, t: cb("models", d, t),
                       use_cache=not a.no_cache)  # fmt: skip
-    from energy.pipeline import _clean
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "pareto.json").write_text(strict_dumps(_clean(res), indent=1))
+    (out / "pareto.json").write_text(strict_dumps(json_safe(res), indent=1))
     uri = figure_to_data_uri(pareto(res), "svg")
     import base64
 

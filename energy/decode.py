@@ -13,6 +13,7 @@ over the causal triangle, (T + 1) / 2 keys per query on average: at position t e
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -45,12 +46,6 @@ def transformer_energy(
     baseline, t: int, costs: CostTable, precision: str, memory: bool, zero_skipping: bool = True
 ) -> float:
     """pJ to generate token t at batch 1 (as executed, with or without memory traffic)."""
-    if isinstance(baseline, _Memo):
-        return baseline.energy(t, costs, precision, memory, zero_skipping)
-    return _energy(baseline, t, costs, precision, memory, zero_skipping)
-
-
-def _energy(baseline, t: int, costs: CostTable, precision: str, memory: bool, zero_skipping: bool) -> float:
     ops, lay = _at_position(baseline, t)
     acc = Accounting(memory="sram" if memory else None, zero_skipping=zero_skipping)
     return float(account(ops, lay, costs, precision, acc, spiking=False, batch=1).pj.sum())
@@ -60,17 +55,12 @@ def positions(T: int, n: int = 48) -> list[int]:
     return sorted({int(round(x)) for x in np.geomspace(1, T, n)} | {1, T})
 
 
-def crossover(
-    baseline, flat_pj: float, costs: CostTable, precision: str, memory: bool, zero_skipping: bool = True
-) -> dict:
-    """The first position t at which generating a token costs the transformer more than ``flat_pj``.
+def crossover(cost, T: int, flat_pj: float, memory: bool) -> dict:
+    """The first position t at which generating a token costs the transformer more than ``flat_pj``;
+    ``cost(t)``: its pJ at position t (with memory traffic if ``memory``), ``T``: its context.
 
     Within 1..T by bisection (the cost does not decrease with t); beyond T, for compute alone, the linear
     extrapolation of the attention term, labelled as such."""
-    T = baseline.context
-
-    def cost(t):
-        return transformer_energy(baseline, t, costs, precision, memory, zero_skipping)
 
     if cost(1) >= flat_pj:
         return {"position": 1, "within_context": True, "note": "from the first token on"}
@@ -98,28 +88,19 @@ def decode_mode(
     out = {"curves": {}, "flat": flat, "crossover": {}, "batch": 1}
     for name, b in transformers.items():
         pos = positions(b.context)
-        memo = _Memo(b)
+
+        @functools.cache  # the curves and each model's bisection ask for the same positions
+        def cost(t: int, memory: bool, b=b) -> float:
+            return transformer_energy(b, t, costs, precision, memory, zero_skipping)
+
         out["curves"][name] = {
             "positions": pos,
-            "as_executed": [transformer_energy(memo, t, costs, precision, False, zero_skipping) for t in pos],
-            "as_executed_memory": [transformer_energy(memo, t, costs, precision, True, zero_skipping) for t in pos],
+            "as_executed": [cost(t, False) for t in pos],
+            "as_executed_memory": [cost(t, True) for t in pos],
         }
         out["crossover"][name] = {
-            model: {s: crossover(memo, e[s], costs, precision, s == "as_executed_memory", zero_skipping) for s in e}
+            model: {s: crossover(lambda t, m=s == "as_executed_memory": cost(t, m), b.context, e[s],
+                                 s == "as_executed_memory") for s in e}
             for model, e in flat.items()
-        }
+        }  # fmt: skip
     return out
-
-
-class _Memo:
-    """A baseline whose energy at a position is computed once (the curves and each model's bisection
-    ask for the same positions)."""
-
-    def __init__(self, baseline):
-        self.baseline, self.context, self.seen = baseline, baseline.context, {}
-
-    def energy(self, t: int, costs: CostTable, precision: str, memory: bool, zero_skipping: bool) -> float:
-        key = (t, memory, zero_skipping)
-        if key not in self.seen:
-            self.seen[key] = _energy(self.baseline, t, costs, precision, memory, zero_skipping)
-        return self.seen[key]

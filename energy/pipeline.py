@@ -52,7 +52,7 @@ from spikegpt.checkpoint import CheckpointInfo, load_checkpoint
 from spikegpt.errors import SpikeEnergyError
 from spikegpt.limits import check_device, check_memory, spikegpt_run_bytes
 from spikegpt.model import SpikeGPT
-from spikegpt.safeio import without_dirs
+from spikegpt.safeio import json_safe, without_dirs
 from spikegpt.tokenizer import resolve_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -356,19 +356,6 @@ def relu_assumption(prof: Profile, user: float | None) -> tuple[float, str]:
 # ---------------------------------------------------------------------------------
 
 
-def _clean(o):
-    """JSON-safe: NaN/inf -> None, numpy/torch scalars -> Python."""
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if hasattr(o, "item") and not isinstance(o, (str, bytes)):
-        o = o.item()
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return o
-
-
 def _hist(rates: np.ndarray, bins: int = 20) -> dict:
     counts, edges = np.histogram(rates, bins=bins, range=(0.0, 1.0))
     return {"counts": counts.tolist(), "edges": edges.tolist()}
@@ -612,7 +599,7 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
         "environment": environment(r.job.device, r.job.command_line or sys.argv),
     }
     out.update(corpus_summary(r))
-    out = _clean(out)
+    out = json_safe(out)
     return redact_paths(out) if job.redact_paths else out
 
 

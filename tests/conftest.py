@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from spikegpt import SpikeGPT, preset
+from spikegpt import SpikeGPT, SpikeGPTConfig, preset
+from spikegpt.checkpoint import save_checkpoint
+from spikegpt.tokenizer import CharTokenizer
 
 
 @pytest.fixture
@@ -26,3 +28,20 @@ def _private_baselines_cache(tmp_path_factory):
     mp.setattr("energy.cache.cache_dir", lambda: root / "spike-energy" / "baselines")
     yield root
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def write_model_files():
+    """``write(d, text, seed=0, ctx_len=32)``: a random 2 x 32 char model whose vocabulary covers ``text``,
+    saved in ``d`` as m.pth + m.vocab.json, with the text as text.txt; returns ``d``."""
+
+    def write(d, text: str, seed: int = 0, ctx_len: int = 32):
+        tok = CharTokenizer.from_text(text)
+        torch.manual_seed(seed)
+        model = SpikeGPT(SpikeGPTConfig(vocab_size=tok.vocab_size, n_layer=2, n_embd=32, ctx_len=ctx_len))
+        save_checkpoint(model, d / "m.pth")
+        (d / "m.vocab.json").write_text(tok.to_json())
+        (d / "text.txt").write_text(text)
+        return d
+
+    return write

@@ -177,7 +177,6 @@ def test_compared_profiles_are_cached_exactly_and_rebuilt_when_corrupt(tmp_path,
 
 
 def strict_json(d):
-    from energy.pipeline import _clean
-    from spikegpt.safeio import strict_dumps
+    from spikegpt.safeio import json_safe, strict_dumps
 
-    return json.loads(strict_dumps(_clean(d)))
+    return json.loads(strict_dumps(json_safe(d)))

@@ -12,21 +12,13 @@ import torch
 from energy.cli import BENCH_DEFAULTS, main, make_parser
 from spikegpt import SpikeGPT, SpikeGPTConfig
 from spikegpt.checkpoint import save_checkpoint
-from spikegpt.tokenizer import CharTokenizer
 
 TEXT = "All the world's a stage, and all the men and women merely players; they have their exits. " * 10
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("everyday")
-    tok = CharTokenizer.from_text(TEXT)
-    torch.manual_seed(1)
-    model = SpikeGPT(SpikeGPTConfig(vocab_size=tok.vocab_size, n_layer=2, n_embd=32, ctx_len=16))
-    save_checkpoint(model, d / "m.pth")
-    (d / "m.vocab.json").write_text(tok.to_json())
-    (d / "text.txt").write_text(TEXT)
-    return d
+def files(tmp_path_factory, write_model_files):
+    return write_model_files(tmp_path_factory.mktemp("everyday"), TEXT, seed=1, ctx_len=16)
 
 
 def run(argv, capsys):

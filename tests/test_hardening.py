@@ -19,8 +19,6 @@ import torch
 
 from energy.cli import main
 from spikegpt import SpikeGPT, SpikeGPTConfig
-from spikegpt.checkpoint import save_checkpoint
-from spikegpt.tokenizer import CharTokenizer
 
 TEXT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer. " * 12
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,15 +51,8 @@ def bounded(seconds: int = 20, extra_bytes: int = 2 * 2**30):
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("hostile")
-    tok = CharTokenizer.from_text(TEXT)
-    torch.manual_seed(0)
-    model = SpikeGPT(SpikeGPTConfig(vocab_size=tok.vocab_size, n_layer=2, n_embd=32, ctx_len=32))
-    save_checkpoint(model, d / "m.pth")
-    (d / "m.vocab.json").write_text(tok.to_json())
-    (d / "text.txt").write_text(TEXT)
-    return d
+def files(tmp_path_factory, write_model_files):
+    return write_model_files(tmp_path_factory.mktemp("hostile"), TEXT)
 
 
 def kib(n: int) -> str:
