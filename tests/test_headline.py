@@ -120,6 +120,14 @@ def test_demo_variants_run_the_same_tokens_as_the_main_run(demo_report):
     assert released["firing_rate_overall"] == pytest.approx(s["firing_rate"]["overall"], rel=1e-6)
 
 
+def test_census_note_counts_its_tokens_in_words(demo_report):
+    """The default census runs on one token, and the report says "1 token", not "1 tokens"."""
+    s = json.loads((demo_report / "summary.json").read_text())
+    assert s["census"]["tokens"] == 1
+    html = (demo_report / "report.html").read_text()
+    assert "first 1 token of each row" in html and "first 1 tokens" not in html
+
+
 def test_headline_names_the_mean_document_length_for_a_corpus():
     """A corpus runs each document as its own sequence: the comparator's sequence length is their mean,
     and the sentence says so instead of "the same N-token sequences"."""
