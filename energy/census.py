@@ -30,6 +30,12 @@ class _Dispatch(TorchDispatchMode):
     products on attention scores, else ``matmul``), both as executed and restricted to the causal
     triangle, and the activation elements read and written."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # TorchDispatchMode's documented opt-out (see its ``_should_skip_dynamo``): the census never runs under
+        # torch.compile, and wrapping ``__torch_dispatch__`` for Dynamo imports ``torch._dynamo`` (over a second)
+        return False
+
     def __init__(self, stack: list[str], effective: bool):
         super().__init__()
         self.stack = stack

@@ -7,6 +7,7 @@ stderr as one line naming the problem and the fix, with exit code 2 for bad inpu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from spikegpt.errors import SpikeEnergyError
 from spikegpt.safeio import (
@@ -910,5 +912,25 @@ def main(argv=None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def entry() -> NoReturn:
+    """The console script (and ``python -m energy.cli``): ``main``, then a fast exit.
+
+    When ``main`` returns, every output is written and closed. What is left is the interpreter's teardown of
+    torch, pandas and matplotlib, measured at 0.8 s (a tenth of the demo's warm run): it is skipped with
+    ``os._exit`` once the output streams and the log handlers are flushed."""
+    try:
+        code = main()
+    except SystemExit as e:  # argparse: --help, a bad option
+        code = e.code
+        if code is not None and not isinstance(code, int):
+            print(code, file=sys.stderr)
+            code = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (| head) or a closed stream
+            stream.flush()
+    logging.shutdown()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

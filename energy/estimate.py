@@ -147,17 +147,19 @@ def counterfactual_inputs(layers: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def counterfactual_layers(layers: pd.DataFrame, rate: float | None = None) -> pd.DataFrame:
+def counterfactual_layers(
+    layers: pd.DataFrame, rate: float | None = None, cf: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The layers table as the counterfactual would run: each fed projection reads binary spikes, at its
     measured source rate (or a uniform ``rate``), from ``vectors`` spike vectors (synaptic ops and input
-    events for the memory model)."""
-    cf = counterfactual_inputs(layers).set_index("layer")
+    events for the memory model). ``cf``: ``counterfactual_inputs(layers)`` indexed by layer, if at hand."""
+    cf = counterfactual_inputs(layers).set_index("layer") if cf is None else cf
     fed = cf.index[cf.fed]
-    r = pd.Series(rate, index=fed) if rate is not None else cf.rate[fed]
-    vec = cf.vectors[fed]
     out = layers.copy()
     idx = out.layer.isin(fed)
     lay = out[idx].set_index("layer")
+    r = pd.Series(rate, index=lay.index) if rate is not None else cf.rate.reindex(lay.index)  # in the table's order
+    vec = cf.vectors.reindex(lay.index)
     out.loc[idx, "synaptic_ops_per_token"] = (lay.mac * r * vec).to_numpy()
     out.loc[idx, "in_events_per_token"] = (lay.in_per_token * r * vec).to_numpy()
     out.loc[idx, "operand_class"] = "binary"
@@ -170,26 +172,27 @@ def counterfactual_rates(layers: pd.DataFrame) -> pd.Series:
     return cf.set_index("layer").rate if not cf.empty else pd.Series(dtype=float)
 
 
-def _projection_rows(ops, layers, pj, acc: Accounting, spiking: bool) -> pd.DataFrame:
-    """Projections (Linear layers and attention products) priced from their dense MACs."""
+def _projection_rows(ops, layers, pj, acc: Accounting, spiking: bool, cf: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Projections (Linear layers and attention products) priced from their dense MACs (``cf``: the
+    counterfactual's inputs indexed by layer, for that accounting)."""
     if acc.projections == "counterfactual":
-        cf = counterfactual_inputs(layers).set_index("layer")
-        rate, vectors = cf.rate, cf.vectors
+        cf = counterfactual_inputs(layers).set_index("layer") if cf is None else cf
+        rate, vectors = cf.rate.to_dict(), cf.vectors.to_dict()
     else:
-        rate, vectors = source_rates(layers), pd.Series(dtype=float)
+        rate, vectors = source_rates(layers).to_dict(), {}
     dense = ops[ops.kind.isin(MATRIX_KINDS) & (ops.primitive == "mac")]
     dense = dense.groupby("layer", sort=False).agg(per_token=("per_token", "sum"), block=("block", "first"))
     rows = []
-    for layer, r in dense.iterrows():
+    for layer, per_token, block in zip(dense.index, dense.per_token.tolist(), dense.block.tolist(), strict=True):
         src = rate.get(layer, float("nan"))
         if acc.projections == "paper" and spiking and (acc.rate is not None or pd.notna(src)):
             rr = acc.rate if acc.rate is not None else src
-            rows.append((layer, r.block, "projection as AC", "ac", r.per_token * rr * pj["ac"]))
+            rows.append((layer, block, "projection as AC", "ac", per_token * rr * pj["ac"]))
         elif acc.projections == "counterfactual" and pd.notna(src):
             rr = (acc.rate if acc.rate is not None else src) * vectors[layer]
-            rows.append((layer, r.block, "projection on spikes (counterfactual)", "ac", r.per_token * rr * pj["ac"]))
+            rows.append((layer, block, "projection on spikes (counterfactual)", "ac", per_token * rr * pj["ac"]))
         else:
-            rows.append((layer, r.block, "projection as MAC", "mac", r.per_token * pj["mac"]))
+            rows.append((layer, block, "projection as MAC", "mac", per_token * pj["mac"]))
     return _frame(rows)
 
 
@@ -219,15 +222,16 @@ def account(
     keep = ops if acc.outside_blocks else ops[inside]
     matrix = keep.kind.isin(MATRIX_KINDS)
     parts = []
+    cf = counterfactual_inputs(layers).set_index("layer") if acc.projections == "counterfactual" else None
     if acc.projections == "executed":
         parts.append(compute_rows(keep[matrix], pj, acc.zero_skipping))
     else:
         priced = matrix
-        if acc.projections == "counterfactual":  # projections the counterfactual does not feed stay as executed
-            fed = keep.layer.map(counterfactual_rates(layers)).notna()
+        if cf is not None:  # projections the counterfactual does not feed stay as executed
+            fed = keep.layer.map(cf.rate).notna()
             parts.append(compute_rows(keep[matrix & ~fed], pj, acc.zero_skipping))
             priced = matrix & fed
-        parts.append(_projection_rows(keep[priced], layers, pj, acc, spiking))
+        parts.append(_projection_rows(keep[priced], layers, pj, acc, spiking, cf))
         extra = keep[priced & ~keep.primitive.isin(["mac", "effective_mac", "ac"])]  # bias adds
         parts.append(compute_rows(extra, pj, acc.zero_skipping))
     rest = keep[~matrix]
@@ -247,7 +251,7 @@ def account(
     if acc.memory:
         mem_layers = layers if acc.outside_blocks else layers[layers.block.notna()]
         if acc.projections == "counterfactual":
-            mem_layers = counterfactual_layers(mem_layers, acc.rate)
+            mem_layers = counterfactual_layers(mem_layers, acc.rate, cf)
         parts.append(memory_rows(mem_layers, costs, precision, batch, acc.memory == "dram", acc.zero_skipping))
     parts = [p for p in parts if not p.empty]
     return pd.concat(parts, ignore_index=True) if parts else _frame([])

@@ -29,6 +29,7 @@ addresses of ceil(log2(width) / 8) bytes.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pandas as pd
@@ -70,6 +71,11 @@ LAYER_DEFAULTS = {"bias_elems": 0, "mac": float("nan"), "operand_class": "float"
                   "state_rw_per_token": 0.0, "in_events_per_token": float("nan")}  # fmt: skip
 
 
+MEMORY_COLUMNS = ["layer", "block", "kind", "operand_class", "mac", "synaptic_ops_per_token", "weight_elems",
+                  "params", "bias_elems", "in_events_per_token", "in_per_token", "zero_fraction", "firing_rate",
+                  "membrane_rw_per_token", "state_rw_per_token", "out_per_token"]  # fmt: skip
+
+
 def address_bytes(width: float) -> int:
     """Bytes of one spike event: the address of one of ``width`` neurons."""
     return max(1, math.ceil(math.log2(max(width, 2)) / 8))
@@ -79,7 +85,8 @@ def placement(layers: pd.DataFrame, bytes_per_value: int, budget_bytes: float) -
     """The layers whose weights (or K/V cache, or embedding table) the on-chip SRAM budget holds:
     filled greedily by bytes read per token per byte stored, most reused first."""
     items = []
-    for r in layers.itertuples():
+    cols = ["layer", "kind", "weight_elems", "synaptic_ops_per_token", "params", "out_per_token"]
+    for r in layers[cols].itertuples():
         if r.kind in MATRIX_KINDS and r.weight_elems:
             stored, read = r.weight_elems * bytes_per_value, r.synaptic_ops_per_token * bytes_per_value
         elif r.kind == "embedding" and r.params:
@@ -114,7 +121,7 @@ def memory_terms(
     layers = layers.assign(**{k: v for k, v in LAYER_DEFAULTS.items() if k not in layers})
     budget = costs.sram_budget_bytes if budget_bytes is None else budget_bytes
     on_chip = placement(layers, b, budget)
-    sram, dram, add32 = costs.sram_pj_per_byte, costs.dram_pj_per_byte(), costs.pj("add", "int32")
+    sram, dram, add32 = functools.cache(costs.sram_pj_per_byte), costs.dram_pj_per_byte(), costs.pj("add", "int32")
     rows = []
 
     def put(r, stage, amount, where, size=None):
@@ -122,7 +129,7 @@ def memory_terms(
             pj = amount * (dram if where == "dram" else add32 if where == "add" else sram(size))
             rows.append((r.layer, r.block, stage, where, float(amount), float(pj)))
 
-    for r in layers.itertuples():
+    for r in layers[MEMORY_COLUMNS].itertuples():  # only the columns read: a wide table iterates slowly
         width = r.out_per_token  # elements per token = neurons / channels
         if r.kind in MATRIX_KINDS:
             spike_in = r.operand_class in SPIKE_CLASSES

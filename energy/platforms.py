@@ -90,13 +90,21 @@ class Platform:
     kind: str  # "digital" (the Horowitz table), "neuromorphic" or "gpu"
     table: CostTable | None = field(default=None, repr=False)
 
+    @functools.cached_property
+    def _defaults(self) -> dict[tuple[str, str], dict]:
+        """(op, dtype) -> the first default row of the file (read once: pricing asks hundreds of times)."""
+        if self.table is None:
+            return {}
+        df = self.table.df
+        out: dict[tuple[str, str], dict] = {}
+        for r in df[df["default"].astype(str).str.lower() != "no"].to_dict("records"):
+            out.setdefault((r["op"], r["dtype"]), r)
+        return out
+
     def row(self, op: str, dtype: str = "-") -> dict | None:
         """The default row for ``op`` (None if the file has none)."""
-        if self.table is None:
-            return None
-        df = self.table.df
-        rows = df[(df.op == op) & (df.dtype == dtype) & (df["default"].astype(str).str.lower() != "no")]
-        return rows.iloc[0].to_dict() if len(rows) else None
+        r = self._defaults.get((op, dtype))
+        return dict(r) if r is not None else None
 
     def value(self, op: str, dtype: str = "-") -> float | None:
         """The default figure for ``op``; None where it is missing (unpublished) or absent."""
@@ -250,14 +258,15 @@ def events(w: Workload) -> dict:
     }
 
 
-def split_rows(w: Workload, costs: CostTable, precision: str, batch: int) -> pd.DataFrame:
+def split_rows(w: Workload, costs: CostTable, precision: str, batch: int, ev: dict | None = None) -> pd.DataFrame:
     """``account`` rows (SRAM memory included) with a ``native`` column: True for the rows that
-    a neuromorphic core runs (synaptic events, neuron updates and their own memory traffic)."""
+    a neuromorphic core runs (synaptic events, neuron updates and their own memory traffic).
+    ``ev``: ``events(w)``, if at hand."""
     acc = Accounting(projections=w.projections, memory="sram")
     rows = account(w.ops, w.layers, costs, precision, acc, spiking=w.spiking, batch=batch)
     neurons = _lif_layers(w.layers) if w.spiking else set()
     residual = _spike_residual_layers(w.layers) if w.spiking else set()
-    proj = set(events(w)["native_projection_layers"]) if w.spiking else set()
+    proj = set((ev or events(w))["native_projection_layers"]) if w.spiking else set()
     stage = rows.stage.astype(str)
     memory = stage.str.startswith("memory.")
     # a synaptic event on a core reads its weight, finds its target and updates the target's potential; the
@@ -321,9 +330,24 @@ def _per_char(pj: float | None, w: Workload) -> float | None:
     return pj / w.chars_per_token if pj is not None and w.chars_per_token else None
 
 
+_SCALED: dict[tuple[int, float], tuple[CostTable, CostTable]] = {}
+
+
+def _scaled(costs: CostTable, node: float) -> CostTable:
+    """``scale_costs(costs, node)``, built once per table and node (every workload on a platform is priced at
+    its node): kept by the table's identity, with the table itself, so that a new table is never confused
+    with a collected one."""
+    hit = _SCALED.get((id(costs), node))
+    if hit is None or hit[0] is not costs:
+        if len(_SCALED) >= 64:
+            _SCALED.clear()
+        hit = _SCALED[(id(costs), node)] = (costs, scale_costs(costs, node))
+    return hit[1]
+
+
 def price_digital(w: Workload, costs: CostTable, precision: str, batch: int, node: int) -> dict:
     """Everything on a digital accelerator: the Horowitz table at ``node`` nm, SRAM traffic included."""
-    rows = split_rows(w, scale_costs(costs, node), precision, batch)
+    rows = split_rows(w, _scaled(costs, node), precision, batch)
     total = float(rows.pj.sum())
     return {"pj_per_token": total, "fallback_pj": total, "native_pj": 0.0, "native_fraction": None,
             "static_pj": None, "node_nm": node}  # fmt: skip
@@ -348,8 +372,8 @@ def price_neuromorphic(
     }
     native = {k: n * e for k, (n, e) in terms.items() if e is not None}
     unpriced = list(dict.fromkeys(READABLE[k] for k, (n, e) in terms.items() if e is None and n > 0))
-    scaled = scale_costs(costs, node)
-    rows = split_rows(w, scaled, precision, batch)
+    scaled = _scaled(costs, node)
+    rows = split_rows(w, scaled, precision, batch, ev)
     fallback = float(rows.pj[~rows.native].sum())
     native_pj = float(sum(native.values()))
     p_static, t_step = p.value("static_power_chip"), p.value("step_time")
@@ -424,15 +448,13 @@ def price_gpu(p: Platform, w: Workload, precision: str, batch: int) -> dict:
 
 @functools.cache
 def config_216m() -> tuple[int, int]:
-    """(parameters, LIF neurons) of the 216M configuration (built on the meta device: no memory)."""
-    import torch
-
+    """(parameters, LIF neurons) of the 216M configuration (built uninitialised: its untouched weights are not
+    resident)."""
+    from spikegpt.checkpoint import build_uninitialised
     from spikegpt.config import preset
-    from spikegpt.model import SpikeGPT
 
     cfg = preset("216m")
-    with torch.device("meta"):
-        model = SpikeGPT(cfg)
+    model = build_uninitialised(cfg)
     n = sum(p.numel() for p in model.parameters())
     return n, 2 * cfg.n_layer * cfg.n_embd  # two LIF layers of n_embd neurons per block (Block.lif1, lif2)
 

@@ -160,9 +160,25 @@ FILTERS: dict[str, Callable] = {
 # ---------------------------------------------------------------------------- figures
 
 
-def _figures(s: Mapping) -> dict[str, dict]:
-    """{key: {"title", "uri" or "note", "alt"}} for every figure; a figure with no data
-    gets a note in its place, and one that fails to draw says so (and logs the traceback)."""
+FIGURE_SPECS = (  # key, title, format, the ``reports.plots`` function that draws it
+    ("firing_by_layer", "Firing rate per LIF layer", "svg", "firing_rate_by_layer"),
+    ("neuron_hist", "Per-neuron firing rates", "svg", "neuron_rate_histogram"),
+    ("raster", "Spike raster", "png", "spike_raster"),
+    ("by_position", "Firing rate by token position", "png", "firing_rate_by_position"),
+    ("relu_sq", "ReLU² sparsity by block", "svg", "relu_sq_sparsity"),
+    ("ops_by_layer", "Ops per token by block", "svg", "ops_by_layer"),
+    ("energy_by_scenario", "Energy per token by scenario", "svg", "energy_by_scenario"),
+    ("baselines", "SpikeGPT and the baselines", "svg", "baseline_comparison"),
+    ("decode", "Decode mode", "svg", "decode_curves"),
+    ("pareto", "Quality against energy", "svg", "pareto"),
+    ("waterfall", "Audit waterfall", "svg", "audit_waterfall"),
+    ("sensitivity", "Sensitivity to the firing rate", "svg", "sensitivity_curves"),
+    ("platforms", "Energy per token on each platform", "svg", "platform_energy"),
+)
+
+
+def _figure_arguments(s: Mapping) -> dict[str, tuple[tuple, dict]]:
+    """key -> (args, kwargs) of the figure's ``reports.plots`` function, taken from the summary."""
     from reports import plots
 
     neurons = s.get("neurons") or {}
@@ -172,42 +188,83 @@ def _figures(s: Mapping) -> dict[str, dict]:
     base_per_char = {k: (v or {}).get("energy_pj_per_char") or {} for k, v in baselines.items()}
     claim = audit.get("claim") or plots.PAPER_CLAIM
     by_rate = (audit.get("sensitivity") or {}).get("by_rate") or []
-    specs: list[tuple[str, str, str, Callable[[], object]]] = [
-        ("firing_by_layer", "Firing rate per LIF layer", "svg", lambda: plots.firing_rate_by_layer(firing)),
-        ("neuron_hist", "Per-neuron firing rates", "svg",
-         lambda: plots.neuron_rate_histogram(neurons.get("histograms") or {}, neurons.get("dead_fraction"),
-                                             neurons.get("saturated_fraction"), neurons.get("saturated_rate"))),
-        ("raster", "Spike raster", "png", lambda: plots.spike_raster(s.get("raster") or {})),
-        ("by_position", "Firing rate by token position", "png",
-         lambda: plots.firing_rate_by_position(s.get("firing_rate_by_position") or {})),
-        ("relu_sq", "ReLU² sparsity by block", "svg",
-         lambda: plots.relu_sq_sparsity(s.get("relu_sq_zero_fraction") or {})),
-        ("ops_by_layer", "Ops per token by block", "svg",
-         lambda: plots.ops_by_layer(s.get("ops_per_token_by_layer") or {})),
-        ("energy_by_scenario", "Energy per token by scenario", "svg",
-         lambda: plots.energy_by_scenario(s.get("energy_breakdown") or {}, s.get("scenarios") or {})),
-        ("baselines", "SpikeGPT and the baselines", "svg",
-         lambda: plots.baseline_comparison(s.get("energy_pj_per_char") or {}, base_per_char, s.get("scenarios") or {},
-                                           unit="character")),
-        ("decode", "Decode mode", "svg", lambda: plots.decode_curves(s.get("decode") or {})),
-        ("pareto", "Quality against energy", "svg", lambda: plots.pareto(s.get("variants") or {})),
-        ("waterfall", "Audit waterfall", "svg", lambda: plots.audit_waterfall(audit.get("waterfall") or [], claim)),
-        ("sensitivity", "Sensitivity to the firing rate", "svg",
-         lambda: plots.sensitivity_curves(by_rate, claim, firing.get("overall"))),
-        ("platforms", "Energy per token on each platform", "svg",
-         lambda: plots.platform_energy(_platform_bars(s.get("platforms")), _platform_workloads(s.get("platforms")))),
-    ]  # fmt: skip
+    return {
+        "firing_by_layer": ((firing,), {}),
+        "neuron_hist": ((neurons.get("histograms") or {}, neurons.get("dead_fraction"),
+                         neurons.get("saturated_fraction"), neurons.get("saturated_rate")), {}),
+        "raster": ((s.get("raster") or {},), {}),
+        "by_position": ((s.get("firing_rate_by_position") or {},), {}),
+        "relu_sq": ((s.get("relu_sq_zero_fraction") or {},), {}),
+        "ops_by_layer": ((s.get("ops_per_token_by_layer") or {},), {}),
+        "energy_by_scenario": ((s.get("energy_breakdown") or {}, s.get("scenarios") or {}), {}),
+        "baselines": ((s.get("energy_pj_per_char") or {}, base_per_char, s.get("scenarios") or {}),
+                      {"unit": "character"}),
+        "decode": ((s.get("decode") or {},), {}),
+        "pareto": ((s.get("variants") or {},), {}),
+        "waterfall": ((audit.get("waterfall") or [], claim), {}),
+        "sensitivity": ((by_rate, claim, firing.get("overall")), {}),
+        "platforms": ((_platform_bars(s.get("platforms")), _platform_workloads(s.get("platforms"))), {}),
+    }  # fmt: skip
+
+
+def _draw(title: str, fmt: str, function: str, args: tuple, kwargs: dict) -> dict:
+    """One figure as {"title", "uri" or "note"}: a figure with no data gets a note in its place, and one
+    that fails to draw says so (and logs the traceback)."""
+    from reports import plots
+
+    try:
+        fig = getattr(plots, function)(*args, **kwargs)
+        return {"title": title, "uri": plots.figure_to_data_uri(fig, fmt), "note": None}
+    except plots.NoData as e:
+        return {"title": title, "uri": None, "note": f"{title}: not drawn, {e}."}
+    except Exception as e:  # a broken figure must not take the report down; it is shown and logged
+        logger.warning("figure %s failed", function, exc_info=True)
+        return {"title": title, "uri": None, "note": f"{title}: drawing failed ({type(e).__name__}: {e})."}
+
+
+def _helper_process():
+    """A process that draws figures beside this one, or None where that would not be faster: fewer than two
+    cores for this process, or no ``fork`` (a forked child starts at once with matplotlib loaded; a spawned
+    one would spend longer importing than drawing). Only Linux: elsewhere fork is unsafe or absent."""
+    import multiprocessing
+    import os
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores < 2 or not sys.platform.startswith("linux") or os.environ.get("SPIKE_ENERGY_SERIAL_FIGURES"):
+        return None
+    try:
+        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+    except (OSError, ValueError):
+        return None
+
+
+def _figures(s: Mapping, parallel: bool = True) -> dict[str, dict]:
+    """{key: {"title", "uri" or "note", "alt"}} for every figure (``FIGURE_SPECS``).
+
+    ``parallel``: share the drawing with one helper process (``_helper_process``), which takes figures from
+    the front of the list while this process takes them from the back; the figures are the same either way."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    args = _figure_arguments(s)
+    jobs = {key: (title, fmt, fn, *args[key]) for key, title, fmt, fn in FIGURE_SPECS}
+    pool = _helper_process() if parallel else None
+    if pool is None:
+        return {key: _draw(*job) for key, job in jobs.items()}
     out = {}
-    for key, title, fmt, make in specs:
-        try:
-            fig = make()
-            out[key] = {"title": title, "uri": plots.figure_to_data_uri(fig, fmt), "note": None}
-        except plots.NoData as e:
-            out[key] = {"title": title, "uri": None, "note": f"{title}: not drawn, {e}."}
-        except Exception as e:  # a broken figure must not take the report down; it is shown and logged
-            logger.warning("figure %s failed", key, exc_info=True)
-            out[key] = {"title": title, "uri": None, "note": f"{title}: drawing failed ({type(e).__name__}: {e})."}
-    return out
+    with pool:
+        futures = {key: pool.submit(_draw, *job) for key, job in jobs.items()}
+        for key in reversed(jobs):  # what the helper has not started yet is drawn here
+            if futures[key].cancel():
+                out[key] = _draw(*jobs[key])
+        for key, fut in futures.items():
+            if key not in out:
+                try:
+                    out[key] = fut.result()
+                except BrokenProcessPool:  # the helper died: draw what it owed here
+                    out[key] = _draw(*jobs[key])
+    return {key: out[key] for key in jobs}
 
 
 # ---------------------------------------------------------------------------- context

@@ -9,6 +9,7 @@ weights_only=True)``, which refuses any pickle that would run code, and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -334,8 +335,7 @@ def load_checkpoint(
                 f"{shown_path(sidecar_path(path))} says {k}={side[k]} but the weights have {getattr(config, k)}; "
                 "it belongs to another checkpoint: fix or delete it"
             )
-    with torch.device("meta"):
-        model = SpikeGPT(config)
+    model = build_uninitialised(config)
     warnings = check_state_dict(sd, model, path)
     expected = model.state_dict()
     file_dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in sd.values()})
@@ -351,6 +351,29 @@ def load_checkpoint(
         config_source=str(sidecar_path(path)) if side else "inferred from the keys (ctx_len 1024 assumed)",
     )
     return model, info
+
+
+@contextlib.contextmanager
+def _init_skipped():
+    """``torch.nn.init``'s in-place initialisers do nothing inside (the weights are replaced right after, as
+    ``transformers``' ``no_init_weights`` does)."""
+    names = [n for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(torch.nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(torch.nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.nn.init, n, f)
+
+
+def build_uninitialised(config: SpikeGPTConfig) -> SpikeGPT:
+    """The model's modules with their weights allocated but not initialised (``torch.empty``: pages that nothing
+    writes are not resident), for weights that are loaded right after. Not on the meta device: its factory
+    functions import ``torch._dynamo`` (over a second, the largest part of loading the demo)."""
+    with _init_skipped():
+        return SpikeGPT(config)
 
 
 def save_checkpoint(model: SpikeGPT, path: str | Path, dtype=torch.float32, sidecar: bool = False) -> None:

@@ -10,7 +10,7 @@ import pytest
 from energy import baselines as bl
 from energy.cli import main
 from energy.costs import load_costs
-from energy.decode import _at_position, transformer_energy
+from energy.decode import _at_position, energy_by_position, transformer_energy
 from energy.memory import memory_terms
 
 L, D, V, T = 2, 32, 64, 24  # a tiny same-size transformer: layers, width, vocabulary, sequence
@@ -60,6 +60,18 @@ def test_kv_cache_bytes_at_position_t(same_dims):
     ex = [transformer_energy(b, t, costs, "fp32", memory=False) for t in (1, 2, 3)]
     assert ex[2] - ex[1] == pytest.approx(ex[1] - ex[0])  # compute grows linearly with the position
     assert ex[1] > ex[0]
+
+
+@pytest.mark.parametrize("budget", [None, 0, 3 * 2 * D * L * 4 * 4])  # default; all in DRAM; the cache spills
+def test_decode_curve_by_position_equals_pricing_each_position(same_dims, budget):
+    """The decode curve prices compute once and scales attention; it must give what pricing the ops and layers
+    at each position does, with and without memory traffic, also where the K/V cache leaves the SRAM."""
+    b = same_dims["transformer-same-dims"]
+    costs = load_costs(sram_budget_bytes=budget)
+    cost = energy_by_position(b, costs, "fp32")
+    for t in (1, 2, 5, 11, T):
+        for memory in (False, True):
+            assert cost(t, memory) == pytest.approx(transformer_energy(b, t, costs, "fp32", memory), rel=1e-12)
 
 
 def test_per_character_uses_each_models_own_tokenizer():

@@ -86,6 +86,37 @@ def test_figures_are_inlined(report):
     assert 'class="note"' not in report.split('id="timing"')[0]  # every figure drawn, none replaced by a note
 
 
+def test_figures_drawn_with_a_helper_process_are_the_serial_ones(summary, monkeypatch):
+    """Shared with a forked helper, the figures are byte for byte those drawn in one process, in the same order;
+    a helper that dies leaves its figures to this process."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from reports import html
+
+    serial = html._figures(summary, parallel=False)
+    assert html._figures(summary, parallel=True) == serial
+    assert list(serial) == [key for key, *_ in html.FIGURE_SPECS]
+
+    class Dead:  # a pool whose worker has died: nothing can be cancelled, every result raises
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, *a, **k):
+            class F:
+                cancel = staticmethod(lambda: False)
+
+                def result(self):
+                    raise BrokenProcessPool("the helper died")
+
+            return F()
+
+    monkeypatch.setattr(html, "_helper_process", lambda: Dead())
+    assert html._figures(summary, parallel=True) == serial
+
+
 def test_no_scripts_and_nothing_loaded_from_elsewhere(report):
     low = report.lower()
     assert "<script" not in low
