@@ -118,7 +118,9 @@ class CacheEntry(BaseModel):
 
 
 def _payload_hash(fields: dict, frames: dict) -> str:
-    text = strict_dumps({"fields": fields, "frames": frames}, sort_keys=True)
+    """SHA-256 of the canonical JSON of a payload that is plain JSON data already (parsed from strict JSON, or
+    passed through ``strict_dumps``): no ``json_safe`` pass is needed, and a NaN still cannot get through."""
+    text = json.dumps({"fields": fields, "frames": frames}, sort_keys=True, allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

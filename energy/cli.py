@@ -465,7 +465,7 @@ def _distributed_checks(a) -> None:
 def cmd_profile(a) -> int:
 
     from energy import pipeline
-    from reports.html import write_report
+    from reports.html import figure_helper
 
     _distributed_checks(a)
     if a.workers > 1 and "WORLD_SIZE" not in os.environ:
@@ -475,13 +475,31 @@ def cmd_profile(a) -> int:
     job.checkpoint_dir = str(_partial_dir(out))
     bench = _load_bench(a.bench) if a.bench else None
     bar, cb = _progress()
-    with bar:
-        result = _run_with_partial(pipeline.run, job, cb)
-        if result is None:  # another rank of a torchrun job: rank 0 writes the report
-            return 0
-        summary = pipeline.summary(result)
-    if bench is not None:
-        summary["bench"] = bench
+    helper = None
+    try:
+        with bar:
+            result = _run_with_partial(pipeline.run, job, cb)
+            if result is None:  # another rank of a torchrun job: rank 0 writes the report
+                return 0
+            helper = figure_helper()  # loads matplotlib beside this process while the summary is made
+            summary = pipeline.summary(result)
+        if bench is not None:
+            summary["bench"] = bench
+        _write_profile(out, summary, result, helper)
+    finally:
+        if helper is not None:
+            helper.shutdown(cancel_futures=True)
+    shutil.rmtree(_partial_dir(out), ignore_errors=True)  # the report is complete: the partial state is spent
+    _print_summary(summary)
+    _print_platforms(summary.get("platforms"))
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def _write_profile(out: Path, summary: dict, result, helper) -> None:
+    """summary.json, the CSVs and the report into ``out``, all or nothing."""
+    from reports.html import write_report
+
     # write everything into a temporary folder first: a failed or interrupted run leaves neither a report that
     # looks complete nor the temporary folder
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -493,18 +511,13 @@ def cmd_profile(a) -> int:
             from spikegpt.safeio import write_csv
 
             write_csv(result.documents, tmp / "documents.csv")
-        write_report(summary, tmp / "report.html")
+        write_report(summary, tmp / "report.html", helper)
         with _blocked_signals():
             out.mkdir(exist_ok=True)
             for f in tmp.iterdir():
                 os.replace(f, out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(_partial_dir(out), ignore_errors=True)  # the report is complete: the partial state is spent
-    _print_summary(summary)
-    _print_platforms(summary.get("platforms"))
-    print(f"report: {out / 'report.html'}")
-    return 0
 
 
 def _print_platforms(p: dict | None) -> None:

@@ -8,6 +8,7 @@ names) is escaped. The page loads nothing: no scripts, no external styles, fonts
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shlex
@@ -222,10 +223,31 @@ def _draw(title: str, fmt: str, function: str, args: tuple, kwargs: dict) -> dic
         return {"title": title, "uri": None, "note": f"{title}: drawing failed ({type(e).__name__}: {e})."}
 
 
+def _helper_init() -> None:
+    """In the helper: Ctrl-C is the parent's to handle (it shuts the helper down), SIGTERM ends it quietly,
+    and it is terminated when the process that forked it dies, however it dies (Linux
+    ``prctl(PR_SET_PDEATHSIG)``), so that a killed run leaves no idle helper behind."""
+    import ctypes
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+
+
+def _warm_up() -> None:
+    """Load matplotlib and its fonts (the first figure of a process pays for both)."""
+    from reports import plots
+
+    plots.figure_to_data_uri(plots.warm_up_figure(), "svg")
+
+
 def _helper_process():
     """A process that draws figures beside this one, or None where that would not be faster: fewer than two
-    cores for this process, or no ``fork`` (a forked child starts at once with matplotlib loaded; a spawned
-    one would spend longer importing than drawing). Only Linux: elsewhere fork is unsafe or absent."""
+    cores for this process, or no ``fork`` (a forked child starts at once; a spawned one would spend longer
+    importing than drawing). Only Linux: elsewhere fork is unsafe or absent. It starts at once and loads
+    matplotlib and its fonts while this process goes on."""
     import multiprocessing
     import os
     import sys
@@ -234,26 +256,35 @@ def _helper_process():
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if cores < 2 or not sys.platform.startswith("linux") or os.environ.get("SPIKE_ENERGY_SERIAL_FIGURES"):
         return None
+    for stream in (sys.stdout, sys.stderr):  # a forked child must not write this process's buffered output again
+        stream.flush()
     try:
-        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_helper_init)  # fmt: skip
+        pool.submit(_warm_up)
+        return pool
     except (OSError, ValueError):
         return None
 
 
-def _figures(s: Mapping, parallel: bool = True) -> dict[str, dict]:
-    """{key: {"title", "uri" or "note", "alt"}} for every figure (``FIGURE_SPECS``).
+figure_helper = _helper_process  # for a caller that starts the helper early and passes it to ``write_report``
 
-    ``parallel``: share the drawing with one helper process (``_helper_process``), which takes figures from
-    the front of the list while this process takes them from the back; the figures are the same either way."""
+
+def _figures(s: Mapping, parallel: bool = True, helper=None) -> dict[str, dict]:
+    """{key: {"title", "uri" or "note"}} for every figure (``FIGURE_SPECS``).
+
+    ``parallel``: share the drawing with one helper process (``helper``, one the caller started early with
+    ``figure_helper()`` and shuts down; else one started here), which takes figures from the front of the list
+    while this process takes them from the back; the figures are the same either way."""
     from concurrent.futures.process import BrokenProcessPool
 
     args = _figure_arguments(s)
     jobs = {key: (title, fmt, fn, *args[key]) for key, title, fmt, fn in FIGURE_SPECS}
-    pool = _helper_process() if parallel else None
+    pool = (helper or _helper_process()) if parallel else None
     if pool is None:
         return {key: _draw(*job) for key, job in jobs.items()}
     out = {}
-    with pool:
+    with pool if helper is None else contextlib.nullcontext():
         futures = {key: pool.submit(_draw, *job) for key, job in jobs.items()}
         for key in reversed(jobs):  # what the helper has not started yet is drawn here
             if futures[key].cancel():
@@ -571,8 +602,8 @@ def _preset_text(s: Mapping) -> str:
             f"{num(p.get('ac_pj'))} pJ")  # fmt: skip
 
 
-def context(s: Mapping) -> dict:
-    """Everything the template shows, from the summary alone."""
+def context(s: Mapping, helper=None) -> dict:
+    """Everything the template shows, from the summary alone (``helper``: see ``_figures``)."""
     model = s.get("model") or {}
     env = s.get("environment") or {}
     audit = s.get("audit") or {}
@@ -598,7 +629,7 @@ def context(s: Mapping) -> dict:
         "forward_note": FORWARD_NOTE.format(
             emb=", binary embedding" if model.get("binary_embedding") else ", float embedding"
         ),
-        "figs": _figures(s),
+        "figs": _figures(s, helper=helper),
         "lif_rows": _lif_rows(s),
         "neurons": s.get("neurons") or {},
         "linears": linears,
@@ -725,11 +756,11 @@ def _env() -> Environment:
     return env
 
 
-def render_report(summary: dict) -> str:
-    """The report as one self-contained HTML string."""
+def render_report(summary: dict, helper=None) -> str:
+    """The report as one self-contained HTML string (``helper``: a figure process from ``figure_helper()``)."""
     validate_summary(summary, "summary")
-    return _env().get_template("report.html.j2").render(**context(summary))
+    return _env().get_template("report.html.j2").render(**context(summary, helper))
 
 
-def write_report(summary: dict, path) -> None:
-    Path(path).write_text(render_report(summary), encoding="utf-8")
+def write_report(summary: dict, path, helper=None) -> None:
+    Path(path).write_text(render_report(summary, helper), encoding="utf-8")

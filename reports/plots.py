@@ -179,6 +179,20 @@ def figure_to_data_uri(fig: Figure, fmt: str = "svg") -> str:
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
 
+@_styled
+def warm_up_figure() -> Figure:
+    """A small figure with a title, labels, a legend and log ticks: drawing it loads what every report figure
+    needs (fonts, glyph caches), e.g. in a helper process before the real figures arrive."""
+    fig = Figure(figsize=(2, 1.5))
+    ax = fig.subplots()
+    ax.plot([1, 10, 100], [1, 2, 3], label="warm-up")
+    ax.set_xscale("log")
+    ax.set_title("Warm-up")
+    ax.set_xlabel("pJ per token")
+    ax.legend()
+    return fig
+
+
 def _block_lif(rates: Mapping[str, object]) -> dict[str, dict[int, float | None]]:
     """{'lif1': {block: rate}, 'lif2': {...}} from ``blocks.{i}.lif{j}`` keys."""
     out: dict[str, dict[int, float | None]] = {}

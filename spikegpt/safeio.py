@@ -329,6 +329,11 @@ def write_csv(df, path: str | Path) -> None:
 def json_safe(o):
     """Plain JSON data: NaN/inf -> None (strict JSON has no NaN), numpy/torch scalars -> Python,
     tuples -> lists, keys -> str."""
+    t = type(o)
+    if t is float:  # the common cases first: a summary holds hundreds of thousands of values
+        return o if math.isfinite(o) else None
+    if t is str or t is int or t is bool or o is None:
+        return o
     if isinstance(o, dict):
         return {str(k): json_safe(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):

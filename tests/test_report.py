@@ -5,6 +5,8 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -115,6 +117,39 @@ def test_figures_drawn_with_a_helper_process_are_the_serial_ones(summary, monkey
 
     monkeypatch.setattr(html, "_helper_process", lambda: Dead())
     assert html._figures(summary, parallel=True) == serial
+
+
+HELPER_THEN_KILLED = """
+import multiprocessing, os, signal, sys
+from reports.html import figure_helper
+helper = figure_helper()
+if helper is None:
+    print("none")
+    sys.exit(0)
+helper.submit(int).result()
+print(multiprocessing.active_children()[0].pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def test_figure_helper_ends_when_its_parent_is_killed():
+    """A run killed outright (SIGKILL: no handler runs) leaves no idle figure helper behind."""
+    r = subprocess.run([sys.executable, "-c", HELPER_THEN_KILLED], capture_output=True, text=True, timeout=60)
+    if r.stdout.strip() == "none":
+        pytest.skip("no figure helper here (fewer than two cores, or not Linux)")
+    pid = int(r.stdout.strip())
+    deadline = time.monotonic() + 10
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid)
 
 
 def test_no_scripts_and_nothing_loaded_from_elsewhere(report):
