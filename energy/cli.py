@@ -511,7 +511,7 @@ def _write_profile(out: Path, summary: dict, result, helper) -> None:
             from spikegpt.safeio import write_csv
 
             write_csv(result.documents, tmp / "documents.csv")
-        write_report(summary, tmp / "report.html", helper)
+        write_report(summary, tmp / "report.html", helper=helper)
         with _blocked_signals():
             out.mkdir(exist_ok=True)
             for f in tmp.iterdir():

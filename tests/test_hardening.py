@@ -547,7 +547,7 @@ def test_sigint_and_sigterm_leave_nothing_behind(files, tmp_path):
         from energy.cli import main
         results = {{}}
         for name in ("SIGINT", "SIGTERM"):
-            def write_report(summary, path, sig=getattr(signal, name)):
+            def write_report(summary, path, helper=None, sig=getattr(signal, name)):
                 os.kill(os.getpid(), sig)
             reports.html.write_report = write_report
             out = {str(tmp_path)!r} + "/out-" + name
