@@ -256,6 +256,8 @@ def _helper_process():
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if cores < 2 or not sys.platform.startswith("linux") or os.environ.get("SPIKE_ENERGY_SERIAL_FIGURES"):
         return None
+    from reports import plots  # noqa: F401 - imported before the fork: neither process imports it again
+
     for stream in (sys.stdout, sys.stderr):  # a forked child must not write this process's buffered output again
         stream.flush()
     try:
