@@ -243,7 +243,7 @@ def _warm_up() -> None:
     plots.figure_to_data_uri(plots.warm_up_figure(), "svg")
 
 
-def _helper_process():
+def figure_helper():
     """A process that draws figures beside this one, or None where that would not be faster: fewer than two
     cores for this process, or no ``fork`` (a forked child starts at once; a spawned one would spend longer
     importing than drawing). Only Linux: elsewhere fork is unsafe or absent. It starts at once and loads
@@ -269,9 +269,6 @@ def _helper_process():
         return None
 
 
-figure_helper = _helper_process  # for a caller that starts the helper early and passes it to ``write_report``
-
-
 def _figures(s: Mapping, parallel: bool = True, helper=None) -> dict[str, dict]:
     """{key: {"title", "uri" or "note"}} for every figure (``FIGURE_SPECS``).
 
@@ -282,7 +279,7 @@ def _figures(s: Mapping, parallel: bool = True, helper=None) -> dict[str, dict]:
 
     args = _figure_arguments(s)
     jobs = {key: (title, fmt, fn, *args[key]) for key, title, fmt, fn in FIGURE_SPECS}
-    pool = (helper or _helper_process()) if parallel else None
+    pool = (helper or figure_helper()) if parallel else None
     if pool is None:
         return {key: _draw(*job) for key, job in jobs.items()}
     out = {}

@@ -115,7 +115,7 @@ def test_figures_drawn_with_a_helper_process_are_the_serial_ones(summary, monkey
 
             return F()
 
-    monkeypatch.setattr(html, "_helper_process", lambda: Dead())
+    monkeypatch.setattr(html, "figure_helper", lambda: Dead())
     assert html._figures(summary, parallel=True) == serial
 
 
