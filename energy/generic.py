@@ -187,7 +187,7 @@ class _Mode(TorchDispatchMode):
             return KINDS["elementwise"](prim, numel, stage)
         if base in ("sum", "mean"):
             return KINDS["reduction"](args[0].numel(), max(numel, 1), base == "mean")
-        if base in ("_softmax", "softmax", "_log_softmax"):
+        if base in ("_softmax", "softmax", "_safe_softmax", "_log_softmax"):
             x = args[0]
             dim = args[1] % x.dim()
             return KINDS["softmax"](x.numel() // x.shape[dim], x.shape[dim])
