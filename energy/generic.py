@@ -35,6 +35,7 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_flatten
 
+from energy.adapters import Adapter, adapter_for
 from energy.costs import CostTable, load_costs
 from energy.hooks import classify
 from energy.rules import (
@@ -47,7 +48,7 @@ from energy.rules import (
     aten_base_name,
     attention_stage,
 )
-from energy.spiking_neurons import NeuronInfo, find_neurons
+from energy.spiking_neurons import NeuronInfo
 
 MATMULS = {"mm": (0, 1, None), "addmm": (1, 2, 0), "bmm": (0, 1, None), "baddbmm": (1, 2, 0)}
 SDPA = {
@@ -297,10 +298,12 @@ def _samples(inputs) -> int:
     return int(t.shape[0]) if t is not None and t.dim() else 1
 
 
-def measure(model: nn.Module, inputs) -> tuple[_Record, dict[str, NeuronInfo]]:
-    """One forward of ``model`` on ``inputs`` under the dispatch mode and the hooks (all removed on exit)."""
+def measure(model: nn.Module, inputs, adapter: Adapter | None = None) -> tuple[_Record, dict[str, NeuronInfo]]:
+    """One forward of ``model`` on ``inputs`` under the dispatch mode and the hooks (all removed on exit);
+    the neurons are the adapter's (default: ``energy.adapters.adapter_for(model)``)."""
     rec = _Record()
-    neurons = find_neurons(model)
+    adapter = adapter or adapter_for(model)
+    neurons = adapter.neurons(model)
     stack: list[str] = []
     handles = []
     modules = dict(model.named_modules())
@@ -516,6 +519,7 @@ def profile_model(
     precision: str = "fp32",
     costs: CostTable | None = None,
     name: str = "",
+    adapter: Adapter | None = None,
 ) -> ModelProfile:
     """Profile one forward of any ``model`` on ``inputs`` (a tensor, a tuple of positional arguments or a
     dict of keyword arguments). The model must be in eval mode: dropout or batch statistics would change
@@ -523,7 +527,8 @@ def profile_model(
     if model.training:
         raise ValueError("profile a model in eval mode (model.eval()): training-mode layers change the counts")
     t0 = time.perf_counter()
-    rec, neurons = measure(model, inputs)
+    adapter = adapter or adapter_for(model)
+    rec, neurons = measure(model, inputs, adapter)
     elapsed = time.perf_counter() - t0
     types = rec.module_types
     rows = [
@@ -565,6 +570,7 @@ def profile_model(
                                              "spikes", "firing_rate", "output_classes",
                                              "membrane_updates_neurobench"])  # fmt: skip
     meta = {"name": name or type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
-            "profiled_seconds": elapsed, "torch": torch.__version__}  # fmt: skip
+            "profiled_seconds": elapsed, "torch": torch.__version__, "adapter": adapter.name,
+            "counterfactual": adapter.counterfactual}  # fmt: skip
     return ModelProfile(ops, setup, calls, operands, neuron_df, samples or _samples(inputs), meta, rec,
                         costs or load_costs(), precision)  # fmt: skip
