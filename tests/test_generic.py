@@ -346,3 +346,42 @@ def test_generic_core_equals_spikegpt_path(tiny64):
         b = new.ops[new.ops.module_type == module_type].groupby("primitive")["count"].sum().to_dict()
         assert a == b, module_type
     assert new.uncounted().empty
+
+
+def test_spikegpt_adapter_counterfactual_is_the_twin(tiny64):
+    """The adapter's counterfactual: the same weights with every LIF replaced by identity; the same dense MACs,
+    no neurons left, and the outputs of the twin built by the model itself (``variant="twin"``)."""
+    from dataclasses import replace
+
+    from energy.adapters import SPIKEGPT
+    from spikegpt import SpikeGPT
+
+    twin = SPIKEGPT.make_counterfactual(tiny64)
+    ref = SpikeGPT(replace(tiny64.config, variant="twin")).double().eval()
+    ref.load_state_dict(tiny64.state_dict(), strict=False)
+    ids = torch.randint(0, tiny64.config.vocab_size, (1, 12))
+    with torch.no_grad():
+        assert torch.equal(twin(ids).logits, ref(ids).logits)
+    a, b = profile_model(tiny64, ids), profile_model(twin, ids)
+    assert a.totals()["mac"] == b.totals()["mac"]
+    assert set(b.neurons.layer) == {"encode"}  # only the embedding's encoder is left spiking
+    assert b.meta["counterfactual"].startswith("the plain RWKV-4 twin")
+
+
+def test_factory_with_text_and_tokenizer(tmp_path, monkeypatch, capsys):
+    """A language model's factory may return text and its tokenizer; a factory module in the current folder
+    imports (as with ``python -m``)."""
+    (tmp_path / "my_lm.py").write_text(
+        "import torch\n"
+        "from examples.ternary_lm import TernaryBlock\n"
+        "def make():\n"
+        "    torch.manual_seed(0)\n"
+        "    return {'model': TernaryBlock(vocab=64), 'text': 'hello spikes',\n"
+        "            'tokenizer': lambda s: [ord(c) % 64 for c in s]}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    from energy.cli import main
+
+    assert main(["profile", "--model", "my_lm:make", "--out", "out"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["samples"] == 1 and summary["ops_total"]["lookup"] == len("hello spikes")
