@@ -24,6 +24,8 @@ into per-sample figures, as NeuroBench reports them.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -235,9 +237,10 @@ class _Mode(TorchDispatchMode):
 @contextmanager
 def _function_watch(stack: list[str], rec: _Record, neuron_names: set[str]):
     """Watch custom ``torch.autograd.Function`` calls (``Function.apply``, restored on exit): their ops are
-    charged to ``<module>/<Function>``, and one whose output is spikes while its input is not is recorded
-    as spiking but not recognised as a neuron. Inside a recognised neuron (a surrogate gradient) it is part
-    of the neuron."""
+    charged to ``<module>/<Function>@<file>:<line>:<column>``, the call in the innermost ``forward`` that called it (so
+    that each call site is one layer, its time steps merged), and one whose output is spikes while its input
+    is not is recorded as spiking but not recognised as a neuron. Inside a recognised neuron (a surrogate
+    gradient) it is part of the neuron."""
     original = torch.autograd.Function.apply.__func__
 
     def apply(cls, *args, **kwargs):
@@ -245,6 +248,14 @@ def _function_watch(stack: list[str], rec: _Record, neuron_names: set[str]):
         if any(parent == n or parent.startswith(n + ".") for n in neuron_names):
             return original(cls, *args, **kwargs)
         name = f"{parent}/{cls.__name__}" if parent else cls.__name__
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code.co_name != "forward":
+            frame = frame.f_back
+        if frame is not None:
+            name += f"@{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+            if hasattr(frame.f_code, "co_positions"):  # Python 3.11+: the column tells two calls on a line apart
+                col = list(frame.f_code.co_positions())[frame.f_lasti // 2][2]
+                name += f":{col}"
         stack.append(name)
         try:
             out = original(cls, *args, **kwargs)
