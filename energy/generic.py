@@ -98,6 +98,7 @@ class _Record:
     changed_known: dict = field(default_factory=dict)  # neuron -> bool (state readable per step)
     unrecognised: dict = field(default_factory=dict)  # layer -> "module" / "autograd.Function"
     module_types: dict = field(default_factory=dict)
+    order: dict = field(default_factory=dict)  # module -> None, in the order of first call
 
 
 class _Mode(TorchDispatchMode):
@@ -325,6 +326,7 @@ def measure(model: nn.Module, inputs, adapter: Adapter | None = None) -> tuple[_
     def push(name):
         def pre(mod, args):
             stack.append(name)
+            rec.order.setdefault(name)
             info = neurons.get(name)
             if info is not None and info.state:
                 pre_state[name] = getattr(mod, info.state, None)
@@ -583,5 +585,12 @@ def profile_model(
     meta = {"name": name or type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
             "profiled_seconds": elapsed, "torch": torch.__version__, "adapter": adapter.name,
             "counterfactual": adapter.counterfactual}  # fmt: skip
+    # the adapter's dataflow facts: which spike source each projection reads, which modules shift tokens
+    spiking = {n: "lif" for n in neuron_df.layer}
+    order = [n for n in rec.order if n]
+    source = adapter.projections(order, spiking)
+    modules = dict(model.named_modules())
+    meta["projections"] = {n: source.get(n) or "" for n in order if isinstance(modules.get(n), CONNECTION_TYPES)}
+    meta["token_shift"] = [n for n in order if adapter.token_shift and isinstance(modules.get(n), adapter.token_shift)]
     return ModelProfile(ops, setup, calls, operands, neuron_df, samples or _samples(inputs), meta, rec,
                         costs or load_costs(), precision)  # fmt: skip

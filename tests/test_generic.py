@@ -348,6 +348,10 @@ def test_generic_core_equals_spikegpt_path(tiny64):
         b = new.ops[new.ops.module_type == module_type].groupby("primitive")["count"].sum().to_dict()
         assert a == b, module_type
     assert new.uncounted().empty
+    # the adapter's dataflow: each projection reads the spike source the SpikeGPT path names
+    linear = old.layers[old.layers.kind == "linear"]
+    assert new.meta["projections"] == dict(zip(linear.layer, linear.spike_source))
+    assert new.meta["token_shift"] == [n for n, m in tiny64.named_modules() if type(m).__name__ == "TokenShift"]
 
 
 def test_spikegpt_adapter_counterfactual_is_the_twin(tiny64):
