@@ -106,10 +106,26 @@ class _Mode(TorchDispatchMode):
     def _should_skip_dynamo(cls) -> bool:
         return False  # never under torch.compile (see energy.census)
 
-    def __init__(self, stack: list[str], rec: _Record):
+    def __init__(self, stack: list[str], rec: _Record, params: list[torch.Tensor]):
         super().__init__()
         self.stack = stack
         self.rec = rec
+        # storages of the parameters, and of what ops on them alone made (kept alive while the
+        # mode runs, so that no activation can reuse their memory)
+        self.param_storages = {t.untyped_storage().data_ptr() for t in params}
+        self.kept: list[torch.Tensor] = []
+
+    def _parameter_only(self, args, kwargs, out) -> bool:
+        """Every tensor operand is a parameter, or was computed from parameters alone: a cost that depends
+        only on the weights (``1 - mix``, ``-exp(decay)``), foldable at load time, so "setup", never per call."""
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        if not tensors or not all(t.untyped_storage().data_ptr() in self.param_storages for t in tensors):
+            return False
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self.param_storages.add(t.untyped_storage().data_ptr())
+                self.kept.append(t)
+        return True
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -117,14 +133,18 @@ class _Mode(TorchDispatchMode):
         layer = self.stack[-1] if self.stack else ""
         op = aten_base_name(func)
         base = op[:-1] if op.endswith("_") and not op.startswith("_") else op
+        setup = self._parameter_only(args, kwargs, out)
         cost = self._cost(base, layer, args, kwargs, out)
         free = base in DISPATCH_FREE or op in DISPATCH_FREE
-        status = "counted" if cost is not None else ("free" if free else "uncounted")
+        status = ("setup" if setup else "counted") if cost is not None else ("free" if free else "uncounted")
         self.rec.calls[(layer, base, status)] += 1
         if cost is not None:
             for stage, c in cost.ops.items():
                 for prim, n in c.items():
-                    self.rec.ops[(layer, base, stage, prim, self._cls)] += n
+                    if setup:
+                        self.rec.setup[(layer, stage, prim)] += n
+                    else:
+                        self.rec.ops[(layer, base, stage, prim, self._cls)] += n
             for stage, c in cost.setup.items():
                 for prim, n in c.items():
                     self.rec.setup[(layer, stage, prim)] += n
@@ -382,7 +402,8 @@ def measure(model: nn.Module, inputs, adapter: Adapter | None = None) -> tuple[_
     for name, mod in modules.items():
         handles.append(mod.register_forward_pre_hook(push(name)))
         handles.append(mod.register_forward_hook(pop(name)))
-    mode = _Mode(stack, rec)
+    # parameters only: neuron libraries keep their membrane state in buffers (snntorch's ``mem``)
+    mode = _Mode(stack, rec, list(model.parameters()))
     try:
         with torch.no_grad(), _function_watch(stack, rec, set(neurons)), mode:
             _call(model, inputs)
