@@ -466,7 +466,7 @@ def _distributed_checks(a) -> None:
 
 
 def cmd_profile(a) -> int:
-    if a.model:
+    if getattr(a, "model", None):
         from energy import model_cli
 
         return model_cli.run(a)
