@@ -299,7 +299,7 @@ def _record_spiking(rec: _Record, name: str, inputs, out, what: str) -> bool:
     if s is None or not s.is_floating_point() and s.dtype != torch.bool:
         return False
     o = _operand(s)
-    if not o.is_spike or o.numel == 0:
+    if not o.is_spike or o.nnz == 0:  # all zeros is no evidence of spikes (a ReLU of negatives is all zeros)
         return False
     ins = [t for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()]
     if not ins or any(_operand(t).is_spike for t in ins):

@@ -247,7 +247,7 @@ class _BinarySpike(torch.autograd.Function):
 
 class _PlainHeaviside(nn.Module):
     def forward(self, u):
-        return (u > 0.3).float()
+        return (u > 0.0).float()
 
 
 def test_custom_spikes_reported_not_recognised():
@@ -260,6 +260,7 @@ def test_custom_spikes_reported_not_recognised():
             s = _BinarySpike.apply(self.fc1(x))  # a custom autograd Function, called functionally
             return self.step(self.fc2(s))  # a custom module made of plain ops
 
+    torch.manual_seed(0)
     net = Net().eval()
     x = torch.rand(7, 6)
     p = profile_model(net, x)
@@ -270,6 +271,8 @@ def test_custom_spikes_reported_not_recognised():
     with torch.no_grad():
         s = _BinarySpike.apply(net.fc1(x))
     assert rows.loc[fn[0], "spikes"] == _nnz(s)
+    with torch.no_grad():
+        assert rows.loc["step", "spikes"] == _nnz(net.step(net.fc2(s))) > 0
     assert p.totals()["ac"] == _nnz(s) * 4  # its output drives fc2 as spikes
     assert p.ops[p.ops.layer == fn[0]].primitive.tolist() == ["max"]  # its compare is counted
 
@@ -394,3 +397,13 @@ def test_factory_with_text_and_tokenizer(tmp_path, monkeypatch, capsys):
     assert main(["profile", "--model", "my_lm:make", "--out", "out"]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["samples"] == 1 and summary["ops_total"]["lookup"] == len("hello spikes")
+
+
+def test_all_zero_output_is_no_spike_source_and_unknown_ops_are_listed():
+    """An output of zeros only is no evidence of spikes (a ReLU-like module on negatives); an aten op that no
+    rule prices (``threshold``) is listed as uncounted, with its module, never dropped."""
+    net = nn.Sequential(nn.Linear(4, 3), nn.Threshold(100.0, 0.0)).eval()
+    p = profile_model(net, torch.rand(2, 4))
+    assert p.neurons.empty
+    un = p.uncounted()
+    assert un[["layer", "module_type", "aten_op"]].values.tolist() == [["1", "Threshold", "threshold"]]
