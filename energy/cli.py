@@ -177,6 +177,8 @@ def make_parser() -> argparse.ArgumentParser:
     prof = sub.add_parser("profile", parents=[common],
                           help="measure a checkpoint on text; write report.html, summary.json, CSVs")  # fmt: skip
     _model_options(prof)
+    prof.add_argument("--model", metavar="PKG.MODULE:FACTORY",
+                      help="profile any model: a factory returning {'model', 'inputs'} (energy.model_cli)")  # fmt: skip
     prof.add_argument("--out", default="spike-energy-report", help="output directory (default spike-energy-report/)")
     prof.add_argument("--bench", help="a bench JSON (spike-energy bench --out) to show in the report")
     prof.add_argument(
@@ -464,6 +466,10 @@ def _distributed_checks(a) -> None:
 
 
 def cmd_profile(a) -> int:
+    if getattr(a, "model", None):
+        from energy import model_cli
+
+        return model_cli.run(a)
 
     from energy import pipeline
     from reports.html import figure_helper

@@ -99,16 +99,72 @@ def linear_cost(rows: int, in_features: int, out_features: int, x: Operand | Non
 
 
 @register_cost("matmul")
-def matmul_cost(batch: int, m: int, k: int, n: int, a: Operand | None = None) -> Cost:
-    """(batch x m x k) @ (k x n): attention scores and mixing in the baselines."""
+def matmul_cost(
+    batch: int, m: int, k: int, n: int, a: Operand | None = None, b: Operand | None = None, pairs: int | None = None
+) -> Cost:
+    """(batch x m x k) @ (k x n): attention scores and mixing in the baselines.
+
+    With a spike operand the product is accumulates: a spike ``a`` touches ``n`` entries of ``b`` per
+    nonzero, a spike ``b`` (``a`` not a spike) ``m`` entries of ``a`` per nonzero; with both spikes
+    (spiking self-attention, Q K^T) one accumulate per ``pairs``: the (a, b) products whose factors are
+    both nonzero (spikingjelly's SynOp definition). Otherwise the MACs whose ``a`` is nonzero are effective."""
     dense = batch * m * k * n
     nnz = a.nnz if a is not None else batch * m * k
     counts = _c(mac=dense)
-    if a is not None and a.is_spike:
+    if a is not None and a.is_spike and b is not None and b.is_spike and pairs is not None:
+        counts["ac"] = pairs
+    elif a is not None and a.is_spike:
         counts["ac"] = nnz * n
+    elif b is not None and b.is_spike:
+        counts["ac"] = b.nnz * m
     else:
         counts["effective_mac"] = nnz * n
     return Cost({"matmul": counts})
+
+
+@register_cost("conv")
+def conv_cost(dense: int, reach: int, x: Operand | None = None, bias_numel: int = 0) -> Cost:
+    """A convolution: ``dense`` MACs are every (output position, kernel tap) pair as executed, padded taps
+    included (torch's, fvcore's and spikingjelly's convention); ``reach``: the pairs whose input element is
+    nonzero and inside the input (padding reads no input), which are ACs for a spike input, else the
+    effective MACs. ``bias_numel``: one add per output element with a bias."""
+    counts = _c(mac=dense)
+    counts["ac" if x is not None and x.is_spike else "effective_mac"] = reach
+    counts["add"] += bias_numel
+    return Cost({"conv": counts})
+
+
+@register_cost("attention")
+def attention_cost(batch: int, tq: int, tk: int, d: int, dv: int, q: Operand | None = None,
+                   causal: bool = False) -> Cost:  # fmt: skip
+    """Fused scaled-dot-product attention (one aten op): Q K^T, the scale, a softmax per row and P V, as
+    the baselines' ``h_sdpa`` composes them. Effective MACs: Q K^T skips zeros of Q; a causal P V skips the
+    masked upper triangle of P (row i reads min(i + 1, tk) keys, for tq == tk)."""
+    qk = KINDS["matmul"](batch, tq, d, tk, q).ops["matmul"]
+    pv = KINDS["matmul"](batch, tq, tk, dv).ops["matmul"]
+    if causal and tq == tk:
+        pv["effective_mac"] = batch * dv * tq * (tq + 1) // 2
+    ops = {"attention.matmul": qk + pv, "attention.scale": _c(mul=batch * tq * tk)}
+    ops["attention.softmax"] = KINDS["softmax"](batch * tq, tk).ops["softmax"]
+    return Cost(ops)
+
+
+@register_cost("batchnorm")
+def batchnorm_cost(numel: int, channels: int, affine: bool = True) -> Cost:
+    """Inference batch norm, as executed: (x - mean) * rsqrt(var + eps) (1 add, 1 mul per element), then
+    gamma, beta (1 mul, 1 add per element). Setup (parameters only, foldable at load time): var + eps and
+    its rsqrt per channel."""
+    ops = {"batchnorm.normalize": _c(add=numel, mul=numel)}
+    if affine:
+        ops["batchnorm.affine"] = _c(add=numel, mul=numel)
+    return Cost(ops, setup={"batchnorm.rsqrt": _c(add=channels, rsqrt=channels)})
+
+
+@register_cost("reduction")
+def reduction_cost(numel_in: int, numel_out: int, mean: bool = False) -> Cost:
+    """A sum (or mean) of ``numel_in`` elements into ``numel_out``: one add per element folded in
+    (numel_in - numel_out), and for a mean one multiply per output."""
+    return Cost({"reduction": _c(add=numel_in - numel_out, mul=numel_out if mean else 0)})
 
 
 @register_cost("layernorm")
@@ -378,3 +434,35 @@ def aten_base_name(op) -> str:
     name = op if isinstance(op, str) else op.name()
     name = name.split("::")[-1]
     return name.split(".")[0]
+
+
+# ---------------------------------------------------------------------------------
+# Dispatch bindings of the model-agnostic profiler (``energy.generic``): aten ops by base name
+# ---------------------------------------------------------------------------------
+
+# elementwise aten ops -> (primitive, stage), one primitive per output element. Judgement calls: a compare,
+# select, clamp, relu, sign or abs is one ``max`` (compare / select); ``rsub`` and ``sub`` are adds.
+DISPATCH_ELEMENTWISE: dict[str, tuple[str, str]] = {
+    **{op: ("add", op) for op in ("add", "sub", "rsub")},
+    **{op: ("mul", op) for op in ("mul", "square")},
+    "neg": ("add", "neg"),  # as the baselines' fvcore handles count it
+    "div": ("div", "div"),
+    "exp": ("exp", "exp"),
+    "sigmoid": ("sigmoid", "sigmoid"),
+    **{op: ("rsqrt", op) for op in ("rsqrt", "sqrt")},
+    **{op: ("max", op) for op in ("ge", "gt", "le", "lt", "eq", "ne", "where", "maximum", "minimum", "relu",
+                                  "clamp", "clamp_min", "clamp_max", "heaviside", "sign", "abs",
+                                  "masked_fill", "logical_and", "logical_or", "logical_not", "bitwise_and",
+                                  "bitwise_or", "__and__", "__or__", "tril", "triu")},
+}  # fmt: skip
+
+# aten ops the dispatch profiler treats as data movement, beyond ``FREE_ATEN`` (kept apart so that the
+# SpikeGPT census's statuses do not change)
+DISPATCH_FREE = FREE_ATEN | frozenset(
+    {
+        "index_select", "gather", "repeat", "roll", "flip", "new_ones", "new_full", "_unsafe_index", "index",
+        "flatten", "unflatten", "movedim", "detach_", "resize_", "set_", "_local_scalar_dense", "item",
+        "result_type", "empty_strided", "bernoulli_", "native_dropout", "dropout", "split_with_sizes", "chunk",
+        "_has_compatible_shallow_copy_type", "is_nonzero", "unsafe_split", "squeeze_copy", "view_copy",
+    }
+)  # fmt: skip
