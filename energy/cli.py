@@ -522,22 +522,27 @@ def _write_profile(out: Path, summary: dict, result, helper) -> None:
 
 
 def _print_platforms(p: dict | None) -> None:
-    """SpikeGPT per token on each platform: as executed, counterfactual, native fractions, chips."""
+    """SpikeGPT per token on each platform, as executed + memory (SRAM) and in the counterfactual (+ memory),
+    with the native fractions and the chips the 216M's int8 weights need; 80 columns."""
     if not p:
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"on real chips ({p['precision']}): SpikeGPT pJ per token (native fraction)")
-    for col in ("platform", "node", "as executed", "spike-input counterfactual", "216M int8 chips"):
-        t.add_column(col, justify="left" if col == "platform" else "right")
+    t = Table(title=f"on real chips ({p['precision']}): SpikeGPT, energy per token (native share)", box=box.SIMPLE_HEAD,
+              title_justify="left", caption="both columns include the memory traffic (SRAM), as the chips price it",
+              caption_justify="left")  # fmt: skip
+    for col in ("platform", "node", "as executed + memory (SRAM)", "spike-input counterfactual + memory",
+                "chips, 216M int8"):  # fmt: skip
+        t.add_column(col, justify="left" if col == "platform" else "right", min_width=8 if "memory" in col else None)
     chips = {c["platform"]: c["chips"] for c in p["capacity"] if c["model"] == "216m" and c["precision"] == "int8"}
 
     def cell(r):
         if r is None or r.get("pj_per_token") is None:
             return "not published"
         frac = r.get("native_fraction")
-        return f"{r['pj_per_token']:,.0f}" + (f" ({frac:.1%})" if frac is not None else "")
+        return _energy(r["pj_per_token"]) + (f" ({frac:.1%})" if frac is not None else "")
 
     for name in p["presets"]:
         res = [r for r in p["results"] if r["platform"] == name]
@@ -545,7 +550,14 @@ def _print_platforms(p: dict | None) -> None:
             by = {r["workload"]: r for r in res if r.get("node_nm") == node}
             t.add_row(name, "-" if node is None else f"{node:g} nm", cell(by.get("spikegpt")),
                       cell(by.get("spikegpt-counterfactual")), str(chips.get(name) or "-"))  # fmt: skip
-    Console().print(t)
+    Console(width=80).print(t)
+
+
+def _energy(pj) -> str:
+    """Picojoules as joules with an SI prefix, as the report writes them ('63.3 µJ')."""
+    from reports.html import energy
+
+    return energy(pj)
 
 
 def _num(x, spec: str, na: str = "n/a") -> str:
@@ -630,7 +642,7 @@ def cmd_audit(a) -> int:
 
     from reports.audit_text import print_audit
 
-    console = Console(width=max(120, shutil.get_terminal_size().columns))
+    console = Console(width=80)  # the tables fit 80 columns; notes wrap
     if a.summary:  # an existing run: read its summary, print, done
         from reports.compare import load_summary
 
@@ -845,23 +857,34 @@ def cmd_pareto(a) -> int:
 
 
 def _print_pareto(res: dict) -> None:
+    """Quality against energy per character, 80 columns: the best platform on a line of its own under the
+    table, so that no cell is cut."""
+    from rich import box
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=f"quality against energy per character ({res['precision']}, same {res['tokens']} tokens)")
-    for col in ("model", "variant", "bits/char", "firing rate", "binary projections", "AC/token",
-                "as executed", "with memory", "best platform"):  # fmt: skip
-        t.add_column(col, justify="left" if col in ("model", "variant", "best platform") else "right")
+    from reports.labels import model_name
+
+    t = Table(title=f"quality against energy per character ({res['precision']}, the same {res['tokens']} tokens)",
+              box=box.SIMPLE_HEAD, title_justify="left")  # fmt: skip
+    for col in ("model", "variant", "bits/char", "firing rate", "spiking proj.", "AC/token", "as executed",
+                "+ memory (SRAM)"):  # fmt: skip
+        t.add_column(col, justify="left" if col in ("model", "variant") else "right", min_width=5)
+    best = []
     for m in res["models"]:
-        e, best = m["energy_pj_per_char"], m.get("best_platform") or {}
-        plat = f"{best['platform']}: {_num(best.get('pj_per_char'), ',.0f')} pJ" if best else "-"
-        ex, mem = _num(e["as_executed"], ",.0f"), _num(e["as_executed_memory"], ",.0f")
-        t.add_row(escape(m["name"]), m["variant"], _num(m["bpc"], ".3f"), _num(m["firing_rate_overall"], ".3f"),
-                  f"{m['projections']['spike']}/{m['projections']['total']}", _num(m["ops_per_token"]["ac"], ",.0f"),
-                  f"{ex} pJ", f"{mem} pJ", plat)  # fmt: skip
-    c = Console()
+        e, b = m["energy_pj_per_char"], m.get("best_platform") or {}
+        if b:
+            node = f" {b['node_nm']:g} nm" if b.get("node_nm") is not None else ""
+            best.append(f"{m['name']}: {b['platform']}{node}, {_energy(b.get('pj_per_char'))} per character")
+        t.add_row(escape(m["name"]), escape(model_name(m["variant"], short=True)), _num(m["bpc"], ".3f"),
+                  _num(m["firing_rate_overall"], ".3f"), f"{m['projections']['spike']}/{m['projections']['total']}",
+                  _num(m["ops_per_token"]["ac"], ",.0f"), _energy(e["as_executed"]),
+                  _energy(e["as_executed_memory"]))  # fmt: skip
+    c = Console(width=80)
     c.print(t)
+    if best:
+        c.print(escape("lowest energy on a chip (as executed + memory, SRAM): " + "; ".join(best) + "."))
     if res.get("verdict"):
         c.print(escape(res["verdict"]))
 
