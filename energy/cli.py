@@ -530,10 +530,11 @@ def _print_platforms(p: dict | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"on real chips ({p['precision']}): SpikeGPT, energy per token (native share)", box=box.SIMPLE_HEAD,
+    t = Table(title=f"SpikeGPT as executed + memory (SRAM) on real chips ({p['precision']}): energy per token "
+              "(native share)", box=box.SIMPLE_HEAD,
               title_justify="left", caption="both columns include the memory traffic (SRAM), as the chips price it",
               caption_justify="left")  # fmt: skip
-    for col in ("platform", "node", "as executed + memory (SRAM)", "spike-input counterfactual + memory",
+    for col in ("platform", "node", "as executed + memory (SRAM)", "spike-input counterfactual + memory (SRAM)",
                 "chips, 216M int8"):  # fmt: skip
         t.add_column(col, justify="left" if col == "platform" else "right", min_width=8 if "memory" in col else None)
     chips = {c["platform"]: c["chips"] for c in p["capacity"] if c["model"] == "216m" and c["precision"] == "int8"}
@@ -551,6 +552,13 @@ def _print_platforms(p: dict | None) -> None:
             t.add_row(name, "-" if node is None else f"{node:g} nm", cell(by.get("spikegpt")),
                       cell(by.get("spikegpt-counterfactual")), str(chips.get(name) or "-"))  # fmt: skip
     Console(width=80).print(t)
+
+
+def _si(x) -> str:
+    """A count with an SI prefix ('1.23 M'), as the report writes it."""
+    from reports.html import si
+
+    return si(x)
 
 
 def _energy(pj) -> str:
@@ -867,19 +875,26 @@ def _print_pareto(res: dict) -> None:
     from reports.labels import model_name
 
     t = Table(title=f"quality against energy per character ({res['precision']}, the same {res['tokens']} tokens)",
-              box=box.SIMPLE_HEAD, title_justify="left")  # fmt: skip
-    for col in ("model", "variant", "bits/char", "firing rate", "spiking proj.", "AC/token", "as executed",
-                "+ memory (SRAM)"):  # fmt: skip
-        t.add_column(col, justify="left" if col in ("model", "variant") else "right", min_width=5)
+              box=box.SIMPLE_HEAD, title_justify="left", collapse_padding=True, pad_edge=False)  # fmt: skip
+    # fixed widths (rich would shrink the names to share the room): a long name wraps, a number is never cut
+    t.add_column("model", width=22, overflow="fold")
+    for col, width in (("bits/ char", 6), ("firing rate", 6), ("spiking proj.", 7), ("AC/ token", 8),
+                       ("as executed", 8), ("+ memory (SRAM)", 8)):  # fmt: skip
+        t.add_column(col, justify="right", width=width)
     best = []
     for m in res["models"]:
         e, b = m["energy_pj_per_char"], m.get("best_platform") or {}
         if b:
             node = f" {b['node_nm']:g} nm" if b.get("node_nm") is not None else ""
             best.append(f"{m['name']}: {b['platform']}{node}, {_energy(b.get('pj_per_char'))} per character")
-        t.add_row(escape(m["name"]), escape(model_name(m["variant"], short=True)), _num(m["bpc"], ".3f"),
+        kind = model_name(m["variant"], short=True)
+        if m["name"] == m["variant"]:
+            name = kind
+        else:
+            name = m["name"] if m["variant"] == "released" else f"{m['name']} ({kind})"
+        t.add_row(escape(name), _num(m["bpc"], ".3f"),
                   _num(m["firing_rate_overall"], ".3f"), f"{m['projections']['spike']}/{m['projections']['total']}",
-                  _num(m["ops_per_token"]["ac"], ",.0f"), _energy(e["as_executed"]),
+                  _si(m["ops_per_token"]["ac"]), _energy(e["as_executed"]),
                   _energy(e["as_executed_memory"]))  # fmt: skip
     c = Console(width=80)
     c.print(t)

@@ -122,8 +122,10 @@ def break_even_notes(audit: Mapping) -> list[str]:
             continue
         for acc, r in (by_acc or {}).items():
             key32 = next((k for k in r if str(k).startswith("rate_for_")), None)
-            for what, note in ((f"{claim}x" + (f" vs {key32.split('_vs_', 1)[-1]}" if key32 else ""), r.get("note_32x")),
-                               ("twin parity", r.get("note_twin")), ("int8 ANN parity", r.get("note_int8_ann"))):
+            vs = f" vs {key32.split('_vs_', 1)[-1]}" if key32 else ""
+            notes = ((f"{claim}x{vs}", r.get("note_32x")), ("twin parity", r.get("note_twin")),
+                     ("int8 ANN parity", r.get("note_int8_ann")))  # fmt: skip
+            for what, note in notes:
                 if note:
                     out.append(f"{p}, {acc}, {what}: {note}.")
     return out

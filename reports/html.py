@@ -203,8 +203,8 @@ def _figure_arguments(s: Mapping) -> dict[str, tuple[tuple, dict]]:
         "relu_sq": ((s.get("relu_sq_zero_fraction") or {},), {}),
         "ops_by_layer": ((s.get("ops_per_token_by_layer") or {},), {}),
         "energy_by_scenario": ((s.get("energy_breakdown") or {}, s.get("scenarios") or {}), {}),
-        "baselines": ((s.get("energy_pj_per_char") or {}, base_per_char, {**(s.get("scenarios") or {}), **SCALE_LABELS}),
-                      {"unit": "character"}),
+        "baselines": ((s.get("energy_pj_per_char") or {}, base_per_char,
+                       {**(s.get("scenarios") or {}), **SCALE_LABELS}), {"unit": "character"}),
         "decode": ((s.get("decode") or {},), {}),
         "pareto": ((s.get("variants") or {},), {}),
         "waterfall": ((audit.get("waterfall") or [], claim), {}),
@@ -753,7 +753,8 @@ def context(s: Mapping, helper=None) -> dict:
         "baseline_rows": _baseline_rows(s),
         "baseline_scenarios": _baseline_scenarios(s),
         "waterfall_baselines": _waterfall_baselines(audit),
-        "break_even": _break_even_rows(audit),
+        "break_even": (be := _break_even_rows(audit)),
+        "break_even_text": " ".join(str(r.get(k) or "") for r in be for k in ("note_32", "note_twin", "note_int8")),
         "precision_cols": _ratio_columns(by_prec),
         "by_precision": by_prec,
         "uncounted": s.get("uncounted_ops") or [],
@@ -865,11 +866,14 @@ def section_lines(s: Mapping, c: Mapping) -> dict[str, str]:
         ])  # fmt: skip
     if c["corpus"]:
         cp = s.get("corpus") if isinstance(s.get("corpus"), Mapping) else {}
-        out["corpus"] = _one([
-            f"{num(cp.get('documents'))} documents, {num(cp.get('tokens'))} tokens, each document its own sequence"
-            if cp.get("run") == "documents" else f"one sequence of {num(cp.get('tokens') or s.get('tokens'))} tokens",
-            "confidence intervals of the firing rate, quality and energy",
-        ])
+        out["corpus"] = _one(
+            [
+                f"{num(cp.get('documents'))} documents, {num(cp.get('tokens'))} tokens, each document its own sequence"
+                if cp.get("run") == "documents"
+                else f"one sequence of {num(cp.get('tokens') or s.get('tokens'))} tokens",
+                "confidence intervals of the firing rate, quality and energy",
+            ]
+        )
     return out
 
 
@@ -954,6 +958,7 @@ def _env() -> Environment:
     env.globals["finite"] = _finite
     env.globals["beyond"] = beyond
     env.globals["model_name"] = model_name
+    env.globals["glossary"] = glossary
     return env
 
 

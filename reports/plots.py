@@ -74,7 +74,11 @@ KIND_COLORS = {
     "rsqrt": "#14b8a6",
     "lookup": "#64748b",
 }
-KIND_LABELS = {"effective_mac": "MAC, float input (zero operands skipped)", "mac": "MAC, float input", "ac": "AC, spike input"}
+KIND_LABELS = {
+    "effective_mac": "MAC, float input (zero operands skipped)",
+    "mac": "MAC, float input",
+    "ac": "AC, spike input",
+}
 SMALL = 0.01  # a kind under 1% of its panel is too small to see: listed under the legend, not drawn
 EXTRA_COLORS = ("#84cc16", "#0ea5e9", "#f97316", "#6366f1", "#a3a3a3", "#d946ef")
 
@@ -709,7 +713,7 @@ def baseline_comparison(
     if vals:
         ax.set_ylim(min(vals) / 3, max(vals) * 3)
     ax.set_xticks(xs)
-    ax.set_xticklabels([textwrap.fill(labels.get(s, s), 22) for s in scenarios], fontsize=8)
+    ax.set_xticklabels([textwrap.fill(labels.get(s, s), 18) for s in scenarios], fontsize=8)
     ax.set_ylabel(f"energy / {unit} (log scale)")
     ax.set_title(f"Energy per {unit}: SpikeGPT and the baselines")
     ax.grid(axis="x", visible=False)
@@ -760,7 +764,8 @@ def decode_curves(decode: Mapping) -> Figure:
         raise NoData("no decode-mode curve in this summary")
     fig = Figure(figsize=(WIDTH, 4.0), layout="constrained")
     axes = fig.subplots(1, 2, sharey=False)
-    for ax, (scen, title) in zip(axes, (("as_executed", "as executed"), ("as_executed_memory", "as executed + memory (SRAM; DRAM beyond it)"))):
+    scenarios = (("as_executed", "as executed"), ("as_executed_memory", "as executed + memory (SRAM; DRAM beyond it)"))
+    for ax, (scen, title) in zip(axes, scenarios):
         vals = []
         for k, (name, c) in enumerate(curves.items()):
             pos, ys = np.array(c.get("positions") or [], float), np.array(c.get(scen) or [], float)

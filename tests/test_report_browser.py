@@ -49,7 +49,8 @@ def measure(html: str, tmp_path: Path, open_all: bool = False) -> dict:
     flags = [
         CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / ('p-open' if open_all else 'p-closed')}", f"--window-size={SCREEN[0]},{SCREEN[1]}",
+        f"--user-data-dir={tmp_path / ('p-open' if open_all else 'p-closed')}",
+        f"--window-size={SCREEN[0]},{SCREEN[1]}",
         "--virtual-time-budget=3000", "--dump-dom", page.as_uri(),
     ]  # fmt: skip
     r = subprocess.run(flags, capture_output=True, text=True, timeout=120)
