@@ -553,7 +553,8 @@ def test_pareto_table_fits_80_columns(capsys):
     m = {"variant": "spike-input", "bpc": 2.91, "firing_rate_overall": 0.2, "projections": {"spike": 29, "total": 29},
          "ops_per_token": {"ac": 1234567.0}, "energy_pj_per_char": {"as_executed": 7.5e6, "as_executed_memory": 6.3e7},
          "best_platform": {"platform": "loihi", "node_nm": 14, "pj_per_char": 1.5e7}}  # fmt: skip
-    models = [{**m, "name": n, "variant": v} for n, v in (("demo", "released"), ("twin", "twin"), ("spike-input", "spike-input"))]
+    kinds = (("demo", "released"), ("twin", "twin"), ("spike-input", "spike-input"))
+    models = [{**m, "name": n, "variant": v} for n, v in kinds]
     res = {"precision": "fp32", "tokens": 2048, "models": models}
     _print_pareto(res)
     out = capsys.readouterr().out
