@@ -68,8 +68,7 @@ def waterfall_table(audit: Mapping) -> Table:
         for b in s.get("ratio") or {}:
             if b not in names:
                 names.append(b)
-    t = _table(f"audit waterfall ({audit.get('precision', '?')}): SpikeGPT pJ per token, and each ANN's energy / "
-               "SpikeGPT's")  # fmt: skip
+    t = _table(f"audit waterfall ({audit.get('precision', '?')}): SpikeGPT pJ/token; ANN energy / SpikeGPT energy")
     t.add_column("step", ratio=1, min_width=14)
     t.add_column("SpikeGPT pJ/token", justify="right", no_wrap=True)
     for b in names:

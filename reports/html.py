@@ -532,6 +532,7 @@ def _baseline_rows(s: Mapping) -> list[dict]:
         rows.append({
             "name": name,
             "display": model_name(name),
+            "bpc": _finite(b.get("bpc")),  # quality, where the summary measured it (the stripped twin's)
             "scale": name in scale,
             "description": desc.get(name) or b.get("description", ""),
             "assumptions": b.get("assumptions") or [],
@@ -779,8 +780,10 @@ def context(s: Mapping, helper=None) -> dict:
     }
     c = out
     c["lines"] = section_lines(s, c)
-    c["terms"] = glossary(*c["verdict"]["sentences"], c["head"]["sentence"], c["head"]["decode_sentence"],
-                          *[r.get("description") for r in c["verdict"]["decomposition"]])  # fmt: skip
+    v = c["verdict"]
+    shown = [*v["sentences"], *[f"{r.get('factor')} {r.get('description')}" for r in v["decomposition"]]] if (
+        v["generated"]) else [c["head"]["sentence"], c["head"]["decode_sentence"]]  # fmt: skip
+    c["terms"] = glossary(*shown)  # the words of what the verdict box shows
     return c
 
 
