@@ -654,7 +654,7 @@ CENSUS_WORDS = {
 
 
 def _rest_of_cost_table(s: Mapping) -> list[Mapping]:
-    """The cost-table rows that the 'in use' table does not already show."""
+    """The cost-table rows that the table of assumptions and parameters does not already show."""
     used = {(r.get("op"), r.get("dtype")) for r in s.get("assumptions") or [] if isinstance(r, Mapping)}
     return [r for r in (s.get("costs") or {}).get("table") or [] if (r.get("op"), r.get("dtype")) not in used]
 
@@ -850,7 +850,8 @@ def section_lines(s: Mapping, c: Mapping) -> dict[str, str]:
             else "none: every operation the model ran is priced or free",
         ]),
         "costs": _one([
-            f"{len(c['assumptions'])} figures in use, {c['n_assumed']} of them this tool's assumptions",
+            f"{c['n_assumed']} assumptions of this tool and {len(c['assumptions']) - c['n_assumed']} other entries",
+            f"{len(c['cost_rest'])} published and derived costs" if c["cost_rest"] else "",
             "every entry's source",
         ]),
         "timing": "Wall-clock GPU benchmark." if c["bench"] else "No GPU timing was run for this report.",
