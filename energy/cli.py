@@ -617,13 +617,19 @@ def _print_summary(s: dict) -> None:
                     f"{g['bpc']['value']:.3f}{_ci({'overall': g['bpc']})}")  # fmt: skip
     for w in m.get("warnings") or []:
         c.print(f"[yellow]warning: {escape(one_line(w, 300))}[/]")
-    t = Table(title=f"energy ({s['precision']}, 45 nm)")
+    from reports.html import same_per_char
+
+    one = same_per_char(s)  # a character model: per character is per token, shown once
+    t = Table(title=f"energy ({s['precision']}, 45 nm)" + (", pJ/token = pJ/character: a token is one character" if one
+                                                            else ""))  # fmt: skip
     t.add_column("scenario")
     t.add_column("pJ/token", justify="right")
-    t.add_column("pJ/character", justify="right")
+    if not one:
+        t.add_column("pJ/character", justify="right")
     per_char = s.get("energy_pj_per_char") or {}
     for name, pj in s["energy_pj_per_token"].items():
-        t.add_row(SCENARIO_LABELS.get(name, name), _num(pj, ",.0f"), _num(per_char.get(name), ",.0f"))
+        cells = [_num(pj, ",.0f")] + ([] if one else [_num(per_char.get(name), ",.0f")])
+        t.add_row(SCENARIO_LABELS.get(name, name), *cells)
     c.print(t)
     h = s["headline"]
     if h.get("sentence"):
