@@ -890,14 +890,14 @@ def _print_pareto(res: dict) -> None:
     best = []
     for m in res["models"]:
         e, b = m["energy_pj_per_char"], m.get("best_platform") or {}
-        if b:
-            node = f" {b['node_nm']:g} nm" if b.get("node_nm") is not None else ""
-            best.append(f"{m['name']}: {b['platform']}{node}, {_energy(b.get('pj_per_char'))} per character")
         kind = model_name(m["variant"], short=True)
         if m["name"] == m["variant"]:
             name = kind
         else:
             name = m["name"] if m["variant"] == "released" else f"{m['name']} ({kind})"
+        if b:
+            node = f" {b['node_nm']:g} nm" if b.get("node_nm") is not None else ""
+            best.append(f"{name}: {b['platform']}{node}, {_energy(b.get('pj_per_char'))} per character")
         t.add_row(escape(name), _num(m["bpc"], ".3f"),
                   _num(m["firing_rate_overall"], ".3f"), f"{m['projections']['spike']}/{m['projections']['total']}",
                   _si(m["ops_per_token"]["ac"]), _energy(e["as_executed"]),
