@@ -528,22 +528,28 @@ def _write_profile(out: Path, summary: dict, result, helper) -> None:
 
 
 def _print_platforms(p: dict | None) -> None:
-    """SpikeGPT per token on each platform: as executed, counterfactual, native fractions, chips."""
+    """SpikeGPT per token on each platform, as executed + memory (SRAM) and in the counterfactual (+ memory),
+    with the native fractions and the chips the 216M's int8 weights need; 80 columns."""
     if not p:
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"on real chips ({p['precision']}): SpikeGPT pJ per token (native fraction)")
-    for col in ("platform", "node", "as executed", "spike-input counterfactual", "216M int8 chips"):
-        t.add_column(col, justify="left" if col == "platform" else "right")
+    t = Table(title=f"SpikeGPT as executed + memory (SRAM) on real chips ({p['precision']}): energy per token "
+              "(native share)", box=box.SIMPLE_HEAD,
+              title_justify="left", caption="both columns include the memory traffic (SRAM), as the chips price it",
+              caption_justify="left")  # fmt: skip
+    for col in ("platform", "node", "as executed + memory (SRAM)", "spike-input counterfactual + memory (SRAM)",
+                "chips, 216M int8"):  # fmt: skip
+        t.add_column(col, justify="left" if col == "platform" else "right", min_width=8 if "memory" in col else None)
     chips = {c["platform"]: c["chips"] for c in p["capacity"] if c["model"] == "216m" and c["precision"] == "int8"}
 
     def cell(r):
         if r is None or r.get("pj_per_token") is None:
             return "not published"
         frac = r.get("native_fraction")
-        return f"{r['pj_per_token']:,.0f}" + (f" ({frac:.1%})" if frac is not None else "")
+        return _energy(r["pj_per_token"]) + (f" ({frac:.1%})" if frac is not None else "")
 
     for name in p["presets"]:
         res = [r for r in p["results"] if r["platform"] == name]
@@ -551,7 +557,21 @@ def _print_platforms(p: dict | None) -> None:
             by = {r["workload"]: r for r in res if r.get("node_nm") == node}
             t.add_row(name, "-" if node is None else f"{node:g} nm", cell(by.get("spikegpt")),
                       cell(by.get("spikegpt-counterfactual")), str(chips.get(name) or "-"))  # fmt: skip
-    Console().print(t)
+    Console(width=80).print(t)
+
+
+def _si(x) -> str:
+    """A count with an SI prefix ('1.23 M'), as the report writes it."""
+    from reports.html import si
+
+    return si(x)
+
+
+def _energy(pj) -> str:
+    """Picojoules as joules with an SI prefix, as the report writes them ('63.3 µJ')."""
+    from reports.html import energy
+
+    return energy(pj)
 
 
 def _num(x, spec: str, na: str = "n/a") -> str:
@@ -603,13 +623,19 @@ def _print_summary(s: dict) -> None:
                     f"{g['bpc']['value']:.3f}{_ci({'overall': g['bpc']})}")  # fmt: skip
     for w in m.get("warnings") or []:
         c.print(f"[yellow]warning: {escape(one_line(w, 300))}[/]")
-    t = Table(title=f"energy ({s['precision']}, 45 nm)")
+    from reports.html import same_per_char
+
+    one = same_per_char(s)  # a character model: per character is per token, shown once
+    t = Table(title=f"energy ({s['precision']}, 45 nm)" + (", pJ/token = pJ/character: a token is one character" if one
+                                                            else ""))  # fmt: skip
     t.add_column("scenario")
     t.add_column("pJ/token", justify="right")
-    t.add_column("pJ/character", justify="right")
+    if not one:
+        t.add_column("pJ/character", justify="right")
     per_char = s.get("energy_pj_per_char") or {}
     for name, pj in s["energy_pj_per_token"].items():
-        t.add_row(SCENARIO_LABELS.get(name, name), _num(pj, ",.0f"), _num(per_char.get(name), ",.0f"))
+        cells = [_num(pj, ",.0f")] + ([] if one else [_num(per_char.get(name), ",.0f")])
+        t.add_row(SCENARIO_LABELS.get(name, name), *cells)
     c.print(t)
     h = s["headline"]
     if h.get("sentence"):
@@ -636,7 +662,7 @@ def cmd_audit(a) -> int:
 
     from reports.audit_text import print_audit
 
-    console = Console(width=max(120, shutil.get_terminal_size().columns))
+    console = Console(width=80)  # the tables fit 80 columns; notes wrap
     if a.summary:  # an existing run: read its summary, print, done
         from reports.compare import load_summary
 
@@ -851,23 +877,41 @@ def cmd_pareto(a) -> int:
 
 
 def _print_pareto(res: dict) -> None:
+    """Quality against energy per character, 80 columns: the best platform on a line of its own under the
+    table, so that no cell is cut."""
+    from rich import box
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=f"quality against energy per character ({res['precision']}, same {res['tokens']} tokens)")
-    for col in ("model", "variant", "bits/char", "firing rate", "binary projections", "AC/token",
-                "as executed", "with memory", "best platform"):  # fmt: skip
-        t.add_column(col, justify="left" if col in ("model", "variant", "best platform") else "right")
+    from reports.labels import model_name
+
+    t = Table(title=f"quality against energy per character ({res['precision']}, the same {res['tokens']} tokens)",
+              box=box.SIMPLE_HEAD, title_justify="left", collapse_padding=True, pad_edge=False)  # fmt: skip
+    # fixed widths (rich would shrink the names to share the room): a long name wraps, a number is never cut
+    t.add_column("model", width=22, overflow="fold")
+    for col, width in (("bits/ char", 6), ("firing rate", 6), ("spiking proj.", 7), ("AC/ token", 8),
+                       ("as executed", 8), ("+ memory (SRAM)", 8)):  # fmt: skip
+        t.add_column(col, justify="right", width=width)
+    best = []
     for m in res["models"]:
-        e, best = m["energy_pj_per_char"], m.get("best_platform") or {}
-        plat = f"{best['platform']}: {_num(best.get('pj_per_char'), ',.0f')} pJ" if best else "-"
-        ex, mem = _num(e["as_executed"], ",.0f"), _num(e["as_executed_memory"], ",.0f")
-        t.add_row(escape(m["name"]), m["variant"], _num(m["bpc"], ".3f"), _num(m["firing_rate_overall"], ".3f"),
-                  f"{m['projections']['spike']}/{m['projections']['total']}", _num(m["ops_per_token"]["ac"], ",.0f"),
-                  f"{ex} pJ", f"{mem} pJ", plat)  # fmt: skip
-    c = Console()
+        e, b = m["energy_pj_per_char"], m.get("best_platform") or {}
+        kind = model_name(m["variant"], short=True)
+        if m["name"] == m["variant"]:
+            name = kind
+        else:
+            name = m["name"] if m["variant"] == "released" else f"{m['name']} ({kind})"
+        if b:
+            node = f" {b['node_nm']:g} nm" if b.get("node_nm") is not None else ""
+            best.append(f"{name}: {b['platform']}{node}, {_energy(b.get('pj_per_char'))} per character")
+        t.add_row(escape(name), _num(m["bpc"], ".3f"),
+                  _num(m["firing_rate_overall"], ".3f"), f"{m['projections']['spike']}/{m['projections']['total']}",
+                  _si(m["ops_per_token"]["ac"]), _energy(e["as_executed"]),
+                  _energy(e["as_executed_memory"]))  # fmt: skip
+    c = Console(width=80)
     c.print(t)
+    if best:
+        c.print(escape("lowest energy on a chip (as executed + memory, SRAM): " + "; ".join(best) + "."))
     if res.get("verdict"):
         c.print(escape(res["verdict"]))
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from reports.labels import beyond, model_name
 from reports.schema import finite
 
 NA = "n/a"
@@ -45,6 +47,20 @@ def _ratio_columns(rows) -> list[str]:
     return cols
 
 
+WIDTH = 80  # the terminal tables fit 80 columns: numbers are never cut, long names wrap
+
+
+def _table(title: str) -> Table:
+    return Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False,
+                 title_justify="left", expand=False)  # fmt: skip
+
+
+def _short(name) -> str:
+    """A baseline's column header: the stripped twin named as the report names it, long names kept whole
+    (they wrap at hyphens, never cut)."""
+    return _text(model_name(name, short=True))
+
+
 def waterfall_table(audit: Mapping) -> Table:
     steps = audit.get("waterfall") or []
     names: list[str] = []
@@ -52,40 +68,66 @@ def waterfall_table(audit: Mapping) -> Table:
         for b in s.get("ratio") or {}:
             if b not in names:
                 names.append(b)
-    t = Table(title=f"audit waterfall ({audit.get('precision', '?')}): SpikeGPT pJ per token, and ANN energy / "
-              "SpikeGPT energy")  # fmt: skip
-    t.add_column("step")
-    t.add_column("SpikeGPT pJ/token", justify="right")
+    t = _table(f"audit waterfall ({audit.get('precision', '?')}): SpikeGPT pJ/token; ANN energy / SpikeGPT energy")
+    t.add_column("step", ratio=1, min_width=14)
+    t.add_column("SpikeGPT pJ/token", justify="right", no_wrap=True)
     for b in names:
-        t.add_column(_text(b), justify="right")
+        t.add_column(_short(b), justify="right", no_wrap=False, min_width=7)
     for s in steps:
         ratio = s.get("ratio") or {}
         t.add_row(_text(s.get("step")), _pj(s.get("spikegpt_pj_per_token")), *[_ratio(ratio.get(b)) for b in names])
     return t
 
 
+def _beyond(x) -> str:
+    """A break-even rate as the report says it: 'none (< 0)', 'every (> 1)' or the rate."""
+    return beyond(x, na=NA)
+
+
 def break_even_table(audit: Mapping) -> Table:
-    """Per precision and accounting: the uniform firing rate at which the spike-input
-    counterfactual reaches the claim against the reference ANN, and parity with the twin."""
+    """Per precision and accounting: the uniform firing rate at which the spike-input counterfactual reaches
+    the claim against the reference ANN, parity with the stripped twin and with the int8 ANN. A rate below 0
+    or above 1 cannot happen: "none" (no rate reaches it) or "every" (even r = 1 does)."""
     claim = audit.get("claim", 32.2)
-    t = Table(title=f"break-even firing rates (spike-input counterfactual): {claim}x vs the reference ANN, and "
-              "parity with the non-spiking twin")  # fmt: skip
-    for col in ("precision", "accounting", "pJ/token at rate 0", "pJ per unit rate"):
-        t.add_column(col, justify="right" if col.startswith("pJ") else "left")
-    t.add_column(f"rate for {claim}x", justify="right")
-    t.add_column("meaning")
-    t.add_column("rate for twin parity", justify="right")
-    t.add_column("meaning")
+    t = _table(f"break-even firing rates of the spike-input counterfactual, at a uniform rate r from 0 to 1: "
+               f"{claim}x against the reference ANN, parity with the stripped twin and with the int8 ANN")  # fmt: skip
+    t.add_column("priced", min_width=10)
+    t.add_column("pJ/token at r = 0", justify="right", min_width=7)
+    t.add_column("pJ per unit of r", justify="right", min_width=7)
+    t.add_column(f"r for {claim}x", justify="right", min_width=11)
+    t.add_column("r for twin parity", justify="right", min_width=11)
+    t.add_column("r for int8 ANN parity", justify="right", min_width=11)
     for prec, by_acc in (audit.get("break_even") or {}).items():
         for acc, r in (by_acc or {}).items():
             key32 = next((k for k in r if str(k).startswith("rate_for_")), None)
-            label = key32.removeprefix("rate_for_").replace("_vs_", " vs ") if key32 else ""
             t.add_row(
-                _text(prec), _text(acc), _pj(r.get("energy_at_rate_0_pj")), _pj(r.get("energy_per_unit_rate_pj")),
-                _rate(r.get(key32)) if key32 else NA, _text(f"{label}: {r.get('note_32x', '')}" if key32 else ""),
-                _rate(r.get("rate_twin_parity")), _text(r.get("note_twin", "")),
+                _text(f"{prec}, {acc}"), _pj(r.get("energy_at_rate_0_pj")), _pj(r.get("energy_per_unit_rate_pj")),
+                _beyond(r.get(key32)) if key32 else NA, _beyond(r.get("rate_twin_parity")),
+                _beyond(r.get("rate_int8_ann_parity")),
             )  # fmt: skip
+    t.caption = ('"none (< 0)": no rate reaches it (the rate would be below 0); "every (> 1)": even r = 1 does '
+                 "(the rate would be above 1)")  # fmt: skip
+    t.caption_justify = "left"
     return t
+
+
+def break_even_notes(audit: Mapping) -> list[str]:
+    """What the rates mean, one line each (wrapped by the console), at the audit's own precision."""
+    claim = audit.get("claim", 32.2)
+    prec = audit.get("precision")
+    out = []
+    for p, by_acc in (audit.get("break_even") or {}).items():
+        if prec is not None and p != prec:
+            continue
+        for acc, r in (by_acc or {}).items():
+            key32 = next((k for k in r if str(k).startswith("rate_for_")), None)
+            vs = f" vs {key32.split('_vs_', 1)[-1]}" if key32 else ""
+            notes = ((f"{claim}x{vs}", r.get("note_32x")), ("twin parity", r.get("note_twin")),
+                     ("int8 ANN parity", r.get("note_int8_ann")))  # fmt: skip
+            for what, note in notes:
+                if note:
+                    out.append(f"{p}, {acc}, {what}: {note}.")
+    return out
 
 
 def sensitivity_tables(audit: Mapping) -> list[Table]:
@@ -94,22 +136,22 @@ def sensitivity_tables(audit: Mapping) -> list[Table]:
     by_rate = sens.get("by_rate") or []
     cols = _ratio_columns(by_rate)
     prec = sens.get("counterfactual_precision", audit.get("precision", "?"))
-    t = Table(title=f"sensitivity to a uniform firing rate (spike-input counterfactual, {prec}): ANN / SpikeGPT energy")
-    t.add_column("rate", justify="right")
-    t.add_column("SpikeGPT pJ/token", justify="right")
+    t = _table(f"sensitivity to a uniform firing rate (spike-input counterfactual, {prec}): ANN / SpikeGPT energy")
+    t.add_column("rate", justify="right", no_wrap=True)
+    t.add_column("SpikeGPT pJ/token", justify="right", min_width=9)
     for c in cols:
-        t.add_column(_text(c.removeprefix("ratio_vs_")), justify="right")
+        t.add_column(_short(c.removeprefix("ratio_vs_")), justify="right", min_width=7)
     for r in by_rate:
         t.add_row(_rate(r.get("rate")), _pj(r.get("spikegpt_pj")), *[_ratio(r.get(c)) for c in cols])
     out.append(t)
     by_prec = sens.get("by_precision") or []
     cols = _ratio_columns(by_prec)
-    t = Table(title="sensitivity to the ANN's precision (SpikeGPT as executed): ANN / SpikeGPT energy")
-    t.add_column("ANN precision")
-    t.add_column("SpikeGPT precision")
-    t.add_column("SpikeGPT pJ/token", justify="right")
+    t = _table("sensitivity to the ANN's precision (SpikeGPT as executed): ANN / SpikeGPT energy")
+    t.add_column("ANN precision", no_wrap=True)
+    t.add_column("SpikeGPT precision", min_width=5)
+    t.add_column("SpikeGPT pJ/token", justify="right", min_width=9)
     for c in cols:
-        t.add_column(_text(c.removeprefix("ratio_vs_")), justify="right")
+        t.add_column(_short(c.removeprefix("ratio_vs_")), justify="right", min_width=7)
     for r in by_prec:
         t.add_row(_text(r.get("ann_precision")), _text(r.get("spikegpt_precision")), _pj(r.get("spikegpt_pj")),
                   *[_ratio(r.get(c)) for c in cols])  # fmt: skip
@@ -129,6 +171,8 @@ def print_audit(audit: Mapping, console) -> None:
     """Everything ``spike-energy audit`` prints, from an audit dict."""
     console.print(waterfall_table(audit))
     console.print(break_even_table(audit))
+    for line in break_even_notes(audit):
+        console.print(escape(line))
     for t in sensitivity_tables(audit):
         console.print(t)
     for line in paper_mode_lines(audit):

@@ -18,6 +18,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
 
 from reports.corpus import corpus_context
+from reports.labels import beyond, model_name, workload_name
 from reports.schema import finite, validate_summary
 from spikegpt.safeio import without_dirs
 
@@ -178,6 +179,10 @@ FIGURE_SPECS = (  # key, title, format, the ``reports.plots`` function that draw
 )
 
 
+# the scale chart shows the ANNs in the paper's accounting too: say what it is for each side
+SCALE_LABELS = {"paper": "paper's accounting: SpikeGPT ACs at R = 0.15, ANNs MACs"}
+
+
 def _figure_arguments(s: Mapping) -> dict[str, tuple[tuple, dict]]:
     """key -> (args, kwargs) of the figure's ``reports.plots`` function, taken from the summary."""
     from reports import plots
@@ -198,8 +203,8 @@ def _figure_arguments(s: Mapping) -> dict[str, tuple[tuple, dict]]:
         "relu_sq": ((s.get("relu_sq_zero_fraction") or {},), {}),
         "ops_by_layer": ((s.get("ops_per_token_by_layer") or {},), {}),
         "energy_by_scenario": ((s.get("energy_breakdown") or {}, s.get("scenarios") or {}), {}),
-        "baselines": ((s.get("energy_pj_per_char") or {}, base_per_char, s.get("scenarios") or {}),
-                      {"unit": "character"}),
+        "baselines": ((s.get("energy_pj_per_char") or {}, base_per_char,
+                       {**(s.get("scenarios") or {}), **SCALE_LABELS}), {"unit": "character"}),
         "decode": ((s.get("decode") or {},), {}),
         "pareto": ((s.get("variants") or {},), {}),
         "waterfall": ((audit.get("waterfall") or [], claim), {}),
@@ -339,11 +344,56 @@ def headline(s: Mapping) -> dict:
     }
 
 
-FORWARD_NOTE = (
-    "the released training forward{emb}. For a BPE checkpoint this equals the released RNN inference path "
-    "(src/model_run.py) without its fp16 rescale, which halves x after every 6th block and so changes the LIF inputs "
-    "and the spikes from block 6 on: rates from the two paths are not comparable"
+FORWARD_NOTE = "the released training forward{emb}"
+RESCALE_NOTE = (
+    ". For a BPE checkpoint this equals the released RNN inference path (src/model_run.py) without its fp16 "
+    "rescale, which halves x after every 6th block and so changes the LIF inputs and the spikes from block 6 on: "
+    "rates from the two paths are not comparable"
 )
+
+
+def forward_note(s: Mapping) -> str:
+    """How the model was run; the note on the released RNN path's fp16 rescale only where it changes anything:
+    a BPE (token-level) checkpoint with more than 6 blocks (the rescale halves x after every 6th block)."""
+    model = s.get("model") or {}
+    text = FORWARD_NOTE.format(emb=", binary embedding" if model.get("binary_embedding") else ", float embedding")
+    n_layer = _finite(model.get("n_layer"))
+    if (s.get("unit") or "token") == "token" and n_layer is not None and n_layer > 6:
+        text += RESCALE_NOTE
+    return text
+
+
+def verdict(s: Mapping) -> dict:
+    """The verdict box: the generated sentences and the decomposition of the gap (``headline.verdict``, made
+    with the summary); a summary without them shows its headline sentence instead."""
+    h = s.get("headline") or {}
+    v = h.get("verdict") if isinstance(h.get("verdict"), Mapping) else {}
+    sentences = [str(x) for x in (v.get("sentences") or []) if x]
+    rows = [r for r in (v.get("decomposition") or []) if isinstance(r, Mapping)]
+    return {"sentences": sentences, "decomposition": rows, "generated": bool(sentences)}
+
+
+# words the generated sentences and the tables use, explained where they appear
+GLOSSARY = {
+    "like-for-like": "the paper's formula counts the same terms for both models (projections and attention against "
+    "projections and WKV), not a full block on one side and projections only on the other",
+    "fed projection": "a projection that, in the spike-input counterfactual, reads the spikes of the LIF layer "
+    "before it instead of what it reads as executed",
+    "E(0)": "the counterfactual's energy per token with no spikes at all (firing rate r = 0): the costs that do "
+    "not scale with spikes",
+    "dE/dr": "how much the counterfactual's energy per token grows per unit of firing rate (from r = 0 to r = 1)",
+    "token-shift mix": "what an RWKV projection reads: a per-channel blend of this token's and the previous "
+    "token's normalised residual stream, x_t·μ + x_(t−1)·(1 − μ), a float",
+    "r · WKV": "the time mix's output gate: the receptance σ(R·x) times the WKV recurrence's output, a float",
+    "aten": "PyTorch's operator library: every tensor operation the model runs is an aten call",
+}
+
+
+def glossary(*texts) -> list[tuple[str, str]]:
+    """The glossary entries whose term occurs in any of ``texts`` (case-insensitive; 'fed projections' matches
+    'fed projection'), in glossary order."""
+    blob = " ".join(str(t) for t in texts if t).lower().replace("like for like", "like-for-like")
+    return [(term, text) for term, text in GLOSSARY.items() if term.lower() in blob]
 
 
 def _quality(s: Mapping) -> dict:
@@ -352,6 +402,12 @@ def _quality(s: Mapping) -> dict:
         return {"label": "bits / token", "value": s.get("bits_per_token"), "unit": unit}
     label = "BPC" if unit == "char" else f"bits / {unit}"
     return {"label": label, "value": s.get("bpc"), "unit": unit}
+
+
+def same_per_char(s: Mapping) -> bool:
+    """True when a token is one character (a character model): per-character figures equal per-token ones."""
+    cpt = _finite(s.get("chars_per_token"))
+    return cpt is not None and abs(cpt - 1.0) < 1e-9
 
 
 def _scenario_rows(s: Mapping) -> list[dict]:
@@ -429,7 +485,7 @@ def _energy_tables(s: Mapping) -> dict:
     cats_present: list[str] = []
     for scen, b in breakdown.items():
         cats = energy_categories((b or {}).get("by_stage") or {})
-        cat_rows.append({"label": labels.get(scen, scen), "cats": cats, "total": sum(cats.values())})
+        cat_rows.append({"key": scen, "label": labels.get(scen, scen), "cats": cats, "total": sum(cats.values())})
         for c in cats:
             if c not in cats_present:
                 cats_present.append(c)
@@ -475,6 +531,8 @@ def _baseline_rows(s: Mapping) -> list[dict]:
         ops = _finite(b.get("synaptic_ops_per_token"))
         rows.append({
             "name": name,
+            "display": model_name(name),
+            "bpc": _finite(b.get("bpc")),  # quality, where the summary measured it (the stripped twin's)
             "scale": name in scale,
             "description": desc.get(name) or b.get("description", ""),
             "assumptions": b.get("assumptions") or [],
@@ -576,6 +634,31 @@ def _command_line(env: Mapping) -> str:
     return "" if cl is None else basenames(str(cl))
 
 
+def value_with_unit(r: Mapping) -> str:
+    """A cost-table or parameter row's value with its unit: '0.9 pJ', '25,165,824 bytes (24 MiB)'."""
+    unit = (r.get("unit") or "pJ") if isinstance(r, Mapping) else "pJ"
+    v = _finite(r.get("pj"))
+    if v is None:
+        return NA
+    if unit == "bytes":
+        return f"{num(v)} bytes ({iec(v)})"
+    return f"{num(v)} {unit}".strip()
+
+
+CENSUS_WORDS = {
+    "attributed": "priced by a cost rule",
+    "counted": "priced by a cost rule",
+    "free": "free (shape and memory ops, which cost nothing)",
+    "uncounted": "without a cost rule",
+}
+
+
+def _rest_of_cost_table(s: Mapping) -> list[Mapping]:
+    """The cost-table rows that the table of assumptions and parameters does not already show."""
+    used = {(r.get("op"), r.get("dtype")) for r in s.get("assumptions") or [] if isinstance(r, Mapping)}
+    return [r for r in (s.get("costs") or {}).get("table") or [] if (r.get("op"), r.get("dtype")) not in used]
+
+
 def _cost_sources(s: Mapping) -> list[str]:
     out = []
     for r in (s.get("costs") or {}).get("table") or s.get("assumptions") or []:
@@ -585,12 +668,40 @@ def _cost_sources(s: Mapping) -> list[str]:
     return out
 
 
-TIMING_LABELS = {
-    "load_s": "load: checkpoint, tokenizer, text",
-    "profile_s": "profile: the measured pass and the coverage census",
-    "profile_pass_s": "of which the measured pass alone",
-    "baselines_s": "baselines: the twin and the transformers (cached ones are read, not rebuilt)",
+TIMING_LABELS = {  # short labels (a long one once squeezed the values to one character per line)
+    "load_s": "time: load",
+    "profile_s": "time: profile",
+    "profile_pass_s": "time: measured pass",
+    "baselines_s": "time: baselines",
+    "intervals_s": "time: confidence intervals",
+    "variants_s": "time: trained variants",
+    "platforms_s": "time: chips",
+    "census_s": "time: coverage census",
 }
+TIMING_NOTES = {
+    "load_s": "checkpoint, tokenizer, text",
+    "profile_s": "the measured pass and the coverage census",
+    "profile_pass_s": "part of the profile time",
+    "baselines_s": "the stripped twin and the transformers; cached ones are read, not rebuilt",
+    "intervals_s": "bootstrap intervals over sequences or documents",
+    "variants_s": "the trained models compared in quality against energy",
+}
+
+
+def key_label(key) -> str:
+    """A summary key as words: 'intervals_s' -> 'intervals (s)', 'chars_per_token' -> 'chars per token'."""
+    k = str(key)
+    unit = ""
+    for suffix, u in (("_s", " (s)"), ("_pj", " (pJ)"), ("_bytes", " (bytes)")):
+        if k.endswith(suffix):
+            k, unit = k[: -len(suffix)], u
+            break
+    return k.replace("_", " ") + unit
+
+
+def _timings(s: Mapping) -> list[tuple[str, object, str]]:
+    return [(TIMING_LABELS.get(k) or "time: " + key_label(k).removesuffix(" (s)"), v, TIMING_NOTES.get(k, ""))
+            for k, v in (s.get("timings_s") or {}).items()]  # fmt: skip
 
 
 def _preset_text(s: Mapping) -> str:
@@ -611,7 +722,7 @@ def context(s: Mapping, helper=None) -> dict:
     n_binary = sum(1 for r in linears if r.get("operand_class") == "binary")
     by_prec = (audit.get("sensitivity") or {}).get("by_precision") or []
     assumptions = s.get("assumptions") or []
-    return {
+    out = {
         "s": s,
         "model": model,
         "text": s.get("text") or {},
@@ -625,9 +736,7 @@ def context(s: Mapping, helper=None) -> dict:
         "head": headline(s),
         "per_char_ex": (s.get("energy_pj_per_char") or {}).get("as_executed"),
         "preset_text": _preset_text(s),
-        "forward_note": FORWARD_NOTE.format(
-            emb=", binary embedding" if model.get("binary_embedding") else ", float embedding"
-        ),
+        "forward_note": forward_note(s),
         "figs": _figures(s, helper=helper),
         "lif_rows": _lif_rows(s),
         "neurons": s.get("neurons") or {},
@@ -645,7 +754,8 @@ def context(s: Mapping, helper=None) -> dict:
         "baseline_rows": _baseline_rows(s),
         "baseline_scenarios": _baseline_scenarios(s),
         "waterfall_baselines": _waterfall_baselines(audit),
-        "break_even": _break_even_rows(audit),
+        "break_even": (be := _break_even_rows(audit)),
+        "break_even_text": " ".join(str(r.get(k) or "") for r in be for k in ("note_32", "note_twin", "note_int8")),
         "precision_cols": _ratio_columns(by_prec),
         "by_precision": by_prec,
         "uncounted": s.get("uncounted_ops") or [],
@@ -654,16 +764,121 @@ def context(s: Mapping, helper=None) -> dict:
         "assumptions": assumptions,
         "n_assumed": sum(1 for r in assumptions if (r or {}).get("status") == "assumption"),
         "costs": s.get("costs") or {},
+        "cost_rest": _rest_of_cost_table(s),
+        "census_words": CENSUS_WORDS,
+        "verdict": verdict(s),
+        "per_char_same": same_per_char(s),
         "cost_sources": _cost_sources(s),
         "platforms": _platforms(s.get("platforms")),
         "bench": _bench(s.get("bench")),
         "command_line": _command_line(env),
-        "env_rows": [(k, v) for k, v in env.items() if k != "command_line"],
-        "timings": {TIMING_LABELS.get(k, k): v for k, v in (s.get("timings_s") or {}).items()},
+        "env_rows": [(key_label(k), v) for k, v in env.items() if k != "command_line"],
+        "timings": _timings(s),
         "version": env.get("spike_energy") or "unknown",
         "cx": (cx := corpus_context(s)),
         "corpus": cx is not None,
     }
+    c = out
+    c["lines"] = section_lines(s, c)
+    v = c["verdict"]
+    shown = [*v["sentences"], *[f"{r.get('factor')} {r.get('description')}" for r in v["decomposition"]]] if (
+        v["generated"]) else [c["head"]["sentence"], c["head"]["decode_sentence"]]  # fmt: skip
+    c["terms"] = glossary(*shown)  # the words of what the verdict box shows
+    return c
+
+
+def _one(parts) -> str:
+    return "; ".join(p for p in parts if p) + "."
+
+
+def section_lines(s: Mapping, c: Mapping) -> dict[str, str]:
+    """One line per section, shown while it is closed: what is inside, with its main numbers."""
+    model, text = s.get("model") or {}, s.get("text") or {}
+    q = c["quality"]
+    rate = _finite(c["overall_rate"])
+    n = s.get("neurons") or {}
+    dead = [_finite(v) for v in (n.get("dead_fraction") or {}).values()]
+    dead = [v for v in dead if v is not None]
+    e = s.get("energy_pj_per_token") or {}
+    labels = s.get("scenarios") or {}
+    ops = s.get("ops_per_token") or {}
+    h = s.get("headline") or {}
+    out = {
+        "summary": _one([
+            f"SpikeGPT {model.get('n_layer')} × {model.get('n_embd')}, {si(model.get('params'))} parameters",
+            f"{num(s.get('tokens'))} tokens of {basename(text.get('path'))}",
+            f"{num(q['value'], 3)} {q['label']}" if _finite(q["value"]) is not None else "",
+            "energy per token in every scenario",
+        ]),
+        "firing": _one([
+            f"mean firing rate {rate:.3f} against the paper's assumed {PAPER_RATE}" if rate is not None else "",
+            f"dead neurons {pct(min(dead))} to {pct(max(dead))} by layer" if dead else "",
+            "per layer, per neuron, raster, by position",
+        ]),
+        "operands": _one([
+            f"{c['n_binary']} of {len(c['linears'])} projections read binary spikes (accumulates); the others read "
+            "floats (multiply-accumulates)",
+            "ReLU² sparsity",
+        ]),
+        "ops": _one([
+            f"{num(ops.get('mac'))} MACs per token, {num(ops.get('effective_mac'))} with zero operands skipped, "
+            f"{num(ops.get('ac'))} ACs" if ops else "",
+            "elementwise ops, memory traffic",
+        ]),
+        "energy": _one([f"{energy(v)} {labels.get(k, k)}" for k, v in e.items() if k in (
+            "paper", "as_executed", "as_executed_memory")] + ["per token, and what each is made of"]),
+        "baselines": _one([
+            f"the same-size transformer costs {ratio(h.get('energy_ratio', {}).get('as_executed'))} SpikeGPT's "
+            "energy as executed" if (h.get("energy_ratio") or {}).get("as_executed") is not None else "",
+            f"the stripped twin {ratio(h.get('twin_ratio', {}).get('as_executed'))}"
+            if (h.get("twin_ratio") or {}).get("as_executed") is not None else "",
+            "models of other sizes per character; decode" if c["baseline_rows"] else "no baselines were run",
+        ]),
+        "variants": _one([
+            ", ".join(f"{model_name(m.get('variant'), short=True)} {num(m.get('bpc'), 3)} bits/char at "
+                      f"{energy((m.get('energy_pj_per_char') or {}).get('as_executed'))}/char"
+                      for m in (c["variants"].get("models") or [])),
+            "as executed",
+        ]),
+        "audit": _one([
+            "the paper's accounting rebuilt, then replaced step by step with measurements",
+            "where SpikeGPT's energy differs from the stripped twin's",
+            "the firing rates at which spikes would pay",
+        ]),
+        "uncounted": _one([
+            f"{len(c['uncounted'])} aten ops ran without a cost rule" if c["uncounted"]
+            else "none: every operation the model ran is priced or free",
+        ]),
+        "costs": _one([
+            f"{c['n_assumed']} assumptions of this tool and {len(c['assumptions']) - c['n_assumed']} other entries",
+            f"{len(c['cost_rest'])} published and derived costs" if c["cost_rest"] else "",
+            "every entry's source",
+        ]),
+        "timing": "Wall-clock GPU benchmark." if c["bench"] else "No GPU timing was run for this report.",
+        "metadata": "Command line, file hashes, run times and software versions.",
+    }  # fmt: skip
+    p = c["platforms"]
+    if p:
+        ex = [r for r in (s.get("platforms") or {}).get("results") or [] if r.get("workload") == "spikegpt"
+              and _finite(r.get("pj_per_token")) is not None]  # fmt: skip
+        lo = min((r["pj_per_token"] for r in ex), default=None)
+        hi = max((r["pj_per_token"] for r in ex), default=None)
+        out["platforms"] = _one([
+            f"{workload_name('spikegpt')}: {energy(lo)} to {energy(hi)} per token across {len(ex)} chips and nodes"
+            if ex else "",
+            "what runs natively, chips needed, every figure's source",
+        ])  # fmt: skip
+    if c["corpus"]:
+        cp = s.get("corpus") if isinstance(s.get("corpus"), Mapping) else {}
+        out["corpus"] = _one(
+            [
+                f"{num(cp.get('documents'))} documents, {num(cp.get('tokens'))} tokens, each document its own sequence"
+                if cp.get("run") == "documents"
+                else f"one sequence of {num(cp.get('tokens') or s.get('tokens'))} tokens",
+                "confidence intervals of the firing rate, quality and energy",
+            ]
+        )
+    return out
 
 
 # ---------------------------------------------------------------------------- platforms
@@ -676,7 +891,8 @@ def _platform_label(presets: Mapping, r: Mapping) -> str:
 
 
 def _platform_workloads(p: Mapping | None) -> dict:
-    return {k: (v or {}).get("label", k) for k, v in ((p or {}).get("workloads") or {}).items()}
+    """Workload -> its name with the scenario it is priced in (the chips price the memory traffic)."""
+    return {k: workload_name(k, (v or {}).get("label")) for k, v in ((p or {}).get("workloads") or {}).items()}
 
 
 def _platform_bars(p: Mapping | None) -> list[dict]:
@@ -694,7 +910,9 @@ def _chars_note(workloads: Mapping) -> str:
     groups: dict[tuple, list[str]] = {}
     for w in workloads.values():
         w = w or {}
-        groups.setdefault((num(w.get("chars_per_token"), 2), w.get("chars_note") or ""), []).append(w.get("label", ""))
+        groups.setdefault((num(w.get("chars_per_token"), 2), w.get("chars_note") or ""), []).append(
+            workload_name(w.get("name"), w.get("label"))
+        )
     return "; ".join(f"{v} for {', '.join(names)} ({how})" for (v, how), names in groups.items())
 
 
@@ -713,10 +931,12 @@ def _platforms(p: Mapping | None) -> dict | None:
     for c in p.get("capacity") or []:
         caps.setdefault(c.get("platform"), {"title": (presets.get(c.get("platform")) or {}).get("title"), "cells": {}})
         caps[c.get("platform")]["cells"][f"{c.get('model')}-{c.get('precision')}"] = c
+    cpts = [_finite((w or {}).get("chars_per_token")) for w in (p.get("workloads") or {}).values()]
     return {
         "precision": p.get("precision"),
         "batch": p.get("batch"),
         "workloads": workloads,
+        "per_char_same": bool(cpts) and all(v is not None and abs(v - 1.0) < 1e-9 for v in cpts),
         "chars": _chars_note(p.get("workloads") or {}),
         "rows": list(rows.values()),
         "capacity": list(caps.values()),
@@ -730,18 +950,6 @@ def _platforms(p: Mapping | None) -> dict | None:
 # ---------------------------------------------------------------------------- rendering
 
 
-def _beyond(r) -> str:
-    """A break-even rate: rates outside [0, 1] cannot happen, so say which side they fall on."""
-    v = _finite(r)
-    if v is None:
-        return NA
-    if v > 1:
-        return "every (> 1)"
-    if v < 0:
-        return "none (< 0)"
-    return f"{v:.3f}"
-
-
 def _env() -> Environment:
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
@@ -750,8 +958,11 @@ def _env() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(FILTERS)
+    env.filters["with_unit"] = value_with_unit
     env.globals["finite"] = _finite
-    env.globals["beyond"] = _beyond
+    env.globals["beyond"] = beyond
+    env.globals["model_name"] = model_name
+    env.globals["glossary"] = glossary
     return env
 
 

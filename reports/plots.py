@@ -28,6 +28,7 @@ import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from reports.labels import model_name  # noqa: E402
 from reports.schema import finite  # noqa: E402
 
 PAPER_RATE = 0.15
@@ -73,7 +74,12 @@ KIND_COLORS = {
     "rsqrt": "#14b8a6",
     "lookup": "#64748b",
 }
-KIND_LABELS = {"effective_mac": "MAC (zero operands skipped)", "mac": "MAC", "ac": "AC"}
+KIND_LABELS = {
+    "effective_mac": "MAC, float input (zero operands skipped)",
+    "mac": "MAC, float input",
+    "ac": "AC, spike input",
+}
+SMALL = 0.01  # a kind under 1% of its panel is too small to see: listed under the legend, not drawn
 EXTRA_COLORS = ("#84cc16", "#0ea5e9", "#f97316", "#6366f1", "#a3a3a3", "#d946ef")
 
 STYLE = {
@@ -452,14 +458,19 @@ def ops_by_layer(ops_by_layer: Mapping[str, Mapping[str, object]]) -> Figure:
     )
     names = list(groups)
     xs = np.arange(len(names))
-    panels = [(synaptic, "synaptic ops / token"), (elementwise, "elementwise ops / token")]
+    panels = [(synaptic, "projections: MACs and ACs / token"), (elementwise, "elementwise ops / token")]
     panels = [p for p in panels if p[0]]
     fig = Figure(figsize=(WIDTH, 1.2 + 2.2 * len(panels)), layout="constrained")
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     extra = iter(EXTRA_COLORS * 4)
     for ax, (ks, ylabel) in zip(axes, panels):
+        totals = {k: sum(groups[n].get(k, 0.0) for n in names) for k in ks}
+        whole = sum(totals.values())
+        small = [k for k in ks if whole and totals[k] < SMALL * whole]
         bottom = np.zeros(len(names))
         for k in ks:
+            if k in small:
+                continue
             ys = np.array([groups[n].get(k, 0.0) for n in names])
             color = KIND_COLORS.get(k) or next(extra)
             ax.bar(xs, ys, bottom=bottom, width=0.72, color=color, label=KIND_LABELS.get(k, k))
@@ -467,8 +478,11 @@ def ops_by_layer(ops_by_layer: Mapping[str, Mapping[str, object]]) -> Figure:
         ax.set_ylabel(ylabel)
         ax.yaxis.set_major_formatter(mticker.FuncFormatter(_si_tick))
         ax.grid(axis="x", visible=False)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    axes[0].set_title("Ops per token by block, stacked by kind")
+        legend = ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+        if small:
+            legend.set_title(f"not drawn (< {SMALL:.0%}):\n" + textwrap.fill(", ".join(small), 22), prop={"size": 7.5})
+            legend._legend_box.align = "left"
+    axes[0].set_title("Ops per token by block, stacked by kind (MAC: a multiply-accumulate on a float input)")
     axes[-1].set_xticks(xs)
     axes[-1].set_xticklabels(names, fontsize=8)
     if len(names) > 14:  # block numbers stay upright; the names outside the blocks lean
@@ -610,7 +624,7 @@ def audit_waterfall(waterfall: Sequence[Mapping], claim: float = PAPER_CLAIM) ->
         if not np.isfinite(r).any():
             continue
         lo, hi = min(lo, np.nanmin(r)), max(hi, np.nanmax(r))
-        ax_r.plot(xs, r, marker="o", ms=5, lw=1.8, color=model_color(b, k), label=f"vs {b}")
+        ax_r.plot(xs, r, marker="o", ms=5, lw=1.8, color=model_color(b, k), label=f"vs {model_name(b, short=True)}")
     ax_r.axhline(claim, color=CLAIM, ls="--", lw=1.3, label=f"paper: {claim:g}×")
     ax_r.axhline(1.0, color=INK, ls="-", lw=0.9, label="1× (break-even)")
     ax_r.set_yscale("log")
@@ -647,7 +661,8 @@ def sensitivity_curves(
         if not ok.any():
             continue
         lo, hi = min(lo, ys[ok].min()), max(hi, ys[ok].max())
-        ax.plot(rates[ok], ys[ok], marker="o", ms=3.5, lw=1.8, color=model_color(b, k), label=f"vs {b}")
+        ax.plot(rates[ok], ys[ok], marker="o", ms=3.5, lw=1.8, color=model_color(b, k),
+                label=f"vs {model_name(b, short=True)}")  # fmt: skip
     ax.axhline(claim, color=CLAIM, ls="--", lw=1.3, label=f"paper: {claim:g}×")
     ax.axhline(1.0, color=INK, lw=0.9, label="1× (break-even)")
     ax.axvline(PAPER_RATE, color=MUTED, ls=":", lw=1.1, label=f"paper's R = {PAPER_RATE:g}")
@@ -691,13 +706,14 @@ def baseline_comparison(
     for k, (name, e) in enumerate(models):
         ys = np.array([np.nan if _num((e or {}).get(s)) is None else float(e[s]) for s in scenarios])
         vals.extend(ys[np.isfinite(ys) & (ys > 0)])
-        ax.bar(xs + (k - (n - 1) / 2) * width, ys, width=width * 0.92, color=model_color(name, k), label=name)
+        ax.bar(xs + (k - (n - 1) / 2) * width, ys, width=width * 0.92, color=model_color(name, k),
+               label=model_name(name, short=True))  # fmt: skip
     ax.set_yscale("log")
     _log_axis(ax.yaxis, _energy_tick)
     if vals:
         ax.set_ylim(min(vals) / 3, max(vals) * 3)
     ax.set_xticks(xs)
-    ax.set_xticklabels([textwrap.fill(labels.get(s, s), 15) for s in scenarios], fontsize=8)
+    ax.set_xticklabels([textwrap.fill(labels.get(s, s), 18) for s in scenarios], fontsize=8)
     ax.set_ylabel(f"energy / {unit} (log scale)")
     ax.set_title(f"Energy per {unit}: SpikeGPT and the baselines")
     ax.grid(axis="x", visible=False)
@@ -717,13 +733,15 @@ def pareto(variants: Mapping) -> Figure:
     colors = {"released": SPIKEGPT, "twin": MODEL_COLORS["rwkv-twin"], "spike-input": "#10b981"}
     for k, m in enumerate(models):
         color = colors.get(m.get("variant"), SERIES[k % len(SERIES)])
+        kind = model_name(m.get("variant") or m["name"])
+        name = kind if m["name"] in (m.get("variant"), kind) else f"{m['name']} ({kind})"  # not "twin (twin)"
         e = m.get("energy_pj_per_char") or {}
         for scen, face, mark in (("as_executed", color, "o"), ("as_executed_memory", "white", "s")):
             x = _num(e.get(scen))
             if x:
-                what = "as executed" if face != "white" else "with memory"
+                what = "as executed" if face != "white" else "as executed + memory (SRAM)"
                 ax.scatter([x * 1e-12], [m["bpc"]], s=70, marker=mark, facecolors=face, edgecolors=color, lw=1.8,
-                           zorder=3, label=f"{m['name']} ({m.get('variant')}), {what}")  # fmt: skip
+                           zorder=3, label=f"{name}, {what}")  # fmt: skip
         xs = [_num(e.get(s)) for s in ("as_executed", "as_executed_memory")]
         if all(xs):
             ax.plot([x * 1e-12 for x in xs], [m["bpc"]] * 2, color=color, lw=0.8, alpha=0.5)
@@ -746,19 +764,20 @@ def decode_curves(decode: Mapping) -> Figure:
         raise NoData("no decode-mode curve in this summary")
     fig = Figure(figsize=(WIDTH, 4.0), layout="constrained")
     axes = fig.subplots(1, 2, sharey=False)
-    for ax, (scen, title) in zip(axes, (("as_executed", "as executed"), ("as_executed_memory", "with memory traffic"))):
+    scenarios = (("as_executed", "as executed"), ("as_executed_memory", "as executed + memory (SRAM; DRAM beyond it)"))
+    for ax, (scen, title) in zip(axes, scenarios):
         vals = []
         for k, (name, c) in enumerate(curves.items()):
             pos, ys = np.array(c.get("positions") or [], float), np.array(c.get(scen) or [], float)
             if len(pos) and len(ys) == len(pos):
-                ax.plot(pos, ys, lw=1.8, color=model_color(name, k), label=name)
+                ax.plot(pos, ys, lw=1.8, color=model_color(name, k), label=model_name(name, short=True))
                 vals.extend(ys[np.isfinite(ys)])
         for k, (name, e) in enumerate(flat.items()):
             v = _num((e or {}).get(scen))
             if v:
                 ax.axhline(v, lw=1.6, ls="-" if name == "spikegpt" else "--",
                            color=SPIKEGPT if name == "spikegpt" else model_color(name, k + 1),
-                           label=f"{'SpikeGPT' if name == 'spikegpt' else name} (flat)")  # fmt: skip
+                           label=f"{model_name(name, short=True)} (flat)")  # fmt: skip
                 vals.append(v)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -773,10 +792,12 @@ def decode_curves(decode: Mapping) -> Figure:
     return fig
 
 
+@_styled
 def platform_energy(rows: Sequence[Mapping], labels: Mapping[str, str]) -> Figure:
-    """Energy per token of each workload on each platform (and node), log scale; the hatched part
-    of a bar is what the neuromorphic cores run natively.
-    ``rows``: {"label", "workload", "pj_per_token", "native_pj"}; ``labels``: workload -> legend label."""
+    """Energy per token of each workload on each platform (and node), log scale, and beside it, on a linear
+    axis, the share of the dynamic energy that the neuromorphic cores run natively (none on a digital one).
+    ``rows``: {"label", "workload", "pj_per_token", "native_pj", "native_fraction"}; ``labels``: workload ->
+    legend label."""
     rows = [r for r in rows if _num(r.get("pj_per_token"))]
     if not rows:
         raise NoData("no platform could be priced")
@@ -785,29 +806,41 @@ def platform_energy(rows: Sequence[Mapping], labels: Mapping[str, str]) -> Figur
     n = len(workloads)
     height = 0.84 / n
     fig = Figure(figsize=(WIDTH, 1.6 + 0.1 * n * len(groups)), layout="constrained")
-    ax = fig.add_subplot()
+    gs = fig.add_gridspec(1, 2, width_ratios=[2.2, 1])
+    ax, ax_nat = fig.add_subplot(gs[0]), fig.add_subplot(gs[1])
     ys = np.arange(len(groups))[::-1]
     vals = []
     for k, w in enumerate(workloads):
         color = SPIKEGPT if k == 0 else SERIES[(k - 1) % len(SERIES)]
         by = {r["label"]: r for r in rows if r["workload"] == w}
         total = np.array([float(by[g]["pj_per_token"]) if g in by else np.nan for g in groups])
-        native = np.array([(_num(by[g].get("native_pj")) or 0.0) if g in by else 0.0 for g in groups])
+        share = []
+        for g in groups:
+            r = by.get(g) or {}
+            f = _num(r.get("native_fraction"))
+            if f is None and _num(r.get("native_pj")) is not None and _num(r.get("pj_per_token")):
+                f = min(float(r["native_pj"]) / float(r["pj_per_token"]), 1.0)
+            share.append(np.nan if f is None else f)
         y = ys + ((n - 1) / 2 - k) * height
         vals.extend(total[np.isfinite(total)])
         ax.barh(y, total, height=height * 0.9, color=color, label=labels[w])
-        ax.barh(y, np.minimum(native, total), height=height * 0.9, color="none", edgecolor="white", hatch="////",
-                linewidth=0)  # fmt: skip
+        ax_nat.barh(y, np.array(share), height=height * 0.9, color=color)
     ax.set_xscale("log")
     _log_axis(ax.xaxis, _energy_tick)
     ax.set_xlim(min(vals) / 3, max(vals) * 3)
-    ax.set_ylim(-0.6, len(groups) - 0.4)
-    ax.set_yticks(ys)
+    for a in (ax, ax_nat):
+        a.set_ylim(-0.6, len(groups) - 0.4)
+        a.set_yticks(ys)
+        a.grid(axis="y", visible=False)
     ax.set_yticklabels(groups, fontsize=8.5)
-    ax.set_xlabel("energy / token (log scale); hatched: the part run natively on neuromorphic cores")
+    ax_nat.set_yticklabels([])
+    ax_nat.set_xlim(0, 1)
+    ax_nat.xaxis.set_major_formatter(mticker.PercentFormatter(1.0, decimals=0))
+    ax.set_xlabel("energy / token (log scale)")
+    ax_nat.set_xlabel("share run natively on the cores")
     ax.set_title("Energy per token on each platform")
-    ax.grid(axis="y", visible=False)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=min(n, 4), fontsize=8, frameon=False)
+    ax_nat.set_title("Native share")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=min(n, 2), fontsize=8)
     return fig
 
 

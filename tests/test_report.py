@@ -21,7 +21,8 @@ from spikegpt.errors import SpikeEnergyError
 from spikegpt.tokenizer import CharTokenizer
 
 SECTIONS = (
-    "summary", "firing", "operands", "ops", "energy", "baselines", "audit", "uncounted", "costs", "timing", "metadata",
+    "verdict", "summary", "firing", "operands", "ops", "energy", "baselines", "audit", "uncounted", "costs", "timing",
+    "metadata",
 )  # fmt: skip
 SENTENCES = (
     "The quick brown fox jumps over the lazy dog. ",
@@ -77,7 +78,7 @@ def _imgs(html: str) -> list[str]:
 
 def test_every_section_is_there(report):
     for sid in SECTIONS:
-        assert f'<section id="{sid}">' in report, sid
+        assert re.search(f'<section id="{sid}"[ >]', report), sid
     assert "<footer>" in report
 
 
@@ -181,8 +182,10 @@ def test_summary_states_the_answer(report, summary):
     assert "paper's 32.2× fewer operations" in answer and "transformer of the same size" in answer
     assert "non-spiking twin" in answer and "The cause, measured: no projection reads spikes" in answer
     assert f"{h['op_ratio']:.2f}×" in answer or f"{1 / h['op_ratio']:.2f}×" in answer
-    for label in summary["scenarios"].values():
-        assert f"<td>{label}</td>" in report.replace("&#39;", "'")
+    energy_section = report.split('<section id="energy"')[1].split("</section>")[0].replace("&#39;", "'")
+    for key, label in summary["scenarios"].items():
+        if key in summary["energy_breakdown"]:
+            assert f'<th class="n">{label}</th>' in energy_section
     assert "No GPU timing was run" in report
 
 
@@ -227,7 +230,7 @@ def test_report_with_bench(summary, bench):
     s = copy.deepcopy(summary)
     s["bench"] = json.loads(json.dumps(bench))
     html = render_report(s)
-    timing = html.split('<section id="timing">')[1].split("</section>")[0]
+    timing = html.split('<section id="timing"')[1].split("</section>")[0]
     assert "No GPU timing was run" not in timing
     assert bench["device"] in timing
     assert "st-ok" in timing and "st-skipped" in timing  # eager ran, fused was skipped on CPU
@@ -269,7 +272,7 @@ def test_uncounted_ops_are_listed(summary):
     s = copy.deepcopy(summary)
     s["uncounted_ops"] = [{"op": "aten::<weird>", "module": "blocks.0.att", "calls": 3, "status": "uncounted"}]
     html = render_report(s)
-    section = html.split('<section id="uncounted">')[1].split("</section>")[0]
+    section = html.split('<section id="uncounted"')[1].split("</section>")[0]
     assert "aten::&lt;weird&gt;" in section and "1 aten op ran without a cost rule" in section
 
 
@@ -356,3 +359,208 @@ def test_rendered_by_chromium(report, tmp_path):
     log = (r1.stderr + r2.stderr).splitlines()
     errors = [line for line in log if "Uncaught" in line or "ERROR:CONSOLE" in line or ":CONSOLE(" in line]
     assert not errors, errors
+
+
+# ---------------------------------------------------------------------------- issue 21: a report read to the end
+
+
+def _section(html: str, sid: str) -> str:
+    return html.split(f'<section id="{sid}"')[1].split("</section>")[0]
+
+
+VERDICT = {
+    "sentences": ["This is the 30.1k-parameter model <tested>.", "The paper claims 32.2x; measured: 1.4x.",
+                  "The largest cause: no projection reads spikes.", "The int8 ANN costs 0.09x SpikeGPT at int8."],
+    "decomposition": [{"factor": "projections read floats", "share": 12.5, "description": "MACs, not ACs"},
+                      {"factor": "elementwise ops", "share": 1.8, "description": "exp, sigmoid, LayerNorm"}],
+}  # fmt: skip
+
+
+def test_verdict_box_comes_first_with_the_generated_sentences(summary):
+    """The verdict box is the first section, shows the generated sentences (escaped) as a short list and the
+    decomposition as a table; the long headline sentence moves into the model section."""
+    s = copy.deepcopy(summary)
+    s["headline"]["verdict"] = VERDICT
+    html = render_report(s)
+    main = html.split("<main")[1]
+    assert re.search(r'<section id="(\w+)"', main).group(1) == "verdict"
+    box = _section(html, "verdict")
+    assert "&lt;tested&gt;" in box and "<tested>" not in box
+    positions = [box.index(x.replace("<", "&lt;").replace(">", "&gt;")) for x in VERDICT["sentences"]]
+    assert positions == sorted(positions) and box.count("<li>") == 4
+    assert "projections read floats" in box and "12.50×" in box and "exp, sigmoid, LayerNorm" in box
+    assert s["headline"]["sentence"].replace("'", "&#39;") not in box
+    assert 'id="headline"' in _section(html, "summary")
+
+
+def test_verdict_box_falls_back_to_the_headline_sentence(report, summary):
+    """A summary made before the verdict existed: the box shows its headline sentence."""
+    box = _section(report, "verdict")
+    assert summary["headline"]["sentence"].replace("'", "&#39;") in box and 'id="headline"' in box
+
+
+def test_every_section_below_the_verdict_is_closed_with_a_line(report):
+    for sid in SECTIONS[1:]:
+        sec = _section(report, sid)
+        assert re.match(r'\s*class="fold">\s*<details>\s*<summary><h2>[^<]+</h2><span class="line">[^<]{20,}</span>',
+                        sec), sid  # fmt: skip
+
+
+def test_chip_figures_are_named_by_their_scenario(report, summary, capsys):
+    """Issue 21.2: the chips price memory traffic, so their SpikeGPT figure is 'as executed + memory (SRAM)', in the
+    report and in the CLI's chip table; 'as executed' alone never names it."""
+    from energy.cli import _print_platforms
+
+    chips = _section(report, "platforms")
+    assert "SpikeGPT as executed + memory (SRAM)" in chips
+    assert "SpikeGPT as executed<" not in chips and ">as executed<" not in chips
+    _print_platforms(summary["platforms"])
+    out = capsys.readouterr().out
+    assert "as executed + memory (SRAM)" in out
+    assert max(len(line) for line in out.splitlines()) <= 80 and "…" not in out
+
+
+def test_sram_budget_is_shown_with_its_unit(report, summary):
+    """Issue 21.3: the SRAM budget is a number of bytes, not picojoules: the unit is in the row."""
+    row = next(r for r in summary["assumptions"] if r["op"] == "sram_budget")
+    costs = _section(report, "costs")
+    assert f"{row['pj']:,.0f} bytes (24 MiB)" in costs
+    assert '<th class="n">pJ</th>' not in costs
+
+
+def test_cost_table_rows_are_shown_once(report, summary):
+    """The cost table's rows in use are not repeated in the whole table below them."""
+    costs = _section(report, "costs")
+    table = {(r["op"], r["dtype"]) for r in summary["costs"]["table"]}
+    both = [r for r in summary["assumptions"] if (r["op"], r["dtype"]) in table]
+    assert len(both) >= 10  # rows that the two tables once both showed
+    for r in both:
+        cell = f'<td class="name">{r["op"]}</td><td>{r["dtype"]}</td>'
+        assert costs.count(cell) == 1, cell
+    assert costs.count('<td class="name">') == len(table | {(r["op"], r["dtype"]) for r in summary["assumptions"]})
+
+
+def test_per_character_figures_are_not_repeated_for_a_character_model(report, summary):
+    """A token is one character here: the chip table shows one figure per cell and says why, not every cell
+    twice ('/ char')."""
+    assert summary["chars_per_token"] == 1.0
+    assert "/ char</span>" not in report
+    assert "a token is one character" in _section(report, "platforms")
+    assert "a token is one character" in _section(report, "energy")
+
+
+def test_notes_that_do_not_apply_are_not_shown(summary):
+    """The released RNN path's fp16 rescale (after every 6th block of a BPE model) is not mentioned for a 2-block
+    character model; it is for an 18-block BPE one."""
+    assert "fp16 rescale" not in render_report(summary)
+    s = copy.deepcopy(summary)
+    s["unit"], s["model"]["n_layer"] = "token", 18
+    from reports.html import forward_note
+
+    assert "fp16 rescale" in forward_note(s)
+
+
+def test_jargon_is_explained_where_it_appears(report):
+    audit = _section(report, "audit")
+    assert "E(0) is its energy with no" in audit and "dE/dr what each unit of rate adds" in audit
+    assert "like for like" not in audit
+    unc = _section(report, "uncounted")
+    assert "PyTorch operators (aten ops)" in unc and "priced by a cost rule" in unc and "(attributed" not in unc
+    from reports.html import glossary
+
+    assert [t for t, _ in glossary("20 a token-shift mix, 4 a gated product (r · WKV); 0 of them like-for-like")] == [
+        "like-for-like", "token-shift mix", "r · WKV"]  # fmt: skip
+
+
+def test_raw_keys_are_not_labels(report):
+    """Issue 21.1: timings and environment entries are labelled in words, not with summary keys."""
+    meta = _section(report, "metadata")
+    labels = re.findall(r"<dt>([^<]*)</dt>", meta)
+    assert labels and not [k for k in labels if re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)+", k)], labels
+    assert all(len(k) <= 30 for k in labels), labels
+
+
+def test_the_two_twins_have_two_names(report):
+    from reports.labels import model_name
+    from reports.plots import pareto
+
+    assert "stripped twin (released weights, LIF removed, untrained)" in _section(report, "baselines")
+    fig = pareto({"models": [
+        {"name": "twin", "variant": "twin", "bpc": 2.5, "energy_pj_per_char": {"as_executed": 7e6}},
+        {"name": "demo", "variant": "released", "bpc": 2.8, "energy_pj_per_char": {"as_executed": 7.5e6}},
+    ]})  # fmt: skip
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "trained twin, as executed" in labels and not any("twin (twin)" in t for t in labels)
+    assert model_name("rwkv-twin") != model_name("twin")
+
+
+def test_ops_figure_names_macs_and_leaves_out_what_cannot_be_seen():
+    """Issue 21.8: float MACs are not 'synaptic ops'; ops under 1% of their panel are not in the legend."""
+    from reports.plots import ops_by_layer
+
+    fig = ops_by_layer({"blocks.0.att": {"effective_mac": 1e6, "add": 5e3, "mul": 4e3, "rsqrt": 2, "lookup": 1}})
+    texts = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
+    assert "MAC, float input (zero operands skipped)" in texts
+    assert "rsqrt" not in texts and "lookup" not in texts
+    assert "rsqrt, lookup" in fig.axes[1].get_legend().get_title().get_text()
+    assert not any("synaptic" in ax.get_ylabel() for ax in fig.axes)
+
+
+def test_chip_chart_has_the_report_style_and_no_hatching_on_a_log_axis():
+    from reports.plots import STYLE, platform_energy
+
+    rows = [{"label": "loihi · 14 nm", "workload": "spikegpt", "pj_per_token": 1.5e7, "native_pj": 1e5,
+             "native_fraction": 0.011},
+            {"label": "digital · 45 nm", "workload": "spikegpt", "pj_per_token": 6.3e7}]  # fmt: skip
+    fig = platform_energy(rows, {"spikegpt": "SpikeGPT as executed + memory (SRAM)"})
+    log_ax, share_ax = fig.axes[:2]
+    assert log_ax.get_xscale() == "log" and share_ax.get_xscale() == "linear"
+    assert not any(p.get_hatch() for ax in fig.axes for p in ax.patches)
+    assert log_ax.title.get_fontweight() == STYLE["axes.titleweight"]
+    widths = sorted(p.get_width() for p in share_ax.patches if p.get_width() == p.get_width())
+    assert widths[-1] == pytest.approx(0.011)
+
+
+def test_scale_chart_says_what_the_papers_accounting_is_for_an_ann(summary):
+    from reports.html import _figure_arguments
+
+    args, _ = _figure_arguments(summary)["baselines"]
+    assert "ANNs MACs" in args[2]["paper"]
+
+
+def test_audit_in_80_columns_says_impossible_rates_in_words(summary):
+    """Issue 21: the audit's tables fit 80 columns without cutting a cell, and a break-even rate below 0 or above 1
+    is printed as the report prints it ('none (< 0)', 'every (> 1)'), never as a number such as -0.734."""
+    from rich.console import Console
+
+    from reports.audit_text import print_audit
+    from reports.html import _break_even_rows
+    from reports.labels import beyond
+
+    c = Console(width=80, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    print_audit(summary["audit"], c)
+    out = c.export_text()
+    assert max(len(line) for line in out.splitlines()) <= 80 and "…" not in out
+    rates = [r[k] for r in _break_even_rows(summary["audit"]) for k in ("rate_32", "rate_twin", "rate_int8")]
+    outside = [r for r in rates if r is not None and not 0 <= r <= 1]
+    assert outside  # the tiny model has such rates: the check below is not empty
+    for r in outside:
+        assert f"{r:.3g}" not in out.split("break-even")[1].split("sensitivity")[0]
+    assert out.count("none (< 0)") + out.count("every (> 1)") >= len(outside)
+    assert {beyond(r) for r in outside} <= {"none (< 0)", "every (> 1)"}
+
+
+def test_pareto_table_fits_80_columns(capsys):
+    from energy.cli import _print_pareto
+
+    m = {"variant": "spike-input", "bpc": 2.91, "firing_rate_overall": 0.2, "projections": {"spike": 29, "total": 29},
+         "ops_per_token": {"ac": 1234567.0}, "energy_pj_per_char": {"as_executed": 7.5e6, "as_executed_memory": 6.3e7},
+         "best_platform": {"platform": "loihi", "node_nm": 14, "pj_per_char": 1.5e7}}  # fmt: skip
+    kinds = (("demo", "released"), ("twin", "twin"), ("spike-input", "spike-input"))
+    models = [{**m, "name": n, "variant": v} for n, v in kinds]
+    res = {"precision": "fp32", "tokens": 2048, "models": models}
+    _print_pareto(res)
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80 and "…" not in out
+    assert "1.23 M" in out and "7.5 µJ" in out and "63 µJ" in out and "loihi 14 nm" in out
+    assert "trained twin" in out and "twin (twin)" not in out
