@@ -23,7 +23,7 @@ import time
 import torch
 from common import gemm_inputs, load_average, matmul_gflops, peak_rss_mb, reset_peak_rss, rss_mb, run_gemms
 
-from spikegpt import SpikeGPT, preset
+from spikegpt import SpikeGPT, cpu_kernels, preset
 
 
 def main() -> None:
@@ -36,6 +36,8 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--torch-loops", action="store_true",
+                   help="with --gemm-ratio: also time the forward with the torch loops, interleaved")  # fmt: skip
     a = p.parse_args()
     if a.gemm_ratio:
         return gemm_ratio(a)
@@ -84,7 +86,7 @@ def gemm_ratio(a) -> None:
         model(idx)  # warm-up (and any JIT compile)
         first = time.perf_counter() - t0
         run_gemms(pairs)
-        fwd, gemm = [], []
+        fwd, gemm, torch_loops = [], [], []
         for _ in range(a.repeats):
             t0 = time.perf_counter()
             model(idx)
@@ -92,12 +94,22 @@ def gemm_ratio(a) -> None:
             t0 = time.perf_counter()
             run_gemms(pairs)
             gemm.append(time.perf_counter() - t0)
+            if a.torch_loops:  # the same forward with the model's torch loops (the code before issue 24)
+                with cpu_kernels.disabled():
+                    t0 = time.perf_counter()
+                    model(idx)
+                    torch_loops.append(time.perf_counter() - t0)
     med = statistics.median(fwd) / statistics.median(gemm)
     best = min(fwd) / min(gemm)
+    if torch_loops:
+        tl, g = statistics.median(torch_loops), statistics.median(gemm)
+        print(f"torch loops (cpu_kernels.disabled): forward {tl:.3f} s (best {min(torch_loops):.3f}); "
+              f"forward/GEMMs median {tl / g:.2f}, best {min(torch_loops) / min(gemm):.2f}")  # fmt: skip
     res = {"preset": a.preset, "tokens": a.tokens, "threads": a.threads, "dtype": a.dtype, "gemms": len(pairs),
            "forward_s": fwd, "gemms_s": gemm, "first_forward_s": first, "ratio_median": med, "ratio_best": best,
            "matmul_gflops_1_thread": gf1, "matmul_gflops_2_threads": gf2, "load_before": load0,
-           "load_after": load_average(), "torch": torch.__version__}  # fmt: skip
+           "load_after": load_average(), "torch": torch.__version__, "torch_loops_s": torch_loops,
+           "compiled_loops": cpu_kernels.available()}  # fmt: skip
     print(
         f"{a.preset}, {a.tokens} tokens, {a.threads} threads, {a.dtype}: forward {statistics.median(fwd):.3f} s "
         f"(best {min(fwd):.3f}), its {len(pairs)} GEMMs {statistics.median(gemm):.3f} s (best {min(gemm):.3f}); "
