@@ -6,6 +6,7 @@ The names below are loaded on first use (PEP 562): ``spike-energy --help`` impor
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 
@@ -25,6 +26,8 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_NAMES[name]), name)
         globals()[name] = value
         return value
+    if importlib.util.find_spec(f"energy.{name}") is not None:  # a submodule, as the eager imports made them
+        return importlib.import_module(f"energy.{name}")
     raise AttributeError(f"module 'energy' has no attribute {name!r}")
 
 

@@ -7,6 +7,7 @@ CLI's first import, and all that ``--help`` needs) does not import torch.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 _NAMES = {
     "PRESETS": "spikegpt.config",
@@ -27,6 +28,8 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_NAMES[name]), name)
         globals()[name] = value
         return value
+    if importlib.util.find_spec(f"spikegpt.{name}") is not None:  # a submodule, as the eager imports made them
+        return importlib.import_module(f"spikegpt.{name}")
     raise AttributeError(f"module 'spikegpt' has no attribute {name!r}")
 
 
