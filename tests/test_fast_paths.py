@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from energy.baseline_names import BASELINE_NAMES
 
@@ -44,3 +45,15 @@ def test_lazy_package_names_still_import():
     assert callable(energy.profile) and energy.SCENARIOS
     with pytest.raises(AttributeError):
         spikegpt.no_such_name  # noqa: B018
+
+
+def test_evaluation_builds_no_autograd_graph(tiny32):
+    """``evaluate`` scores without autograd: with it, the bundled models' card test built a graph over
+    40,000 characters and ran silently for more than five minutes."""
+    from spikegpt.evaluate import cross_entropy_nats
+
+    seen = []
+    tiny32.register_forward_hook(lambda m, a, out: seen.append((torch.is_grad_enabled(), out.logits.requires_grad)))
+    assert torch.is_grad_enabled()
+    cross_entropy_nats(tiny32, torch.randint(0, tiny32.config.vocab_size, (40,)), chunk_len=16)
+    assert seen == [(False, False)] * 3
