@@ -11,6 +11,11 @@ rank builds the model, runs ``energy.runner.CorpusRun`` (documents assigned roun
 merged on rank 0 with gloo), and reports its wall time and peak resident memory (VmHWM,
 model included). Profiled tokens/s = all scored tokens / the slowest rank's time of the run
 (model building excluded); scaling efficiency = tokens/s with N / (N x tokens/s with 1).
+
+The GEMM floor (issue 24, target 3: profiled tokens/s >= 0.7x it): the tokens per second that the
+model's projections alone allow on the same cores (every ``nn.Linear`` applied to an input of its
+forward's shape, one thread per process, best of 5, times the process count), printed beside each
+run with the machine's matmul GFLOP/s at 1 and 2 threads and the load average.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import peak_rss_mb
+from common import gemm_inputs, load_average, matmul_gflops, peak_rss_mb, run_gemms
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,6 +109,26 @@ def measure(a, procs: int, corpus: Path) -> dict:
             "tokens_per_rank": [p["tokens_run"] for p in sorted(res["ranks"], key=lambda p: p["rank"])]}  # fmt: skip
 
 
+def gemm_floor_tokens_per_s(preset_name: str, tokens: int = 256, repeats: int = 5) -> float:
+    """Tokens per second of one thread running only the model's projections on ``tokens``-token chunks."""
+    from spikegpt import SpikeGPT, preset
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        pairs = gemm_inputs(SpikeGPT(preset(preset_name)).eval(), 1, tokens)
+        run_gemms(pairs)
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run_gemms(pairs)
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    return tokens / best
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="216m")
@@ -120,12 +145,24 @@ def main() -> None:
         return child(a)
     results = {"preset": a.preset, "tokens": a.tokens, "doc_tokens": a.doc_tokens, "mode": a.mode, "twin": a.twin,
                "threads_per_process": 1, "torch": torch.__version__, "cpus": os.cpu_count(), "runs": []}  # fmt: skip
+    floor = gemm_floor_tokens_per_s(a.preset, min(a.doc_tokens, 256))
+    results.update(gemm_floor_tokens_per_s_1_thread=floor, matmul_gflops_1_thread=matmul_gflops(1),
+                   matmul_gflops_2_threads=matmul_gflops(2), load_before=load_average())  # fmt: skip
+    print(
+        f"GEMM floor: {floor:.1f} tokens/s per thread; matmul {results['matmul_gflops_1_thread']:.0f} GFLOP/s at "
+        f"1 thread, {results['matmul_gflops_2_threads']:.0f} at 2; load average {results['load_before']:.2f}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.jsonl"
         make_corpus(corpus, a.tokens, a.doc_tokens)
         for n in (int(x) for x in a.procs.split(",")):
             r = measure(a, n, corpus)
+            r["gemm_floor_tokens_per_s"] = floor * n
+            r["ratio_to_gemm_floor"] = r["tokens_per_s"] / (floor * n)
             results["runs"].append(r)
+            print(
+                f"  profiled / GEMM floor ({n} x {floor:.1f} tokens/s): {r['ratio_to_gemm_floor']:.2f} (target >= 0.7)"
+            )
             print(f"{n} process{'es' if n > 1 else ''}: {r['tokens']} tokens in {r['wall_s']:.1f} s = "
                   f"{r['tokens_per_s']:.1f} tokens/s; peak RSS per process "
                   f"{', '.join(f'{m:.0f}' for m in r['peak_mb_per_process'])} MB; tokens per rank "

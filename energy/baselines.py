@@ -552,3 +552,132 @@ def default_baselines(config, context: int, include=BASELINE_NAMES) -> dict[str,
         else:
             raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINE_NAMES)}")
     return out
+
+
+# ---------------------------------------------------------------------------------
+# Any context from a few: the counts of a transformer are a polynomial in T
+# ---------------------------------------------------------------------------------
+#
+# A decoder's counts over a sequence of T tokens are polynomials in T of degree 2 at most: the
+# projections, norms and activations grow as T, the attention scores as T^2 (the full square as
+# executed) or T (T + 1) / 2 (the causal triangle); the parameters grow as T through the learned
+# position table (n_positions = T). So every total count, and every per-token figure times T, is
+# a polynomial of degree <= 3 that four contexts fix exactly (Lagrange, in rational arithmetic),
+# and a fifth checks. What is not structural is a count of exact zeros in random activations
+# (the effective MACs after ReLU^2): kept as the fraction measured at the largest counted
+# context, applied to the derived dense count, and recorded in the baseline's assumptions.
+
+# Small and unlike any width, head count or head size, so that no T x T score matrix is mistaken for a weight
+CLOSED_FORM_CONTEXTS = (3, 5, 7, 11, 13)
+_ORDER = 4  # contexts that fix the cubic; the others check it
+
+
+class NotClosedForm(ValueError):
+    """A count that the counted contexts do not fix as a polynomial in T."""
+
+
+def _at(points: dict[int, float], T: int) -> float:
+    """The cubic through ``points`` (context -> value) at T, by Lagrange in exact rational arithmetic."""
+    from fractions import Fraction
+
+    xs = sorted(points)[:_ORDER]
+    total = Fraction(0)
+    for i, xi in enumerate(xs):
+        term = Fraction(points[xi])
+        for j, xj in enumerate(xs):
+            if i != j:
+                term *= Fraction(T - xj, xi - xj)
+        total += term
+    return float(total)
+
+
+def _derive(points: dict[int, float], T: int, what: str, strict: bool = True) -> float | None:
+    """The value at T of ``points`` (context -> total), checked at the contexts beyond the first four."""
+    for t in sorted(points)[_ORDER:]:
+        got, want = _at(points, t), points[t]
+        if not math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9):
+            if strict:
+                raise NotClosedForm(f"{what}: {got} derived at context {t}, {want} counted")
+            return None
+    return _at(points, T)
+
+
+def _key(row) -> tuple:
+    """The first six columns of an ops row, NaN (a top-level layer's block) as None so that keys compare."""
+    return tuple(None if isinstance(v, float) and math.isnan(v) else v for v in row[:6])
+
+
+def derive_baseline(samples: dict[int, Baseline], T: int) -> Baseline:
+    """The baseline at context T from its counts at ``CLOSED_FORM_CONTEXTS`` (``samples``: context -> Baseline).
+
+    Exact for every structural count (``tests/test_cache.py`` compares with a fresh count at a context never
+    counted); ``NotClosedForm`` if a count is not a polynomial in T (then count T directly)."""
+    ts = sorted(samples)
+    if len(ts) <= _ORDER:
+        raise NotClosedForm(f"need {_ORDER + 1} contexts, got {len(ts)}")
+    last = samples[ts[-1]]
+    notes = []
+
+    def frame(attr: str) -> pd.DataFrame | None:
+        frames = {t: getattr(samples[t], attr) for t in ts}
+        if any(f is None for f in frames.values()):
+            return None
+        keys = OPS_COLUMNS[:6]
+        table = {t: {_key(r): float(r[6]) for r in f[OPS_COLUMNS].itertuples(index=False)} for t, f in frames.items()}
+        rows, zero_rows = [], []
+        for key in dict.fromkeys(k for t in ts for k in table[t]):
+            points = {t: table[t].get(key, 0.0) for t in ts}
+            n = _derive(points, T, f"{samples[ts[-1]].name} {attr} {key}", strict=key[4] != "effective_mac")
+            if n is None:  # zeros in random activations: the measured fraction of the dense count
+                zero_rows.append(key)
+                continue
+            rows.append((*key, n, n / T))
+        for key in zero_rows:
+            dense_key = (*key[:4], "mac", key[5])
+            dense_pts = {t: table[t].get(dense_key, 0.0) for t in ts}
+            dense = _derive(dense_pts, T, f"{last.name} {attr} {dense_key}")
+            share = table[ts[-1]].get(key, 0.0) / dense_pts[ts[-1]] if dense_pts[ts[-1]] else 0.0
+            n = dense * share
+            rows.append((*key, n, n / T))
+            if attr == "ops":
+                notes.append(f"{key[0]}: {1 - share:.1%} of its activation operands zero, as measured at context "
+                             f"{ts[-1]} (random weights), applied at context {T}")  # fmt: skip
+        order = {k: i for i, k in enumerate(_key(r) for r in frames[ts[-1]][keys].itertuples(index=False))}
+        rows.sort(key=lambda r: order.get(tuple(r[:6]), len(order)))
+        out = pd.DataFrame(rows, columns=OPS_COLUMNS)
+        dtypes = frames[ts[-1]].dtypes
+        if pd.api.types.is_integer_dtype(dtypes["count"]):
+            out["count"] = out["count"].round()
+        out = out.astype({"block": dtypes["block"], "count": dtypes["count"]})
+        return out[out["count"] != 0].reset_index(drop=True)
+
+    ops, eager_ops = frame("ops"), frame("eager_ops")
+    lay = last.layers.copy()
+    per_layer_eff = ops[ops.primitive == "effective_mac"].groupby("layer").per_token.sum()
+    indexed = {t: samples[t].layers.set_index("layer") for t in ts}
+    for col in lay.columns:
+        if col in ("layer", "block", "kind", "operand_class") or not pd.api.types.is_numeric_dtype(lay[col]):
+            continue
+        at = {t: indexed[t][col].reindex(lay.layer).fillna(0.0).to_numpy(dtype=float) * t for t in ts}
+        values = []
+        for i, layer in enumerate(lay.layer):
+            if math.isnan(float(lay[col].iloc[i])):
+                values.append(float("nan"))
+                continue
+            pts = {t: float(at[t][i]) for t in ts}
+            v = _derive(pts, T, f"{last.name} layers {layer} {col}", strict=col != "synaptic_ops_per_token")
+            values.append(v / T if v is not None else float(per_layer_eff.get(layer, 0.0)))
+        if pd.api.types.is_integer_dtype(lay[col]):
+            lay[col] = pd.Series(values, index=lay.index).round().astype(lay[col].dtype)
+        else:
+            lay[col] = values
+    params = round(_derive({t: samples[t].params for t in ts}, T, f"{last.name} params"))
+    uncounted = {}
+    for op in dict.fromkeys(k for t in ts for k in samples[t].uncounted):
+        v = _derive({t: samples[t].uncounted.get(op, 0) for t in ts}, T, f"{last.name} uncounted {op}")
+        if round(v):
+            uncounted[op] = round(v)
+    return dataclasses.replace(
+        last, ops=ops, layers=lay, params=params, context=T, uncounted=uncounted, eager_ops=eager_ops,
+        assumptions=[*last.assumptions, *notes],
+    )  # fmt: skip

@@ -42,7 +42,14 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from energy.baselines import GPT2_PRESETS, Baseline, default_baselines
+from energy.baselines import (
+    CLOSED_FORM_CONTEXTS,
+    GPT2_PRESETS,
+    Baseline,
+    NotClosedForm,
+    default_baselines,
+    derive_baseline,
+)
 from spikegpt.errors import SpikeEnergyError
 from spikegpt.safeio import atomic_write_text, load_json, strict_dumps
 
@@ -212,19 +219,37 @@ def write(key: str, b, folder: str = "baselines", skip: tuple[str, ...] = ()) ->
                        e.strerror)  # fmt: skip
 
 
+def _counted(name: str, config, context: int, use_cache: bool) -> Baseline:
+    """The baseline counted at ``context``: from the cache, or counted (and cached)."""
+    key = cache_key(name, config, context) if use_cache else None
+    cached = read(key) if use_cache else None
+    if cached is not None:
+        logger.info("baseline %s at context %d: from the cache (%s)", name, context, _path(key))
+        return cached
+    b = default_baselines(config, context, include=(name,))[name]
+    if use_cache:
+        write(key, b)
+    return b
+
+
 def baselines(config, context: int, include, use_cache: bool = True) -> dict[str, Baseline]:
-    """``energy.baselines.default_baselines`` through the cache (``use_cache=False``: no reading, no writing)."""
+    """``energy.baselines.default_baselines`` through the cache (``use_cache=False``: no reading, no writing).
+
+    Each architecture is counted once, at the small contexts ``CLOSED_FORM_CONTEXTS`` (a second each), and
+    any other context is derived from them exactly (``energy.baselines.derive_baseline``): a new corpus or
+    ``--max-tokens`` never recounts. A context at or below the largest of them is counted directly, as is a
+    baseline whose counts turn out not to be a polynomial in T (logged), and any context without the cache."""
     out = {}
     for name in include:
-        key = cache_key(name, config, context) if use_cache else None
-        cached = read(key) if use_cache else None
-        if cached is not None:
-            logger.info("baseline %s: from the cache (%s)", name, _path(key))
-            out[name] = cached
+        if context <= max(CLOSED_FORM_CONTEXTS) or not use_cache:
+            out[name] = _counted(name, config, context, use_cache)
             continue
-        out[name] = default_baselines(config, context, include=(name,))[name]
-        if use_cache:
-            write(key, out[name])
+        samples = {t: _counted(name, config, t, use_cache) for t in CLOSED_FORM_CONTEXTS}
+        try:
+            out[name] = derive_baseline(samples, context)
+        except NotClosedForm as e:
+            logger.warning("baseline %s: counted at context %d (%s)", name, context, e)
+            out[name] = _counted(name, config, context, use_cache)
     return out
 
 

@@ -19,6 +19,7 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from energy.rules import FREE_ATEN, MODULE_RULES, aten_base_name, attention_stage
+from spikegpt import cpu_kernels
 
 # (activation operand index, weight operand index) of the matrix products
 _MATMUL_OPERANDS = {"mm": (0, 1), "bmm": (0, 1), "addmm": (1, 2), "matmul": (0, 1)}
@@ -109,8 +110,8 @@ def run_with_module_stack(model: nn.Module, fn, effective: bool = False) -> _Dis
         handles.append(mod.register_forward_pre_hook(push(name)))
         handles.append(mod.register_forward_hook(pop))
     mode = _Dispatch(stack, effective)
-    try:
-        with torch.no_grad(), mode:
+    try:  # the model's torch loops, whose aten ops the mode sees (the compiled CPU loops run outside aten)
+        with torch.no_grad(), cpu_kernels.disabled(), mode:
             fn()
     finally:
         for h in handles:

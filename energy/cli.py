@@ -138,9 +138,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _default_baselines():
-    from energy.pipeline import DEFAULT_BASELINES
+    from energy.baseline_names import BASELINE_NAMES  # no torch import on the --help path
 
-    return DEFAULT_BASELINES
+    return BASELINE_NAMES
 
 
 def _bench_presets() -> str:
@@ -223,7 +223,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", parents=[common],
                         help="train a small SpikeGPT on text (checkpoint in the reference key format)")  # fmt: skip
-    from spikegpt.train import add_arguments
+    from spikegpt.train_settings import add_arguments
 
     add_arguments(tr)
 

@@ -50,8 +50,12 @@ class Evaluation:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def cross_entropy_nats(model: SpikeGPT, ids: torch.Tensor, chunk_len: int | None = None, progress=None) -> float:
     """Sum over t of -log p(ids[t+1] | ids[:t+1]) for a 1-D tensor of ids.
+
+    Without autograd: with it, a 40,000-character text built a graph over every chunk (the bundled
+    models' card test ran for minutes) and the WKV loop could not run compiled.
 
     Chunks of ``chunk_len`` (default ``ctx_len``) with the state carried, each scored as it
     comes; ``progress(done, total)`` is called after each chunk with tokens scored so far.

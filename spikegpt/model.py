@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
+from spikegpt import cpu_kernels
 from spikegpt.config import SpikeGPTConfig
 
 # ---------------------------------------------------------------------------------
@@ -71,18 +72,22 @@ class Heaviside(nn.Module):
 class _LIFScan(torch.autograd.Function):
     """The LIF recurrence over T with a hand-written backward: the same values as stepping the
     equations under autograd, with the same surrogate gradient (detach_reset=False), in a
-    fraction of the time (one saved tensor instead of a graph of 6 ops per step)."""
+    fraction of the time (one saved tensor instead of a graph of 6 ops per step). On the CPU
+    the same loop runs compiled when it can (``spikegpt.cpu_kernels``: identical spikes)."""
 
     @staticmethod
     def forward(ctx, x, v, tau: float, threshold: float, reset: float, alpha: float):
-        spikes, charges = [], []
-        for t in range(x.shape[1]):
-            h = v + (x[:, t] - (v - reset)) / tau  # charge
-            s = (h - threshold >= 0).to(x.dtype)  # fire
-            v = h * (1 - s) + reset * s  # hard reset
-            spikes.append(s)
-            charges.append(h)
-        s, h = torch.stack(spikes, dim=1), torch.stack(charges, dim=1)
+        if cpu_kernels.usable(x, v):
+            s, h, v = cpu_kernels.lif_scan(x, v, tau, threshold, reset)
+        else:
+            spikes, charges = [], []
+            for t in range(x.shape[1]):
+                h = v + (x[:, t] - (v - reset)) / tau  # charge
+                s = (h - threshold >= 0).to(x.dtype)  # fire
+                v = h * (1 - s) + reset * s  # hard reset
+                spikes.append(s)
+                charges.append(h)
+            s, h = torch.stack(spikes, dim=1), torch.stack(charges, dim=1)
         ctx.save_for_backward(s, h)
         ctx.constants = (tau, threshold, reset, alpha)
         return s, v
@@ -196,7 +201,8 @@ class WKV(nn.Module):
 
     computed with running sums (aa, bb) scaled by exp(-pp). Loops over T, batched
     over B and C, differentiable. Half-precision inputs are computed in float32, like
-    the reference kernel.
+    the reference kernel. On the CPU without autograd the same loop runs compiled when it
+    can (``spikegpt.cpu_kernels``).
     """
 
     def forward(
@@ -219,6 +225,10 @@ class WKV(nn.Module):
             pp = torch.full((B, C), WKV_INIT_O, dtype=dtype, device=k.device)
         else:
             aa, bb, pp = (s.to(dtype) for s in state)
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (k, v, w, u, aa, bb, pp))
+        if not grad and cpu_kernels.usable(k, v, w, u, aa, bb, pp):
+            y, state = cpu_kernels.wkv_scan(w, u, k, v, aa, bb, pp)
+            return y.to(out_dtype), state
         ys = []
         for t in range(T):
             kt, vt = k[:, t], v[:, t]

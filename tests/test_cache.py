@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from energy import cache
-from energy.baselines import default_baselines
+from energy.baselines import CLOSED_FORM_CONTEXTS, assume_activation_zeros, default_baselines
 from energy.cli import main
 from spikegpt import SpikeGPT, SpikeGPTConfig
 from spikegpt.checkpoint import save_checkpoint
@@ -49,12 +49,13 @@ def assert_same_baseline(a, b):
 
 def test_second_call_reads_the_cache_and_gives_identical_counts(cache_dir, counted):
     first = cache.baselines(CFG, 16, (NAME,))[NAME]
-    assert counted == [NAME] and len(list(cache_dir.glob("*.json"))) == 1
+    n = len(CLOSED_FORM_CONTEXTS)  # counted once at the contexts that fix its closed form, context 16 derived
+    assert counted == [NAME] * n and len(list(cache_dir.glob("*.json"))) == n
     second = cache.baselines(CFG, 16, (NAME,))[NAME]
-    assert counted == [NAME]  # not rebuilt
+    assert counted == [NAME] * n  # not rebuilt
     assert_same_baseline(first, second)  # every field and column, bit for bit, dtypes included
     cache.baselines(CFG, 16, (NAME,), use_cache=False)
-    assert counted == [NAME, NAME]  # --no-cache rebuilds
+    assert counted == [NAME] * (n + 1)  # --no-cache rebuilds (at the context itself)
 
 
 def test_key_covers_what_the_counts_depend_on(cache_dir, monkeypatch):
@@ -108,10 +109,10 @@ def _corrupt_nan(p):
     "corrupt", [_corrupt_truncated, _corrupt_number, _corrupt_pickle, _corrupt_schema, _corrupt_nan]
 )
 def test_corrupt_entry_is_ignored_and_rebuilt(cache_dir, counted, caplog, corrupt):
-    first = cache.baselines(CFG, 16, (NAME,))[NAME]
+    first = cache.baselines(CFG, 12, (NAME,))[NAME]  # a context counted directly (not derived): one entry
     (entry,) = cache_dir.glob("*.json")
     corrupt(entry)
-    again = cache.baselines(CFG, 16, (NAME,))[NAME]
+    again = cache.baselines(CFG, 12, (NAME,))[NAME]
     assert counted == [NAME, NAME]  # rebuilt
     assert "ignoring the corrupt baseline cache entry" in caplog.text
     assert_same_baseline(first, again)
@@ -139,7 +140,7 @@ def test_second_profile_does_not_rebuild_and_no_cache_does(tmp_path, cache_dir, 
         assert main([str(a) for a in [*args, "--out", tmp_path / f"r{i}", *extra]]) == 0, capsys.readouterr().err
         summaries.append(json.loads((tmp_path / f"r{i}" / "summary.json").read_text()))
     # built, read from the cache, rebuilt with --no-cache (the RWKV twin runs with SpikeGPT, never cached)
-    assert counted == [NAME, NAME]
+    assert counted == [NAME] * (len(CLOSED_FORM_CONTEXTS) + 1)
     assert summaries[0]["baselines"] == summaries[1]["baselines"] == summaries[2]["baselines"]
     assert summaries[0]["headline"] == summaries[1]["headline"]
 
@@ -180,3 +181,43 @@ def strict_json(d):
     from spikegpt.safeio import json_safe, strict_dumps
 
     return json.loads(strict_dumps(json_safe(d)))
+
+
+def _same_counts(derived, fresh, rel=1e-12):
+    """Every count of two baselines, with the same rows, equal to floating-point rounding."""
+    assert (derived.name, derived.params, derived.context, derived.uncounted, derived.causal) == (
+        fresh.name, fresh.params, fresh.context, fresh.uncounted, fresh.causal)  # fmt: skip
+    for attr in ("ops", "eager_ops", "layers"):
+        pd.testing.assert_frame_equal(getattr(derived, attr), getattr(fresh, attr), check_exact=False, rtol=rel)
+
+
+def test_a_new_context_is_derived_exactly_and_never_recounted(cache_dir, counted):
+    """Counted once at the small contexts that fix the closed form; contexts 29 and 41, never counted or cached,
+    derived: the same counts as a fresh count at those contexts (the ReLU^2 transformer's zeros in random
+    activations are not structural: compared with the pipeline's assumed sparsity applied, as it is used)."""
+    names = ("transformer-same-dims", "transformer-same-dims-relu")
+    for context in (29, 41):
+        derived = cache.baselines(CFG, context, names)
+        assert counted == [n for n in names for _ in CLOSED_FORM_CONTEXTS]  # the second context recounts nothing
+        assert not (cache_dir / f"{cache.cache_key(names[0], CFG, context)}.json").exists()
+        for name in names:
+            fresh = default_baselines(CFG, context, include=(name,))[name]
+            if name.endswith("-relu"):
+                derived[name] = assume_activation_zeros(derived[name], 0.5, "test")
+                fresh = assume_activation_zeros(fresh, 0.5, "test")
+                assert derived[name].assumptions[0].startswith("model.transformer.h.0.mlp.c_proj: ")
+                derived[name].assumptions = derived[name].assumptions[1:]
+                for b in (derived[name], fresh):  # eager_ops keep the measured zeros: not structural
+                    e = b.eager_ops
+                    b.eager_ops = e[~(e.layer.str.endswith("mlp.c_proj") & (e.primitive == "effective_mac"))]
+            _same_counts(derived[name], fresh)
+            assert derived[name].assumptions == fresh.assumptions
+
+
+def test_a_count_that_is_not_a_polynomial_in_the_context_is_refused():
+    from energy.baselines import NotClosedForm, _derive
+
+    cubic = {t: 2 * t**3 - t + 7 for t in CLOSED_FORM_CONTEXTS}
+    assert _derive(cubic, 1000, "cubic") == 2 * 1000**3 - 1000 + 7
+    with pytest.raises(NotClosedForm):
+        _derive({t: t**4 for t in CLOSED_FORM_CONTEXTS}, 1000, "quartic")

@@ -133,6 +133,7 @@ sys.exit(code)
 """
 
 
+@pytest.mark.slow  # writes and reads two 200 MB corpora
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 @pytest.mark.parametrize("kind", ["txt", "jsonl"])
 def test_memory_stays_bounded_on_a_200_mb_corpus(model_files, tmp_path, kind):

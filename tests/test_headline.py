@@ -93,6 +93,7 @@ def demo_report(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # headless Chromium
 def test_demo_headline_in_the_browser(demo_report, tmp_path):
     """Rendered in headless Chromium: the first sentence answers the paper's claim against the same-size
     transformer and names the twin; no ratio to a model of another size appears in the summary cards."""

@@ -18,6 +18,7 @@ def _text(nb) -> str:
     )
 
 
+@pytest.mark.slow  # starts a Jupyter kernel and profiles the demo in it
 def test_audit_notebook_runs_and_its_stored_outputs_are_current(tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

@@ -335,6 +335,7 @@ def test_formatters():
     assert ratio(None) == "—"
 
 
+@pytest.mark.slow  # headless Chromium
 def test_rendered_by_chromium(report, tmp_path):
     """A real browser renders the page: a non-trivial screenshot, every section in the DOM, no console errors."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -126,6 +126,7 @@ def test_pareto_command_on_three_tiny_models(tmp_path, capsys):
     assert "At equal training, making the ACs real" in out
 
 
+@pytest.mark.slow  # three 40,000-character evaluations: 72-210 s each on a loaded 2-core machine
 @pytest.mark.parametrize("stem", list(BUNDLED.values()))
 def test_bundled_model_matches_its_card_and_fires(stem):
     """Each shipped model's held-out BPC equals its card's (to 2e-3), and every LIF layer fires."""
