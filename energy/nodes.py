@@ -17,6 +17,7 @@ number):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -199,4 +200,7 @@ def scale_costs(costs: CostTable, node: float) -> CostTable:
     kinds = pd.Series(kind, index=df.index)
     tag = f"; scaled {src:g}->{f.node:g} nm x" + factor.map("{:.4g}".format) + " (" + kinds + ")"
     df["note"] = df.note.astype(str).where(~energy, df.note.astype(str) + tag)
-    return CostTable(df.reset_index(drop=True), f"{costs.path} @ {f.node:g} nm")
+    # dataclasses.replace keeps the SRAM budget and the memory model of the table being scaled
+    return dataclasses.replace(costs, df=df.reset_index(drop=True), path=f"{costs.path} @ {f.node:g} nm",
+                               sram_node_factors={k: v * (costs.sram_node_factors or {}).get(k, 1.0)
+                                                  for k, v in f.sram.items()})  # fmt: skip
