@@ -18,7 +18,10 @@ older files load unchanged): ``unit`` (pJ unless stated: mW, ns, bytes...), ``ba
 (measured, simulated, specification, derived, estimate), ``default`` (yes/no: when
 sources conflict every figure is kept and exactly one row per (op, dtype) is the
 default), ``year`` and ``node_nm``. ``status`` may also be ``missing``: a figure no one
-published, kept as a row with an empty value so that the gap is visible.
+published, kept as a row with an empty value so that the gap is visible; ``unverified``:
+a figure quoted without a source read here; ``outlier``: a figure that conflicts by orders
+of magnitude with every other (kept visible, out of the default range). Neither can be
+the default.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from spikegpt.safeio import check_regular_file, shown
 
 COLUMNS = ["op", "dtype", "pj", "status", "source", "table", "note"]
 EXTENDED = {"unit": "pJ", "basis": "", "default": "yes", "year": "", "node_nm": ""}
-STATUSES = {"published", "derived", "assumption", "memory-only", "missing"}
+STATUSES = {"published", "derived", "assumption", "memory-only", "missing", "outlier", "unverified"}
+NEVER_DEFAULT = ("outlier", "unverified")  # kept visible; never a default, and an outlier stays out of ranges
 ELEMENTWISE_OPS = ("add", "mul", "div", "exp", "sigmoid", "max", "rsqrt", "lookup")
 DERIVED_OPS = ("mac", "ac")  # from the precision preset: mul + add at the accumulator width, add at it
 SRAM_POINTS = {"sram_read_8KB": 8 * 2**10, "sram_read_32KB": 32 * 2**10, "sram_read_1MB": 2**20}
@@ -255,6 +259,10 @@ def _load_costs(path: str | Path | None, complete: bool = True) -> CostTable:
             f"cost table {name}: remove the {derived.op.iloc[0]!r} rows: MAC and AC are derived from the mul and add "
             "rows and the precision preset's accumulator width (energy/data/precisions.csv)"
         )
+    bad_default = df[df.status.isin(NEVER_DEFAULT) & (df["default"].astype(str).str.lower() != "no")]
+    if not bad_default.empty:
+        raise SpikeEnergyError(f"cost table {name}, row {bad_default.index[0] + 2}: an {bad_default.status.iloc[0]} figure "
+                               "cannot be the default; mark it default=no")
     chosen = df[df["default"].astype(str).str.lower() != "no"]
     dup = chosen[chosen.duplicated(["op", "dtype"])]
     if not dup.empty:

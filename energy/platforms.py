@@ -118,7 +118,8 @@ class Platform:
         """(min, max) over every published figure for ``op`` (defaults and alternatives)."""
         if self.table is None:
             return None
-        v = pd.to_numeric(self.table.rows(op).pj, errors="coerce").dropna()
+        rows = self.table.rows(op)
+        v = pd.to_numeric(rows.pj[rows.status != "outlier"], errors="coerce").dropna()
         return (float(v.min()), float(v.max())) if len(v) else None
 
     @property
@@ -330,18 +331,19 @@ def _per_char(pj: float | None, w: Workload) -> float | None:
     return pj / w.chars_per_token if pj is not None and w.chars_per_token else None
 
 
-_SCALED: dict[tuple[int, float], tuple[CostTable, CostTable]] = {}
+_SCALED: dict[tuple, tuple[CostTable, CostTable]] = {}
 
 
-def _scaled(costs: CostTable, node: float) -> CostTable:
+def _scaled(costs: CostTable, node: float, supply_v: float | None = None) -> CostTable:
     """``scale_costs(costs, node)``, built once per table and node (every workload on a platform is priced at
     its node): kept by the table's identity, with the table itself, so that a new table is never confused
     with a collected one."""
-    hit = _SCALED.get((id(costs), node))
+    key = (id(costs), node, supply_v)
+    hit = _SCALED.get(key)
     if hit is None or hit[0] is not costs:
         if len(_SCALED) >= 64:
             _SCALED.clear()
-        hit = _SCALED[(id(costs), node)] = (costs, scale_costs(costs, node))
+        hit = _SCALED[key] = (costs, scale_costs(costs, node, supply_v))
     return hit[1]
 
 
@@ -350,13 +352,40 @@ def price_digital(w: Workload, costs: CostTable, precision: str, batch: int, nod
     rows = split_rows(w, _scaled(costs, node), precision, batch)
     total = float(rows.pj.sum())
     return {"pj_per_token": total, "fallback_pj": total, "native_pj": 0.0, "native_fraction": None,
-            "static_pj": None, "node_nm": node}  # fmt: skip
+            "static_pj": None, "node_nm": node, "fallback_by_stage": _by_kind(rows), "native_by_event": {},
+            "left_out": ["static power (no time base for a digital accelerator)"]}  # fmt: skip
+
+
+def events_per_weight_event(p: Platform, bits: int = 8 * NATIVE_WEIGHT_BYTES) -> int:
+    """Synaptic events one weight event costs on ``p``: a chip whose synapses hold fewer bits than the deployed
+    weight (TrueNorth: 1) stores a b-bit weight as b binary synapses (as ``capacity`` counts them), so one
+    weight event is b synaptic events; 1 where a weight fits one synapse."""
+    max_bits = p.value("max_weight_bits")
+    return math.ceil(bits / max_bits) if max_bits and max_bits < bits else 1
+
+
+def step_time_us(p: Platform, synaptic_events: float, neuron_updates: float, cores: int | None) -> dict:
+    """The time step of one token on ``p``: derived from this workload where the chip's per-event busy times
+    are published (busy time of a core = its share of the synaptic events x time per event + of the neuron
+    updates x time per update, work spread evenly over the cores the model needs, a lower bound), plus the
+    end-of-step synchronisation (the floor); else the published step_time. Also every published step time,
+    for the range (the 1 ms real-time convention among them)."""
+    t_syn, t_upd, t_sync = p.value("time_synaptic_op"), p.value("time_neuron_update"), p.value("sync_time")
+    published = [float(v) for v in pd.to_numeric(p.table.rows("step_time").pj, errors="coerce").dropna()] \
+        if p.table is not None else []  # fmt: skip
+    if None not in (t_syn, t_upd, t_sync) and cores:
+        busy_ns = (synaptic_events * t_syn + neuron_updates * t_upd) / cores
+        return {"us": busy_ns * 1e-3 + t_sync, "basis": "derived from this workload", "busy_us": busy_ns * 1e-3,
+                "sync_us": t_sync, "cores": cores, "published_us": published}  # fmt: skip
+    t = p.value("step_time")
+    return {"us": t, "basis": "published" if t is not None else "not published", "published_us": published}
 
 
 def price_neuromorphic(
-    p: Platform, w: Workload, costs: CostTable, precision: str, batch: int, chips: int | None
+    p: Platform, w: Workload, costs: CostTable, precision: str, batch: int, chips: int | None, cores: int | None = None
 ) -> dict:
-    """Native events at the chip's costs + the fallback at the chip's node + static energy."""
+    """Native events at the chip's costs + the fallback at the chip's node and supply + static energy; and the
+    range every published figure spans (``pj_per_token_range``)."""
     if p.value("synaptic_op") is None:
         missing = [e for e in EVENTS if p.row(e) is not None and p.value(e) is None]
         return {"pj_per_token": None, "not_priced": f"no published per-event energy ({', '.join(missing)})"}
@@ -364,19 +393,22 @@ def price_neuromorphic(
     ev = events(w) if w.spiking else {"synaptic_events": 0.0, "neuron_updates": 0.0, "spikes": 0.0,
                                       "native_projection_layers": []}  # fmt: skip
     hops = p.value("hops_per_spike") or 0.0
+    per_weight = events_per_weight_event(p)
     terms = {
-        "synaptic_events": (ev["synaptic_events"], p.value("synaptic_op")),
+        "synaptic_events": (ev["synaptic_events"] * per_weight, p.value("synaptic_op")),
         "neuron_updates": (ev["neuron_updates"], p.value("neuron_update")),
         "spikes_within_tile": (ev["spikes"], p.value("spike_tile")),
         "spike_hops": (ev["spikes"] * hops, p.value("spike_hop")),
     }
     native = {k: n * e for k, (n, e) in terms.items() if e is not None}
     unpriced = list(dict.fromkeys(READABLE[k] for k, (n, e) in terms.items() if e is None and n > 0))
-    scaled = _scaled(costs, node)
+    supply = p.value("supply_voltage")
+    scaled = _scaled(costs, node, supply)
     rows = split_rows(w, scaled, precision, batch, ev)
     fallback = float(rows.pj[~rows.native].sum())
     native_pj = float(sum(native.values()))
-    p_static, t_step = p.value("static_power_chip"), p.value("step_time")
+    step = step_time_us(p, terms["synaptic_events"][0], ev["neuron_updates"], cores)
+    p_static, t_step = p.value("static_power_chip"), step["us"]
     deployed = native_pj > 0  # a chip that runs nothing is not deployed: no static energy
     static = p_static * 1e-3 * t_step * 1e-6 * chips * 1e12 if None not in (p_static, t_step, chips) else None
     static = static if deployed or static is None else 0.0
@@ -387,14 +419,42 @@ def price_neuromorphic(
         proj = ev["native_projection_layers"]
         wb = float(layers.weight_elems.reindex(proj).fillna(0).sum()) * NATIVE_WEIGHT_BYTES
         offchip = wb * scaled.dram_pj_per_byte() / batch
+    # the range: every published synaptic-op figure (outliers out); static at every published step time, or, where
+    # no static power is published (or it is inside an all-in figure), the whole chip's power over the step as an
+    # upper bound on it
+    left_out = []
+    syn_lo, syn_hi = p.figure_range("synaptic_op") or (p.value("synaptic_op"),) * 2
+    n_syn = terms["synaptic_events"][0]
+    steps = [t for t in [t_step, *step["published_us"]] if t is not None]
+    chip_power = p.value("chip_power")
+    static_hi = None
+    if deployed and chips:
+        if p_static:
+            static_hi = p_static * 1e-3 * max(steps) * 1e-6 * chips * 1e12
+        elif chip_power is not None and steps:
+            static_hi = chip_power * 1e-3 * max(steps) * 1e-6 * chips * 1e12
+            left_out.append(f"static power (upper bound {static_hi:.4g} pJ per token: chip_power {chip_power:g} mW over "
+                            f"{max(steps):g} us x {chips} chip{'s' if chips != 1 else ''})")  # fmt: skip
+        elif not p_static and p_static != 0:
+            left_out.append("static power (no published figure, no upper bound)")
+    static_lo = static if static is not None else 0.0
+    if p_static and deployed and chips and steps:
+        static_lo = p_static * 1e-3 * min(steps) * 1e-6 * chips * 1e12
+    rng = (dynamic + n_syn * (syn_lo - p.value("synaptic_op")) + static_lo,
+           dynamic + n_syn * (syn_hi - p.value("synaptic_op")) + (static_hi if static_hi is not None else static or 0.0))
+    left_out += [f"{u} (unpublished)" for u in unpriced]
     return {
         "pj_per_token": dynamic + (static or 0.0),
+        "pj_per_token_range": [min(rng), max(rng)],
         "native_pj": native_pj,
         "native_by_event": native,
         "fallback_pj": fallback,
         "fallback_replaced_pj": float(rows.pj[rows.native].sum()),  # what the native work costs on the fallback
+        "fallback_by_stage": _by_kind(rows[~rows.native]),
         "native_fraction": native_pj / dynamic if dynamic else None,
         "static_pj": static,
+        "static_upper_pj": static_hi,
+        "step_time": step,
         "static_note": "included"
         if p_static == 0 and str((p.row("static_power_chip") or {}).get("basis", "")).startswith("included")
         else ("chip idle" if static == 0 and not deployed else None),
@@ -403,9 +463,20 @@ def price_neuromorphic(
         if chips is None
         else dynamic + offchip + (p_static * 1e-3 * t_step * 1e-6 * 1e12 if None not in (p_static, t_step) else 0.0),
         "events_per_token": {k: n for k, (n, _) in terms.items()},
+        "synaptic_events_per_weight_event": per_weight,
+        "supply_v": supply,
         "unpriced": unpriced,
+        "left_out": left_out,
         "node_nm": node,
     }
+
+
+def _by_kind(rows: pd.DataFrame) -> dict:
+    """pJ per token by what the rows are: memory (weights, potentials, state...), synaptic ACs, MACs, the rest."""
+    stage = rows.stage.astype(str)
+    kind = stage.where(stage.str.startswith("memory."), "compute: " + rows.primitive.astype(str))
+    kind = kind.str.replace(r" \((SRAM|DRAM)\)$", r" (\1)", regex=True)
+    return {k: float(v) for k, v in rows.pj.groupby(kind.values).sum().items()}
 
 
 def price_gpu(p: Platform, w: Workload, precision: str, batch: int) -> dict:
@@ -501,6 +572,7 @@ def evaluate(
             for prec, bits in CAPACITY_BITS.items():
                 cap.append({"platform": name, "model": model, "precision": prec, **capacity(p, nw, nn, bits)})
     deploy = {r["platform"]: r["chips"] for r in cap if r["model"] == "profiled" and r["precision"] == "int8"}
+    deploy_cores = {r["platform"]: r["cores"] for r in cap if r["model"] == "profiled" and r["precision"] == "int8"}
     results = []
     for name, p in plats.items():
         for w in workloads:
@@ -513,7 +585,7 @@ def evaluate(
             if p.kind == "gpu":
                 r = price_gpu(p, w, precision, batch)
             else:
-                r = price_neuromorphic(p, w, costs, precision, batch, deploy.get(name))
+                r = price_neuromorphic(p, w, costs, precision, batch, deploy.get(name), deploy_cores.get(name))
             results.append({**base, **r, "pj_per_char": _per_char(r.get("pj_per_token"), w)})
     presets = {}
     for name, p in plats.items():
