@@ -261,8 +261,10 @@ def _load_costs(path: str | Path | None, complete: bool = True) -> CostTable:
         )
     bad_default = df[df.status.isin(NEVER_DEFAULT) & (df["default"].astype(str).str.lower() != "no")]
     if not bad_default.empty:
-        raise SpikeEnergyError(f"cost table {name}, row {bad_default.index[0] + 2}: an {bad_default.status.iloc[0]} figure "
-                               "cannot be the default; mark it default=no")
+        raise SpikeEnergyError(
+            f"cost table {name}, row {bad_default.index[0] + 2}: an {bad_default.status.iloc[0]} figure "
+            "cannot be the default; mark it default=no"
+        )
     chosen = df[df["default"].astype(str).str.lower() != "no"]
     dup = chosen[chosen.duplicated(["op", "dtype"])]
     if not dup.empty:

@@ -99,7 +99,9 @@ def chip_logic_factor(node: float, supply_v: float) -> float:
     own 0.9 V (``horowitz_vdd``): E_node(supply_v) / E_45(0.9 V) on the Stillmaker & Baas fits (7-130 nm)."""
     n = _check(node)
     if n < 7:
-        raise SpikeEnergyError(f"a chip supply voltage is scaled on Stillmaker & Baas fits (7-130 nm), not at {node} nm")
+        raise SpikeEnergyError(
+            f"a chip supply voltage is scaled on Stillmaker & Baas fits (7-130 nm), not at {node} nm"
+        )
     return _sb_energy(n, float(supply_v)) / _sb_energy(BASE_NODE, node_table().pj("horowitz_vdd", "-"))
 
 
@@ -152,8 +154,10 @@ def node_factors(node: float, from_node: float = BASE_NODE, supply_v: float | No
     if supply_v is not None and f == BASE_NODE:
         logic = chip_logic_factor(n, supply_v)
         lo = hi = logic
-        basis = (f"Stillmaker & Baas 2017 energy fits, from Horowitz's 45 nm at {node_table().pj('horowitz_vdd', '-'):g} V "
-                 f"to {n:g} nm at the chip's own {supply_v:g} V")
+        basis = (
+            f"Stillmaker & Baas 2017 energy fits, from Horowitz's 45 nm at {node_table().pj('horowitz_vdd', '-'):g} V "
+            f"to {n:g} nm at the chip's own {supply_v:g} V"
+        )
         sram = {p: _sram_from_45(n, p) for p in SRAM_POINTS}
         mem = "SRAM: Jouppi et al. 2021 Table 2 (7 nm) against Horowitz 2014 (45 nm); " + MEMORY_RULE
         return NodeFactors(n, f, logic, (lo, hi), basis, sram, _dram_from_45(n), mem, "assumption")
@@ -217,7 +221,15 @@ def scale_costs(costs: CostTable, node: float, supply_v: float | None = None) ->
     df["pj"] = df.pj * factor
     df["node_nm"] = df.node_nm.where(~energy, f"{f.node:g}") if "node_nm" in df else f"{f.node:g}"
     kinds = pd.Series(kind, index=df.index)
-    tag = f"; scaled {src:g}->{f.node:g} nm" + (f" at {supply_v:g} V" if supply_v is not None else "") + " x" + factor.map("{:.4g}".format) + " (" + kinds + ")"
+    tag = (
+        f"; scaled {src:g}->{f.node:g} nm"
+        + (f" at {supply_v:g} V" if supply_v is not None else "")
+        + " x"
+        + factor.map("{:.4g}".format)
+        + " ("
+        + kinds
+        + ")"
+    )
     df["note"] = df.note.astype(str).where(~energy, df.note.astype(str) + tag)
     # dataclasses.replace keeps the SRAM budget and the memory model of the table being scaled
     return dataclasses.replace(costs, df=df.reset_index(drop=True), path=f"{costs.path} @ {f.node:g} nm",

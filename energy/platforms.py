@@ -433,15 +433,18 @@ def price_neuromorphic(
             static_hi = p_static * 1e-3 * max(steps) * 1e-6 * chips * 1e12
         elif chip_power is not None and steps:
             static_hi = chip_power * 1e-3 * max(steps) * 1e-6 * chips * 1e12
-            left_out.append(f"static power (upper bound {static_hi:.4g} pJ per token: chip_power {chip_power:g} mW over "
+            left_out.append(f"static power (upper bound {static_hi:.4g} pJ per token: chip_power {chip_power:g} mW "
+                            "over "
                             f"{max(steps):g} us x {chips} chip{'s' if chips != 1 else ''})")  # fmt: skip
         elif not p_static and p_static != 0:
             left_out.append("static power (no published figure, no upper bound)")
     static_lo = static if static is not None else 0.0
     if p_static and deployed and chips and steps:
         static_lo = p_static * 1e-3 * min(steps) * 1e-6 * chips * 1e12
-    rng = (dynamic + n_syn * (syn_lo - p.value("synaptic_op")) + static_lo,
-           dynamic + n_syn * (syn_hi - p.value("synaptic_op")) + (static_hi if static_hi is not None else static or 0.0))
+    rng = (
+        dynamic + n_syn * (syn_lo - p.value("synaptic_op")) + static_lo,
+        dynamic + n_syn * (syn_hi - p.value("synaptic_op")) + (static_hi if static_hi is not None else static or 0.0),
+    )
     left_out += [f"{u} (unpublished)" for u in unpriced]
     return {
         "pj_per_token": dynamic + (static or 0.0),

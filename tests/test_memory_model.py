@@ -38,7 +38,9 @@ def test_potentials_and_membranes_are_stored_at_the_accumulator_width(prof, prec
     cf = counterfactual_layers(prof.layers)
     r = cf.set_index("layer").loc[FED]
     terms = memory_terms(cf, costs, precision)
-    assert _stage(terms, FED, "memory.potentials") == pytest.approx(2 * (r.synaptic_ops_per_token + r.out_per_token) * 4)
+    assert _stage(terms, FED, "memory.potentials") == pytest.approx(
+        2 * (r.synaptic_ops_per_token + r.out_per_token) * 4
+    )
     # priced at the SRAM of width x 4 bytes (the potentials' own bank)
     want = 2 * (r.synaptic_ops_per_token + r.out_per_token) * 4 * costs.sram_pj_per_byte(r.out_per_token * 4)
     assert _stage(terms, FED, "memory.potentials", "pj") == pytest.approx(want)
