@@ -40,6 +40,7 @@ exploits spikes), elementwise ops as one FLOP each, weights read once per step.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -76,6 +77,38 @@ NEURON_KINDS = ("lif", "heaviside")
 CAPACITY_BITS = {"fp32": 32, "int8": 8}
 NATIVE_WEIGHT_BYTES = 1  # weights streamed off-chip to a neuromorphic core: int8
 FALLBACK = "digital accelerator at the chip's node (Horowitz 45 nm scaled by Stillmaker & Baas): an assumption"
+
+# Issue 22: every choice of the memory model and the chip presets, listed in summary.json["assumptions"]
+CHOICES = (
+    ("memory: potential width", "energy/memory.py", "potentials and LIF membranes are stored at the accumulator width "
+     "(4 bytes: int32 / fp32), the width their ACs are priced at, at every precision"),
+    ("memory: counterfactual weights", "energy/estimate.py counterfactual_layers", "a projection fed two spike vectors "
+     "stores W diag(m) and W diag(1 - m): twice its weights, in the SRAM banks and the budget"),
+    ("memory: placement of state", "energy/memory.py placement", "one rule for every model: weights, K/V caches and "
+     "recurrent state (membranes, WKV sums, token-shift inputs) share the SRAM budget; 'DRAM weights' moves weights "
+     "only, state stays where the budget puts it"),
+    ("memory: SRAM model", "energy/costs.py sram_access_pj", "horowitz-log (default: per byte, Horowitz's points in "
+     "log2 size) or lemaire-linear (Lemaire et al.'s implementation: 1.09e-5 pJ/bit x size + 13.2 pJ per access); "
+     "the chips section shows both"),
+    ("truenorth: weight events", "energy/platforms.py events_per_weight_event", "a b-bit weight is b binary synapses "
+     "(capacity), so one weight event is b synaptic events (int8: 8)"),
+    ("truenorth: static", "energy/data/platforms/truenorth.csv", "no verified split of the 65 mW into static and "
+     "dynamic: the default prices the all-in 26 pJ only; the range adds 65 mW over the 1 ms tick"),
+    ("spinnaker2: default pair", "energy/data/platforms/spinnaker2.csv", "450 pJ per synaptic event and 2.19 nJ per "
+     "neuron update, both from the 28 nm test chip (Hoppner 2019); the 22 nm chip's 10 pJ is the range's low end"),
+    ("spinnaker: outlier", "energy/data/platforms/spinnaker.csv", "45 pJ (a survey's transcription, ~1000x below "
+     "every other figure) is kept visible and out of the range"),
+    ("loihi: time step", "energy/platforms.py step_time_us", "derived from the workload: (synaptic events x 3.8 ns + "
+     "neuron updates x 9.7 ns) / cores + 0.6 us barrier (SANA-FE's silicon-fitted times); the range runs to the 1 ms "
+     "real-time step"),
+    ("chips: supply voltage", "energy/nodes.py chip_logic_factor", "each chip's fallback is scaled from Horowitz's "
+     "45 nm at 0.9 V to the chip's node at its own supply (Loihi 0.75, TrueNorth 0.775, SpiNNaker 1.2, Tianjic "
+     "0.9 V; SpiNNaker 2: not stated, 0.8 V); the Stillmaker & Baas rows still mix device families (LP at 45 and "
+     "32 nm, HP below): the other family's coefficients were not verified here"),
+    ("chips: static upper bounds", "energy/platforms.py price_neuromorphic", "where no static power is published "
+     "(SpiNNaker, Tianjic), the whole chip's power over the step is listed as an upper bound and in the range, not "
+     "in the default sum; SpiNNaker 2 has no bound"),
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------
@@ -590,6 +623,7 @@ def evaluate(
             else:
                 r = price_neuromorphic(p, w, costs, precision, batch, deploy.get(name), deploy_cores.get(name))
             results.append({**base, **r, "pj_per_char": _per_char(r.get("pj_per_token"), w)})
+    memory_models = _other_memory_model(workloads, costs, precision, batch, plats, nodes, deploy, deploy_cores, results)
     presets = {}
     for name, p in plats.items():
         presets[name] = {
@@ -628,7 +662,82 @@ def evaluate(
             "dram": "1.0: the same DDR3/4 1.3-2.6 nJ per 64-bit read is published at 45 nm and at 7 nm",
         },
         "notes": notes(results, plats, {w.name: w.label for w in workloads}, cap),
+        "memory_models": memory_models,
+        "counterfactual_notes": counterfactual_notes(results, plats),
+        "ranking": ranking(results, "spikegpt"),
     }
+
+
+def _other_memory_model(workloads, costs, precision, batch, plats, nodes, deploy, deploy_cores, results) -> dict:
+    """SpikeGPT's pJ per token on every platform under the other SRAM memory model, beside the selected one."""
+    from energy.costs import MEMORY_MODEL_LABELS, MEMORY_MODELS
+
+    other = next(m for m in MEMORY_MODELS if m != costs.memory_model)
+    alt = dataclasses.replace(costs, memory_model=other)
+    rows = []
+    for w in workloads:
+        if not w.name.startswith("spikegpt"):
+            continue
+        for name, p in plats.items():
+            if p.kind == "digital":
+                got = [(n, price_digital(w, alt, precision, batch, n)) for n in nodes]
+            elif p.kind == "neuromorphic":
+                got = [
+                    (
+                        p.node_nm,
+                        price_neuromorphic(p, w, alt, precision, batch, deploy.get(name), deploy_cores.get(name)),
+                    )
+                ]
+            else:
+                continue
+            for node, r in got:
+                mine = next((x for x in results if x["platform"] == name and x["workload"] == w.name
+                             and x.get("node_nm") == node), None)  # fmt: skip
+                a, b = (mine or {}).get("pj_per_token"), r.get("pj_per_token")
+                rows.append({"platform": name, "workload": w.name, "node_nm": node, costs.memory_model: a, other: b,
+                             "change": (b / a - 1) if a and b else None})  # fmt: skip
+    changes = [r["change"] for r in rows if r["change"] is not None]
+    return {"selected": costs.memory_model, "other": other, "labels": MEMORY_MODEL_LABELS, "rows": rows,
+            "change_range": [min(changes), max(changes)] if changes else None}  # fmt: skip
+
+
+def counterfactual_notes(results: list[dict], plats: Mapping[str, Platform]) -> list[str]:
+    """Where the spike-input counterfactual costs more than SpikeGPT as executed, one sentence generated from the
+    difference of the two, term by term (native events and the fallback's stages), largest first."""
+    out = []
+    for name, p in plats.items():
+        by: dict = {}
+        for r in results:
+            if r["platform"] == name and r.get("pj_per_token") is not None:
+                by.setdefault(r.get("node_nm"), {})[r["workload"]] = r
+        for node, pair in by.items():
+            ex, cf = pair.get("spikegpt"), pair.get("spikegpt-counterfactual")
+            if ex is None or cf is None or cf["pj_per_token"] <= ex["pj_per_token"]:
+                continue
+            terms: dict[str, float] = {}
+            for src in ("native_by_event", "fallback_by_stage"):
+                for k in set(ex.get(src) or {}) | set(cf.get(src) or {}):
+                    label = READABLE.get(k, k) + (" (on the chip)" if src == "native_by_event" else "")
+                    terms[label] = (
+                        terms.get(label, 0.0) + (cf.get(src) or {}).get(k, 0.0) - (ex.get(src) or {}).get(k, 0.0)
+                    )
+            diff = cf["pj_per_token"] - ex["pj_per_token"]
+            top = sorted(terms.items(), key=lambda kv: -abs(kv[1]))[:3]
+            where = p.title if p.kind != "digital" else f"{p.title} at {node:g} nm"
+            out.append(f"{where}: the spike-input counterfactual costs {diff / 1e3:+,.1f} nJ per token more than as "
+                       f"executed ({cf['pj_per_token'] / 1e3:,.1f} against {ex['pj_per_token'] / 1e3:,.1f}); the "
+                       "largest changes: " + ", ".join(f"{k} {v / 1e3:+,.1f} nJ" for k, v in top) + ".")  # fmt: skip
+    return out
+
+
+def ranking(results: list[dict], workload: str) -> list[dict]:
+    """Platforms by pJ per token for ``workload``, each with what its figures leave out beside its rank; ``covers``:
+    every event of the workload is priced (static power may still be left out, and says so)."""
+    rows = [r for r in results if r["workload"] == workload and r.get("pj_per_token")]
+    rows.sort(key=lambda r: r["pj_per_token"])
+    return [{"rank": i + 1, "platform": r["platform"], "node_nm": r.get("node_nm"), "pj_per_token": r["pj_per_token"],
+             "left_out": r.get("left_out") or [], "covers": not r.get("unpriced")}
+            for i, r in enumerate(rows)]  # fmt: skip
 
 
 def notes(results: list[dict], plats: Mapping[str, Platform], labels: Mapping[str, str], cap: list[dict]) -> list[str]:
@@ -689,4 +798,9 @@ def section(result, baseline_summaries: Mapping[str, Mapping] | None = None) -> 
         ws.append(Workload(name, label, b.ops, b.layers, b.params, spiking=False,
                            chars_per_token=theirs or cpt, chars_note=note))  # fmt: skip
     neurons = int(prof.layers.out_per_token[prof.layers.kind.isin(NEURON_KINDS)].sum())
-    return evaluate(ws, result.costs, job.precision, prof.meta["batch"], job.platforms, job.nodes, neurons)
+    out = evaluate(ws, result.costs, job.precision, prof.meta["batch"], job.platforms, job.nodes, neurons)
+    if "loihi" in resolve_platforms(job.platforms):
+        from energy import sanafe_check
+
+        out["sanafe"] = sanafe_check.cached_check(use_cache=job.cache)
+    return out
