@@ -387,3 +387,42 @@ def test_each_chip_fallback_at_its_own_supply_and_static_upper_bounds(prof):
     assert nodes.chip_logic_factor(130, 1.2) > nodes.chip_logic_factor(130, 0.8)  # a higher supply costs more
     jouppi = nodes.node_table().df[nodes.node_table().df.source.str.contains("Jouppi")]
     assert jouppi.table.str.contains("page not verified").all()
+
+
+def test_ranking_shows_what_each_platform_leaves_out_and_counterfactual_cause_from_the_numbers():
+    """Issue 21 items 5 and 9, on hand-made results: a platform that leaves an event unpriced does not 'cover' the
+    workload and the ranking says what each leaves out; the sentence on why the counterfactual costs more is the
+    largest differences of its terms, computed here."""
+    from energy.platforms import counterfactual_notes, ranking
+
+    res = [
+        {"platform": "a", "workload": "spikegpt", "node_nm": 5, "pj_per_token": 10.0, "left_out": ["static power"]},
+        {"platform": "b", "workload": "spikegpt", "node_nm": 22, "pj_per_token": 5.0, "unpriced": ["spike routing"],
+         "left_out": ["spike routing (unpublished)"]},
+        {"platform": "c", "workload": "spikegpt", "node_nm": 14, "pj_per_token": 20.0, "left_out": []},
+    ]  # fmt: skip
+    r = ranking(res, "spikegpt")
+    assert [x["platform"] for x in r] == ["b", "a", "c"]
+    assert [x["covers"] for x in r] == [False, True, True]
+    assert r[1]["left_out"] == ["static power"]
+    ex = {
+        "platform": "loihi",
+        "workload": "spikegpt",
+        "node_nm": 14,
+        "pj_per_token": 10_000.0,
+        "native_by_event": {"synaptic_events": 1_000.0},
+        "fallback_by_stage": {"memory.weights (SRAM)": 6_000.0, "compute: mac": 3_000.0},
+    }
+    cf = {"platform": "loihi", "workload": "spikegpt-counterfactual", "node_nm": 14, "pj_per_token": 15_000.0,
+          "native_by_event": {"synaptic_events": 9_000.0}, "fallback_by_stage": {"memory.weights (SRAM)": 4_000.0,
+                                                                                  "compute: mac": 2_000.0}}  # fmt: skip
+    notes = counterfactual_notes([ex, cf], {"loihi": load_platform("loihi")})
+    assert len(notes) == 1
+    n = notes[0]
+    assert "+5.0 nJ per token more" in n and "(15.0 against 10.0)" in n
+    assert (
+        n.index("synaptic events (on the chip) +8.0 nJ")
+        < n.index("memory.weights (SRAM) -2.0 nJ")
+        < n.index("compute: mac -1.0 nJ")
+    )
+    assert counterfactual_notes([ex, {**cf, "pj_per_token": 9_000.0}], {"loihi": load_platform("loihi")}) == []
