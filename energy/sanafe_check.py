@@ -237,6 +237,8 @@ def check(tokens: int = 64, layer: str = LAYER) -> dict:
 
     import sanafe  # noqa: F401  (imported for its version below)
 
+    if not (resources.files("spikegpt") / "demo" / "spike-input.pth").is_file():
+        return {"run": False, "why": "the bundled spike-input model (spikegpt/demo/spike-input.pth) is not installed"}
     data = spike_trains(tokens, layer)
     sim = simulate_loihi(data["trains"], data["weights"])
     return {
@@ -263,7 +265,7 @@ def cached_check(tokens: int = 64, use_cache: bool = True) -> dict:
     import hashlib
     import json
 
-    if not available():
+    if not available() or not (resources.files("spikegpt") / "demo" / "spike-input.pth").is_file():
         return check(tokens)
     from importlib.metadata import version
 
