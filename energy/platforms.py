@@ -28,8 +28,13 @@ division, sigmoid, LayerNorm, the WKV recurrence, the head, their memory traffic
 none of the bundled chips), else a digital accelerator at the chip's process node (the
 Horowitz table scaled by ``energy.nodes``), a labelled assumption shown apart.
 
-**Static energy**: the chip's static power x chips needed x the published time per step
-(one step per token), where published. **Off-chip**: where the weights need more than one
+**Static energy**: the chip's static power x chips needed x the time per step (one step per
+token): derived from the workload where the chip's per-event busy times are published
+(``step_time_us``), else the published step. Where no static power is published, the whole
+chip's power over the step is listed as an upper bound (``left_out``, ``pj_per_token_range``).
+A chip with fewer bits per synapse than the deployed int8 weight (TrueNorth) is charged b
+synaptic events per b-bit weight event, as its capacity counts b synapses. The fallback runs
+at the chip's node and its own supply voltage. **Off-chip**: where the weights need more than one
 chip, the single-chip alternative streams the natively mapped layers' int8 weights from
 DRAM once per step (amortised over the batch) and is shown beside the multi-chip total.
 
