@@ -101,6 +101,10 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     e.add_argument("--sram-budget-mb", type=float, metavar="MB",
                    help="on-chip SRAM for weights and K/V caches in the memory scenario (default 24 MiB, the TPU "
                         "v1 Unified Buffer; energy/data/parameters.csv)")  # fmt: skip
+    e.add_argument("--memory-model", choices=("horowitz-log", "lemaire-linear"), default="horowitz-log",
+                   help="SRAM access energy: horowitz-log (per byte, Horowitz's points in log2 size; default) or "
+                        "lemaire-linear (Lemaire et al.'s own fit, 1.09e-5 pJ/bit x size + 13.2 pJ per access); the "
+                        "chips section shows both")  # fmt: skip
     e.add_argument(
         "--census-tokens",
         type=int,
@@ -343,6 +347,7 @@ def _job(a: argparse.Namespace):
         zero_skipping=a.zero_skipping == "on",
         relu_zero_fraction=a.relu_zero_fraction,
         sram_budget_mb=a.sram_budget_mb,
+        memory_model=a.memory_model,
         redact_paths=getattr(a, "redact_paths", False),
         platforms=platforms or ("none",),
         nodes=nodes,

@@ -18,7 +18,10 @@ older files load unchanged): ``unit`` (pJ unless stated: mW, ns, bytes...), ``ba
 (measured, simulated, specification, derived, estimate), ``default`` (yes/no: when
 sources conflict every figure is kept and exactly one row per (op, dtype) is the
 default), ``year`` and ``node_nm``. ``status`` may also be ``missing``: a figure no one
-published, kept as a row with an empty value so that the gap is visible.
+published, kept as a row with an empty value so that the gap is visible; ``unverified``:
+a figure quoted without a source read here; ``outlier``: a figure that conflicts by orders
+of magnitude with every other (kept visible, out of the default range). Neither can be
+the default.
 """
 
 from __future__ import annotations
@@ -37,11 +40,20 @@ from spikegpt.safeio import check_regular_file, shown
 
 COLUMNS = ["op", "dtype", "pj", "status", "source", "table", "note"]
 EXTENDED = {"unit": "pJ", "basis": "", "default": "yes", "year": "", "node_nm": ""}
-STATUSES = {"published", "derived", "assumption", "memory-only", "missing"}
+STATUSES = {"published", "derived", "assumption", "memory-only", "missing", "outlier", "unverified"}
+NEVER_DEFAULT = ("outlier", "unverified")  # kept visible; never a default, and an outlier stays out of ranges
 ELEMENTWISE_OPS = ("add", "mul", "div", "exp", "sigmoid", "max", "rsqrt", "lookup")
 DERIVED_OPS = ("mac", "ac")  # from the precision preset: mul + add at the accumulator width, add at it
 SRAM_POINTS = {"sram_read_8KB": 8 * 2**10, "sram_read_32KB": 32 * 2**10, "sram_read_1MB": 2**20}
 SRAM_SLOPE_ABOVE_1MB = "sram_read_slope_above_1MB"
+# SRAM memory models (``CostTable.sram_access_pj``; equations in its docstring)
+MEMORY_MODELS = ("horowitz-log", "lemaire-linear")
+MEMORY_MODEL_LABELS = {
+    "horowitz-log": "per byte: Horowitz's 8 KB / 32 KB / 1 MB 64-bit reads, piecewise linear in log2(size), "
+    "a byte = 1/8 of a 64-bit read",
+    "lemaire-linear": "per access of one value: e = a * size_bits + c (a = 1.09e-5 pJ/bit, c = 13.2 pJ), the "
+    "linear fit of Lemaire et al.'s own implementation (qualia-plugin-snn EnergyEstimationMetric._e_ram)",
+}
 
 
 def _data_csv(name: str) -> pd.DataFrame:
@@ -68,7 +80,9 @@ MAX_COST_TABLE_BYTES = 4 * 2**20
 class CostTable:
     df: pd.DataFrame
     path: str
-    sram_budget_bytes: float = SRAM_BUDGET_BYTES  # on-chip SRAM for weights and K/V caches (memory scenarios)
+    sram_budget_bytes: float = SRAM_BUDGET_BYTES  # on-chip SRAM for weights, K/V caches and state (memory scenarios)
+    memory_model: str = "horowitz-log"  # how an SRAM access is priced (MEMORY_MODELS)
+    sram_node_factors: dict | None = None  # Horowitz SRAM point -> factor, set by energy.nodes.scale_costs
 
     def __post_init__(self) -> None:
         df = self.df
@@ -106,10 +120,12 @@ class CostTable:
     def sram_pj_per_byte(self, size_bytes: float) -> float:
         """SRAM read energy per byte for a memory of ``size_bytes``.
 
-        Piecewise linear in log2(size) through Horowitz's 8 KB / 32 KB / 1 MB points
-        (Lemaire et al. 2022 interpolate between the same points); below 8 KB the 8 KB
-        figure; above 1 MB the table's ``sram_read_slope_above_1MB`` per doubling (an
-        assumption: no published point there).
+        Piecewise linear in log2(size) through Horowitz's 8 KB / 32 KB / 1 MB points; below
+        8 KB the 8 KB figure; above 1 MB the table's ``sram_read_slope_above_1MB`` per doubling
+        (an assumption: no published point there). This is spike-energy's own reading of
+        Horowitz's points, not Lemaire et al.'s: their implementation fits one straight line in
+        size to the same points and prices one access per value (``sram_access_pj``,
+        ``lemaire-linear``).
         """
         pts = sorted((size, self.pj(op, "64b")) for op, size in SRAM_POINTS.items())
         x = math.log2(max(size_bytes, 1.0))
@@ -123,6 +139,26 @@ class CostTable:
         else:
             e64 = ys[2] + self.pj(SRAM_SLOPE_ABOVE_1MB, "64b") * (x - xs[2])
         return e64 / 8
+
+    def sram_access_pj(self, size_bytes: float, value_bytes: float) -> float:
+        """pJ of one read (or write) of a ``value_bytes`` value from an SRAM of ``size_bytes``, per the
+        table's ``memory_model``:
+
+        - ``horowitz-log``: value_bytes x ``sram_pj_per_byte(size_bytes)``, i.e. E64(size) / 8 per byte;
+        - ``lemaire-linear``: e = a x size_bits + c per access, whatever the value's width (Lemaire et al.'s
+          implementation: ``1.09e-5 * mem_params * bits + 13.2``, mem_params x bits = the memory's size in
+          bits); a and c from ``energy/data/parameters.csv``.
+        """
+        if self.memory_model == "lemaire-linear":
+            a = float(PARAMETERS.loc["lemaire_sram_slope", "value"])
+            c = float(PARAMETERS.loc["lemaire_sram_intercept", "value"])
+            e = a * 8 * max(size_bytes, 0.0) + c
+            if self.sram_node_factors:  # a table scaled to another node: the factor of the nearest size point
+                x = math.log2(max(size_bytes, 1.0))
+                point = min(SRAM_POINTS, key=lambda p: abs(math.log2(SRAM_POINTS[p]) - x))
+                e *= self.sram_node_factors[point]
+            return e
+        return value_bytes * self.sram_pj_per_byte(size_bytes)
 
     def dram_pj_per_byte(self) -> float:
         return self.pj("dram_read", "64b") / 8
@@ -143,18 +179,29 @@ class CostTable:
             status, source = r.status, r.source
             if name == "sram_budget" and self.sram_budget_bytes != value:
                 value, status, source = self.sram_budget_bytes, "user", "set by the user (--sram-budget-mb)"
+            if name.startswith("lemaire_sram") and self.memory_model != "lemaire-linear":
+                status = f"{status}; shown beside the selected {self.memory_model} model"
             rows.append({"name": name, "value": value, "unit": r.unit, "status": status, "source": source,
                          "note": r.note})  # fmt: skip
         return rows
 
 
 def load_costs(
-    path: str | Path | None = None, *, sram_budget_bytes: float | None = None, complete: bool = True
+    path: str | Path | None = None,
+    *,
+    sram_budget_bytes: float | None = None,
+    complete: bool = True,
+    memory_model: str | None = None,
 ) -> CostTable:
     """The bundled Horowitz table, or a user's file with the same columns; ``sram_budget_bytes``
-    replaces the on-chip SRAM budget of ``energy/data/parameters.csv``. ``complete=False`` loads an
-    event table (a platform preset, node factors) that has no per-precision primitives."""
+    replaces the on-chip SRAM budget of ``energy/data/parameters.csv``; ``memory_model`` selects how an
+    SRAM access is priced (``MEMORY_MODELS``). ``complete=False`` loads an event table (a platform
+    preset, node factors) that has no per-precision primitives."""
     table = _bundled_costs() if path is None else _load_costs(path, complete)
+    if memory_model is not None:
+        if memory_model not in MEMORY_MODELS:
+            raise SpikeEnergyError(f"memory model must be one of {', '.join(MEMORY_MODELS)}, got {memory_model!r}")
+        table = dataclasses.replace(table, memory_model=memory_model)
     if sram_budget_bytes is not None:
         if not (math.isfinite(sram_budget_bytes) and sram_budget_bytes >= 0):
             raise SpikeEnergyError(f"the SRAM budget must be a size >= 0 bytes, got {sram_budget_bytes!r}")
@@ -211,6 +258,12 @@ def _load_costs(path: str | Path | None, complete: bool = True) -> CostTable:
         raise SpikeEnergyError(
             f"cost table {name}: remove the {derived.op.iloc[0]!r} rows: MAC and AC are derived from the mul and add "
             "rows and the precision preset's accumulator width (energy/data/precisions.csv)"
+        )
+    bad_default = df[df.status.isin(NEVER_DEFAULT) & (df["default"].astype(str).str.lower() != "no")]
+    if not bad_default.empty:
+        raise SpikeEnergyError(
+            f"cost table {name}, row {bad_default.index[0] + 2}: an {bad_default.status.iloc[0]} figure "
+            "cannot be the default; mark it default=no"
         )
     chosen = df[df["default"].astype(str).str.lower() != "no"]
     dup = chosen[chosen.duplicated(["op", "dtype"])]

@@ -152,7 +152,9 @@ def counterfactual_layers(
 ) -> pd.DataFrame:
     """The layers table as the counterfactual would run: each fed projection reads binary spikes, at its
     measured source rate (or a uniform ``rate``), from ``vectors`` spike vectors (synaptic ops and input
-    events for the memory model). ``cf``: ``counterfactual_inputs(layers)`` indexed by layer, if at hand."""
+    events for the memory model). Two spike vectors need two weight matrices, W diag(m) and W diag(1 - m) (the
+    token-shift mix folded into the weights): a fed projection stores ``vectors`` x its weights, which the SRAM
+    banks and the budget see. ``cf``: ``counterfactual_inputs(layers)`` indexed by layer, if at hand."""
     cf = counterfactual_inputs(layers).set_index("layer") if cf is None else cf
     fed = cf.index[cf.fed]
     out = layers.copy()
@@ -162,6 +164,7 @@ def counterfactual_layers(
     vec = cf.vectors.reindex(lay.index)
     out.loc[idx, "synaptic_ops_per_token"] = (lay.mac * r * vec).to_numpy()
     out.loc[idx, "in_events_per_token"] = (lay.in_per_token * r * vec).to_numpy()
+    out.loc[idx, "weight_elems"] = (lay.weight_elems * vec).to_numpy()
     out.loc[idx, "operand_class"] = "binary"
     return out
 
@@ -199,10 +202,9 @@ def _projection_rows(ops, layers, pj, acc: Accounting, spiking: bool, cf: pd.Dat
 def memory_rows(
     layers: pd.DataFrame, costs: CostTable, precision: str, batch: int, dram: bool, zero_skipping: bool = True
 ) -> pd.DataFrame:
-    """Memory traffic in pJ per token (``energy.memory``): weights within the SRAM budget from SRAM,
-    the rest from DRAM (``dram``: every weight from DRAM)."""
-    terms = memory_terms(layers, costs, precision, batch=batch, budget_bytes=0 if dram else None,
-                         zero_skipping=zero_skipping)  # fmt: skip
+    """Memory traffic in pJ per token (``energy.memory``): weights and state within the SRAM budget from SRAM,
+    the rest from DRAM (``dram``: every weight from DRAM, state where the budget puts it, for every model)."""
+    terms = memory_terms(layers, costs, precision, batch=batch, weights_dram=dram, zero_skipping=zero_skipping)
     return terms[["layer", "block", "stage", "primitive", "pj"]]
 
 

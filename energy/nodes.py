@@ -17,6 +17,7 @@ number):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -93,6 +94,17 @@ def _logic_from_45(node: float) -> float:
     return f7 * (1 - w) + f5 * w
 
 
+def chip_logic_factor(node: float, supply_v: float) -> float:
+    """Logic energy at ``node`` and the chip's own supply ``supply_v``, relative to Horowitz's 45 nm table at its
+    own 0.9 V (``horowitz_vdd``): E_node(supply_v) / E_45(0.9 V) on the Stillmaker & Baas fits (7-130 nm)."""
+    n = _check(node)
+    if n < 7:
+        raise SpikeEnergyError(
+            f"a chip supply voltage is scaled on Stillmaker & Baas fits (7-130 nm), not at {node} nm"
+        )
+    return _sb_energy(n, float(supply_v)) / _sb_energy(BASE_NODE, node_table().pj("horowitz_vdd", "-"))
+
+
 def logic_factor(node: float, from_node: float = BASE_NODE) -> float:
     """Energy of a logic operation at ``node`` relative to ``from_node``."""
     return _logic_from_45(_check(node)) / _logic_from_45(_check(from_node))
@@ -135,8 +147,20 @@ class NodeFactors:
         return asdict(self)
 
 
-def node_factors(node: float, from_node: float = BASE_NODE) -> NodeFactors:
+def node_factors(node: float, from_node: float = BASE_NODE, supply_v: float | None = None) -> NodeFactors:
+    """Factors from ``from_node`` to ``node``; ``supply_v``: a chip's own supply (from Horowitz's 45 nm at 0.9 V
+    to the chip's node at ``supply_v``), else one fixed supply at both nodes."""
     n, f = _check(node), _check(from_node)
+    if supply_v is not None and f == BASE_NODE:
+        logic = chip_logic_factor(n, supply_v)
+        lo = hi = logic
+        basis = (
+            f"Stillmaker & Baas 2017 energy fits, from Horowitz's 45 nm at {node_table().pj('horowitz_vdd', '-'):g} V "
+            f"to {n:g} nm at the chip's own {supply_v:g} V"
+        )
+        sram = {p: _sram_from_45(n, p) for p in SRAM_POINTS}
+        mem = "SRAM: Jouppi et al. 2021 Table 2 (7 nm) against Horowitz 2014 (45 nm); " + MEMORY_RULE
+        return NodeFactors(n, f, logic, (lo, hi), basis, sram, _dram_from_45(n), mem, "assumption")
     logic = logic_factor(n, f)
     lo = hi = logic
     basis = f"Stillmaker & Baas 2017 energy fits at a fixed {vdd():g} V (Accelergy's default supply)"
@@ -172,14 +196,14 @@ def _sram_point(op: str) -> str:
     return min(SRAM_POINTS, key=lambda p: abs(math.log2(SRAM_POINTS[p]) - math.log2(size)))
 
 
-def scale_costs(costs: CostTable, node: float) -> CostTable:
+def scale_costs(costs: CostTable, node: float, supply_v: float | None = None) -> CostTable:
     """``costs`` (45 nm unless its ``node_nm`` column says otherwise) at ``node`` nm: a new table.
 
     Every energy row (unit pJ) is multiplied by its factor: SRAM rows by the SRAM factor of
     their size point, DRAM rows by the DRAM factor, every other row (arithmetic) by logic's.
     """
     src = _table_node(costs)
-    f = node_factors(node, src)
+    f = node_factors(node, src, supply_v)
     df = costs.df.copy()
     energy = df.unit.astype(str).str.strip().str.lower().eq("pj") if "unit" in df else pd.Series(True, df.index)
     factor, kind = [], []
@@ -197,6 +221,17 @@ def scale_costs(costs: CostTable, node: float) -> CostTable:
     df["pj"] = df.pj * factor
     df["node_nm"] = df.node_nm.where(~energy, f"{f.node:g}") if "node_nm" in df else f"{f.node:g}"
     kinds = pd.Series(kind, index=df.index)
-    tag = f"; scaled {src:g}->{f.node:g} nm x" + factor.map("{:.4g}".format) + " (" + kinds + ")"
+    tag = (
+        f"; scaled {src:g}->{f.node:g} nm"
+        + (f" at {supply_v:g} V" if supply_v is not None else "")
+        + " x"
+        + factor.map("{:.4g}".format)
+        + " ("
+        + kinds
+        + ")"
+    )
     df["note"] = df.note.astype(str).where(~energy, df.note.astype(str) + tag)
-    return CostTable(df.reset_index(drop=True), f"{costs.path} @ {f.node:g} nm")
+    # dataclasses.replace keeps the SRAM budget and the memory model of the table being scaled
+    return dataclasses.replace(costs, df=df.reset_index(drop=True), path=f"{costs.path} @ {f.node:g} nm",
+                               sram_node_factors={k: v * (costs.sram_node_factors or {}).get(k, 1.0)
+                                                  for k, v in f.sram.items()})  # fmt: skip

@@ -41,6 +41,7 @@ from energy.dist import from_env as dist_from_env
 from energy.estimate import SCENARIO_LABELS, SCENARIOS
 from energy.headline import PAPER_WKV_OPS, decode_sentence, headline
 from energy.memory import LEFT_OUT, TERMS
+from energy.platforms import CHOICES as _CHOICES
 from energy.platforms import resolve_nodes, resolve_platforms
 from energy.platforms import section as platform_section
 from energy.profile import Profile, build_profile
@@ -93,6 +94,7 @@ class Job:
     zero_skipping: bool = True  # MACs with a zero input are skipped, for SpikeGPT and every baseline alike
     relu_zero_fraction: float | None = None  # the ReLU^2 transformer's assumed sparsity (default: SpikeGPT's)
     sram_budget_mb: float | None = None  # on-chip SRAM budget (default: energy/data/parameters.csv)
+    memory_model: str = "horowitz-log"  # SRAM access model (energy.costs.MEMORY_MODELS)
     redact_paths: bool = False  # summary.json without local paths, for sharing
     variants: bool = True  # the bundled demo: also profile the bundled twin and spike-input models
     platforms: tuple[str, ...] = ("all",)  # energy/platforms.py presets, "all", "none" or platform CSV files
@@ -222,7 +224,7 @@ def run(job: Job, progress=None) -> Result | None:
         job.device = d.device  # one GPU per rank
     model, info, tok, corpus = load(job)
     budget = None if job.sram_budget_mb is None else job.sram_budget_mb * 2**20
-    costs = load_costs(job.costs, sram_budget_bytes=budget)
+    costs = load_costs(job.costs, sram_budget_bytes=budget, memory_model=job.memory_model)
     settings = settings_for(job, corpus, info, tok)
     # sizes against the memory budget before anything runs: the run (+ the twin's copy of the weights), the baselines
     elem = torch.empty((), dtype=DTYPES[job.dtype]).element_size()
@@ -421,6 +423,11 @@ def _memory_summary(p: Profile, zero_skipping: bool) -> dict:
     }
 
 
+def platform_choices() -> list[dict]:
+    return [{"op": op, "dtype": "-", "pj": None, "unit": "", "status": "assumption", "source": src, "table": "",
+             "note": note} for op, src, note in _CHOICES]  # fmt: skip
+
+
 def _assumptions(r: Result, base: dict) -> list[dict]:
     """Every figure that is not a published one: cost-table assumptions, model parameters, and what the
     baselines assume, in one list (same keys as the cost table's rows, ``unit`` saying what ``pj`` holds)."""
@@ -428,6 +435,7 @@ def _assumptions(r: Result, base: dict) -> list[dict]:
     for prm in r.costs.parameters():
         rows.append({"op": prm["name"], "dtype": "-", "pj": prm["value"], "unit": prm["unit"], "status": prm["status"],
                      "source": prm["source"], "table": "", "note": prm["note"]})  # fmt: skip
+    rows += platform_choices()  # issue 22: every choice of the memory model and the chip presets
     for name, b in base.items():
         for note in b.get("assumptions") or []:
             rows.append({"op": name, "dtype": "-", "pj": None, "unit": "", "status": "assumption", "source": note,

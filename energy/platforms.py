@@ -28,8 +28,13 @@ division, sigmoid, LayerNorm, the WKV recurrence, the head, their memory traffic
 none of the bundled chips), else a digital accelerator at the chip's process node (the
 Horowitz table scaled by ``energy.nodes``), a labelled assumption shown apart.
 
-**Static energy**: the chip's static power x chips needed x the published time per step
-(one step per token), where published. **Off-chip**: where the weights need more than one
+**Static energy**: the chip's static power x chips needed x the time per step (one step per
+token): derived from the workload where the chip's per-event busy times are published
+(``step_time_us``), else the published step. Where no static power is published, the whole
+chip's power over the step is listed as an upper bound (``left_out``, ``pj_per_token_range``).
+A chip with fewer bits per synapse than the deployed int8 weight (TrueNorth) is charged b
+synaptic events per b-bit weight event, as its capacity counts b synapses. The fallback runs
+at the chip's node and its own supply voltage. **Off-chip**: where the weights need more than one
 chip, the single-chip alternative streams the natively mapped layers' int8 weights from
 DRAM once per step (amortised over the batch) and is shown beside the multi-chip total.
 
@@ -40,6 +45,7 @@ exploits spikes), elementwise ops as one FLOP each, weights read once per step.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -76,6 +82,38 @@ NEURON_KINDS = ("lif", "heaviside")
 CAPACITY_BITS = {"fp32": 32, "int8": 8}
 NATIVE_WEIGHT_BYTES = 1  # weights streamed off-chip to a neuromorphic core: int8
 FALLBACK = "digital accelerator at the chip's node (Horowitz 45 nm scaled by Stillmaker & Baas): an assumption"
+
+# Issue 22: every choice of the memory model and the chip presets, listed in summary.json["assumptions"]
+CHOICES = (
+    ("memory: potential width", "energy/memory.py", "potentials and LIF membranes are stored at the accumulator width "
+     "(4 bytes: int32 / fp32), the width their ACs are priced at, at every precision"),
+    ("memory: counterfactual weights", "energy/estimate.py counterfactual_layers", "a projection fed two spike vectors "
+     "stores W diag(m) and W diag(1 - m): twice its weights, in the SRAM banks and the budget"),
+    ("memory: placement of state", "energy/memory.py placement", "one rule for every model: weights, K/V caches and "
+     "recurrent state (membranes, WKV sums, token-shift inputs) share the SRAM budget; 'DRAM weights' moves weights "
+     "only, state stays where the budget puts it"),
+    ("memory: SRAM model", "energy/costs.py sram_access_pj", "horowitz-log (default: per byte, Horowitz's points in "
+     "log2 size) or lemaire-linear (Lemaire et al.'s implementation: 1.09e-5 pJ/bit x size + 13.2 pJ per access); "
+     "the chips section shows both"),
+    ("truenorth: weight events", "energy/platforms.py events_per_weight_event", "a b-bit weight is b binary synapses "
+     "(capacity), so one weight event is b synaptic events (int8: 8)"),
+    ("truenorth: static", "energy/data/platforms/truenorth.csv", "no verified split of the 65 mW into static and "
+     "dynamic: the default prices the all-in 26 pJ only; the range adds 65 mW over the 1 ms tick"),
+    ("spinnaker2: default pair", "energy/data/platforms/spinnaker2.csv", "450 pJ per synaptic event and 2.19 nJ per "
+     "neuron update, both from the 28 nm test chip (Hoppner 2019); the 22 nm chip's 10 pJ is the range's low end"),
+    ("spinnaker: outlier", "energy/data/platforms/spinnaker.csv", "45 pJ (a survey's transcription, ~1000x below "
+     "every other figure) is kept visible and out of the range"),
+    ("loihi: time step", "energy/platforms.py step_time_us", "derived from the workload: (synaptic events x 3.8 ns + "
+     "neuron updates x 9.7 ns) / cores + 0.6 us barrier (SANA-FE's silicon-fitted times); the range runs to the 1 ms "
+     "real-time step"),
+    ("chips: supply voltage", "energy/nodes.py chip_logic_factor", "each chip's fallback is scaled from Horowitz's "
+     "45 nm at 0.9 V to the chip's node at its own supply (Loihi 0.75, TrueNorth 0.775, SpiNNaker 1.2, Tianjic "
+     "0.9 V; SpiNNaker 2: not stated, 0.8 V); the Stillmaker & Baas rows still mix device families (LP at 45 and "
+     "32 nm, HP below): the other family's coefficients were not verified here"),
+    ("chips: static upper bounds", "energy/platforms.py price_neuromorphic", "where no static power is published "
+     "(SpiNNaker, Tianjic), the whole chip's power over the step is listed as an upper bound and in the range, not "
+     "in the default sum; SpiNNaker 2 has no bound"),
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------
@@ -118,7 +156,8 @@ class Platform:
         """(min, max) over every published figure for ``op`` (defaults and alternatives)."""
         if self.table is None:
             return None
-        v = pd.to_numeric(self.table.rows(op).pj, errors="coerce").dropna()
+        rows = self.table.rows(op)
+        v = pd.to_numeric(rows.pj[rows.status != "outlier"], errors="coerce").dropna()
         return (float(v.min()), float(v.max())) if len(v) else None
 
     @property
@@ -330,18 +369,19 @@ def _per_char(pj: float | None, w: Workload) -> float | None:
     return pj / w.chars_per_token if pj is not None and w.chars_per_token else None
 
 
-_SCALED: dict[tuple[int, float], tuple[CostTable, CostTable]] = {}
+_SCALED: dict[tuple, tuple[CostTable, CostTable]] = {}
 
 
-def _scaled(costs: CostTable, node: float) -> CostTable:
+def _scaled(costs: CostTable, node: float, supply_v: float | None = None) -> CostTable:
     """``scale_costs(costs, node)``, built once per table and node (every workload on a platform is priced at
     its node): kept by the table's identity, with the table itself, so that a new table is never confused
     with a collected one."""
-    hit = _SCALED.get((id(costs), node))
+    key = (id(costs), node, supply_v)
+    hit = _SCALED.get(key)
     if hit is None or hit[0] is not costs:
         if len(_SCALED) >= 64:
             _SCALED.clear()
-        hit = _SCALED[(id(costs), node)] = (costs, scale_costs(costs, node))
+        hit = _SCALED[key] = (costs, scale_costs(costs, node, supply_v))
     return hit[1]
 
 
@@ -350,13 +390,40 @@ def price_digital(w: Workload, costs: CostTable, precision: str, batch: int, nod
     rows = split_rows(w, _scaled(costs, node), precision, batch)
     total = float(rows.pj.sum())
     return {"pj_per_token": total, "fallback_pj": total, "native_pj": 0.0, "native_fraction": None,
-            "static_pj": None, "node_nm": node}  # fmt: skip
+            "static_pj": None, "node_nm": node, "fallback_by_stage": _by_kind(rows), "native_by_event": {},
+            "left_out": ["static power (no time base for a digital accelerator)"]}  # fmt: skip
+
+
+def events_per_weight_event(p: Platform, bits: int = 8 * NATIVE_WEIGHT_BYTES) -> int:
+    """Synaptic events one weight event costs on ``p``: a chip whose synapses hold fewer bits than the deployed
+    weight (TrueNorth: 1) stores a b-bit weight as b binary synapses (as ``capacity`` counts them), so one
+    weight event is b synaptic events; 1 where a weight fits one synapse."""
+    max_bits = p.value("max_weight_bits")
+    return math.ceil(bits / max_bits) if max_bits and max_bits < bits else 1
+
+
+def step_time_us(p: Platform, synaptic_events: float, neuron_updates: float, cores: int | None) -> dict:
+    """The time step of one token on ``p``: derived from this workload where the chip's per-event busy times
+    are published (busy time of a core = its share of the synaptic events x time per event + of the neuron
+    updates x time per update, work spread evenly over the cores the model needs, a lower bound), plus the
+    end-of-step synchronisation (the floor); else the published step_time. Also every published step time,
+    for the range (the 1 ms real-time convention among them)."""
+    t_syn, t_upd, t_sync = p.value("time_synaptic_op"), p.value("time_neuron_update"), p.value("sync_time")
+    published = [float(v) for v in pd.to_numeric(p.table.rows("step_time").pj, errors="coerce").dropna()] \
+        if p.table is not None else []  # fmt: skip
+    if None not in (t_syn, t_upd, t_sync) and cores:
+        busy_ns = (synaptic_events * t_syn + neuron_updates * t_upd) / cores
+        return {"us": busy_ns * 1e-3 + t_sync, "basis": "derived from this workload", "busy_us": busy_ns * 1e-3,
+                "sync_us": t_sync, "cores": cores, "published_us": published}  # fmt: skip
+    t = p.value("step_time")
+    return {"us": t, "basis": "published" if t is not None else "not published", "published_us": published}
 
 
 def price_neuromorphic(
-    p: Platform, w: Workload, costs: CostTable, precision: str, batch: int, chips: int | None
+    p: Platform, w: Workload, costs: CostTable, precision: str, batch: int, chips: int | None, cores: int | None = None
 ) -> dict:
-    """Native events at the chip's costs + the fallback at the chip's node + static energy."""
+    """Native events at the chip's costs + the fallback at the chip's node and supply + static energy; and the
+    range every published figure spans (``pj_per_token_range``)."""
     if p.value("synaptic_op") is None:
         missing = [e for e in EVENTS if p.row(e) is not None and p.value(e) is None]
         return {"pj_per_token": None, "not_priced": f"no published per-event energy ({', '.join(missing)})"}
@@ -364,19 +431,22 @@ def price_neuromorphic(
     ev = events(w) if w.spiking else {"synaptic_events": 0.0, "neuron_updates": 0.0, "spikes": 0.0,
                                       "native_projection_layers": []}  # fmt: skip
     hops = p.value("hops_per_spike") or 0.0
+    per_weight = events_per_weight_event(p)
     terms = {
-        "synaptic_events": (ev["synaptic_events"], p.value("synaptic_op")),
+        "synaptic_events": (ev["synaptic_events"] * per_weight, p.value("synaptic_op")),
         "neuron_updates": (ev["neuron_updates"], p.value("neuron_update")),
         "spikes_within_tile": (ev["spikes"], p.value("spike_tile")),
         "spike_hops": (ev["spikes"] * hops, p.value("spike_hop")),
     }
     native = {k: n * e for k, (n, e) in terms.items() if e is not None}
     unpriced = list(dict.fromkeys(READABLE[k] for k, (n, e) in terms.items() if e is None and n > 0))
-    scaled = _scaled(costs, node)
+    supply = p.value("supply_voltage")
+    scaled = _scaled(costs, node, supply)
     rows = split_rows(w, scaled, precision, batch, ev)
     fallback = float(rows.pj[~rows.native].sum())
     native_pj = float(sum(native.values()))
-    p_static, t_step = p.value("static_power_chip"), p.value("step_time")
+    step = step_time_us(p, terms["synaptic_events"][0], ev["neuron_updates"], cores)
+    p_static, t_step = p.value("static_power_chip"), step["us"]
     deployed = native_pj > 0  # a chip that runs nothing is not deployed: no static energy
     static = p_static * 1e-3 * t_step * 1e-6 * chips * 1e12 if None not in (p_static, t_step, chips) else None
     static = static if deployed or static is None else 0.0
@@ -387,14 +457,45 @@ def price_neuromorphic(
         proj = ev["native_projection_layers"]
         wb = float(layers.weight_elems.reindex(proj).fillna(0).sum()) * NATIVE_WEIGHT_BYTES
         offchip = wb * scaled.dram_pj_per_byte() / batch
+    # the range: every published synaptic-op figure (outliers out); static at every published step time, or, where
+    # no static power is published (or it is inside an all-in figure), the whole chip's power over the step as an
+    # upper bound on it
+    left_out = []
+    syn_lo, syn_hi = p.figure_range("synaptic_op") or (p.value("synaptic_op"),) * 2
+    n_syn = terms["synaptic_events"][0]
+    steps = [t for t in [t_step, *step["published_us"]] if t is not None]
+    chip_power = p.value("chip_power")
+    static_hi = None
+    if deployed and chips:
+        if p_static:
+            static_hi = p_static * 1e-3 * max(steps) * 1e-6 * chips * 1e12
+        elif chip_power is not None and steps:
+            static_hi = chip_power * 1e-3 * max(steps) * 1e-6 * chips * 1e12
+            left_out.append(f"static power (upper bound {static_hi:.4g} pJ per token: chip_power {chip_power:g} mW "
+                            "over "
+                            f"{max(steps):g} us x {chips} chip{'s' if chips != 1 else ''})")  # fmt: skip
+        elif not p_static and p_static != 0:
+            left_out.append("static power (no published figure, no upper bound)")
+    static_lo = static if static is not None else 0.0
+    if p_static and deployed and chips and steps:
+        static_lo = p_static * 1e-3 * min(steps) * 1e-6 * chips * 1e12
+    rng = (
+        dynamic + n_syn * (syn_lo - p.value("synaptic_op")) + static_lo,
+        dynamic + n_syn * (syn_hi - p.value("synaptic_op")) + (static_hi if static_hi is not None else static or 0.0),
+    )
+    left_out += [f"{u} (unpublished)" for u in unpriced]
     return {
         "pj_per_token": dynamic + (static or 0.0),
+        "pj_per_token_range": [min(rng), max(rng)],
         "native_pj": native_pj,
         "native_by_event": native,
         "fallback_pj": fallback,
         "fallback_replaced_pj": float(rows.pj[rows.native].sum()),  # what the native work costs on the fallback
+        "fallback_by_stage": _by_kind(rows[~rows.native]),
         "native_fraction": native_pj / dynamic if dynamic else None,
         "static_pj": static,
+        "static_upper_pj": static_hi,
+        "step_time": step,
         "static_note": "included"
         if p_static == 0 and str((p.row("static_power_chip") or {}).get("basis", "")).startswith("included")
         else ("chip idle" if static == 0 and not deployed else None),
@@ -403,9 +504,20 @@ def price_neuromorphic(
         if chips is None
         else dynamic + offchip + (p_static * 1e-3 * t_step * 1e-6 * 1e12 if None not in (p_static, t_step) else 0.0),
         "events_per_token": {k: n for k, (n, _) in terms.items()},
+        "synaptic_events_per_weight_event": per_weight,
+        "supply_v": supply,
         "unpriced": unpriced,
+        "left_out": left_out,
         "node_nm": node,
     }
+
+
+def _by_kind(rows: pd.DataFrame) -> dict:
+    """pJ per token by what the rows are: memory (weights, potentials, state...), synaptic ACs, MACs, the rest."""
+    stage = rows.stage.astype(str)
+    kind = stage.where(stage.str.startswith("memory."), "compute: " + rows.primitive.astype(str))
+    kind = kind.str.replace(r" \((SRAM|DRAM)\)$", r" (\1)", regex=True)
+    return {k: float(v) for k, v in rows.pj.groupby(kind.values).sum().items()}
 
 
 def price_gpu(p: Platform, w: Workload, precision: str, batch: int) -> dict:
@@ -501,6 +613,7 @@ def evaluate(
             for prec, bits in CAPACITY_BITS.items():
                 cap.append({"platform": name, "model": model, "precision": prec, **capacity(p, nw, nn, bits)})
     deploy = {r["platform"]: r["chips"] for r in cap if r["model"] == "profiled" and r["precision"] == "int8"}
+    deploy_cores = {r["platform"]: r["cores"] for r in cap if r["model"] == "profiled" and r["precision"] == "int8"}
     results = []
     for name, p in plats.items():
         for w in workloads:
@@ -513,8 +626,9 @@ def evaluate(
             if p.kind == "gpu":
                 r = price_gpu(p, w, precision, batch)
             else:
-                r = price_neuromorphic(p, w, costs, precision, batch, deploy.get(name))
+                r = price_neuromorphic(p, w, costs, precision, batch, deploy.get(name), deploy_cores.get(name))
             results.append({**base, **r, "pj_per_char": _per_char(r.get("pj_per_token"), w)})
+    memory_models = _other_memory_model(workloads, costs, precision, batch, plats, nodes, deploy, deploy_cores, results)
     presets = {}
     for name, p in plats.items():
         presets[name] = {
@@ -553,7 +667,82 @@ def evaluate(
             "dram": "1.0: the same DDR3/4 1.3-2.6 nJ per 64-bit read is published at 45 nm and at 7 nm",
         },
         "notes": notes(results, plats, {w.name: w.label for w in workloads}, cap),
+        "memory_models": memory_models,
+        "counterfactual_notes": counterfactual_notes(results, plats),
+        "ranking": ranking(results, "spikegpt"),
     }
+
+
+def _other_memory_model(workloads, costs, precision, batch, plats, nodes, deploy, deploy_cores, results) -> dict:
+    """SpikeGPT's pJ per token on every platform under the other SRAM memory model, beside the selected one."""
+    from energy.costs import MEMORY_MODEL_LABELS, MEMORY_MODELS
+
+    other = next(m for m in MEMORY_MODELS if m != costs.memory_model)
+    alt = dataclasses.replace(costs, memory_model=other)
+    rows = []
+    for w in workloads:
+        if not w.name.startswith("spikegpt"):
+            continue
+        for name, p in plats.items():
+            if p.kind == "digital":
+                got = [(n, price_digital(w, alt, precision, batch, n)) for n in nodes]
+            elif p.kind == "neuromorphic":
+                got = [
+                    (
+                        p.node_nm,
+                        price_neuromorphic(p, w, alt, precision, batch, deploy.get(name), deploy_cores.get(name)),
+                    )
+                ]
+            else:
+                continue
+            for node, r in got:
+                mine = next((x for x in results if x["platform"] == name and x["workload"] == w.name
+                             and x.get("node_nm") == node), None)  # fmt: skip
+                a, b = (mine or {}).get("pj_per_token"), r.get("pj_per_token")
+                rows.append({"platform": name, "workload": w.name, "node_nm": node, costs.memory_model: a, other: b,
+                             "change": (b / a - 1) if a and b else None})  # fmt: skip
+    changes = [r["change"] for r in rows if r["change"] is not None]
+    return {"selected": costs.memory_model, "other": other, "labels": MEMORY_MODEL_LABELS, "rows": rows,
+            "change_range": [min(changes), max(changes)] if changes else None}  # fmt: skip
+
+
+def counterfactual_notes(results: list[dict], plats: Mapping[str, Platform]) -> list[str]:
+    """Where the spike-input counterfactual costs more than SpikeGPT as executed, one sentence generated from the
+    difference of the two, term by term (native events and the fallback's stages), largest first."""
+    out = []
+    for name, p in plats.items():
+        by: dict = {}
+        for r in results:
+            if r["platform"] == name and r.get("pj_per_token") is not None:
+                by.setdefault(r.get("node_nm"), {})[r["workload"]] = r
+        for node, pair in by.items():
+            ex, cf = pair.get("spikegpt"), pair.get("spikegpt-counterfactual")
+            if ex is None or cf is None or cf["pj_per_token"] <= ex["pj_per_token"]:
+                continue
+            terms: dict[str, float] = {}
+            for src in ("native_by_event", "fallback_by_stage"):
+                for k in set(ex.get(src) or {}) | set(cf.get(src) or {}):
+                    label = READABLE.get(k, k) + (" (on the chip)" if src == "native_by_event" else "")
+                    terms[label] = (
+                        terms.get(label, 0.0) + (cf.get(src) or {}).get(k, 0.0) - (ex.get(src) or {}).get(k, 0.0)
+                    )
+            diff = cf["pj_per_token"] - ex["pj_per_token"]
+            top = sorted(terms.items(), key=lambda kv: -abs(kv[1]))[:3]
+            where = p.title if p.kind != "digital" else f"{p.title} at {node:g} nm"
+            out.append(f"{where}: the spike-input counterfactual costs {diff / 1e3:+,.1f} nJ per token more than as "
+                       f"executed ({cf['pj_per_token'] / 1e3:,.1f} against {ex['pj_per_token'] / 1e3:,.1f}); the "
+                       "largest changes: " + ", ".join(f"{k} {v / 1e3:+,.1f} nJ" for k, v in top) + ".")  # fmt: skip
+    return out
+
+
+def ranking(results: list[dict], workload: str) -> list[dict]:
+    """Platforms by pJ per token for ``workload``, each with what its figures leave out beside its rank; ``covers``:
+    every event of the workload is priced (static power may still be left out, and says so)."""
+    rows = [r for r in results if r["workload"] == workload and r.get("pj_per_token")]
+    rows.sort(key=lambda r: r["pj_per_token"])
+    return [{"rank": i + 1, "platform": r["platform"], "node_nm": r.get("node_nm"), "pj_per_token": r["pj_per_token"],
+             "left_out": r.get("left_out") or [], "covers": not r.get("unpriced")}
+            for i, r in enumerate(rows)]  # fmt: skip
 
 
 def notes(results: list[dict], plats: Mapping[str, Platform], labels: Mapping[str, str], cap: list[dict]) -> list[str]:
@@ -614,4 +803,9 @@ def section(result, baseline_summaries: Mapping[str, Mapping] | None = None) -> 
         ws.append(Workload(name, label, b.ops, b.layers, b.params, spiking=False,
                            chars_per_token=theirs or cpt, chars_note=note))  # fmt: skip
     neurons = int(prof.layers.out_per_token[prof.layers.kind.isin(NEURON_KINDS)].sum())
-    return evaluate(ws, result.costs, job.precision, prof.meta["batch"], job.platforms, job.nodes, neurons)
+    out = evaluate(ws, result.costs, job.precision, prof.meta["batch"], job.platforms, job.nodes, neurons)
+    if "loihi" in resolve_platforms(job.platforms):
+        from energy import sanafe_check
+
+        out["sanafe"] = sanafe_check.cached_check(use_cache=job.cache)
+    return out

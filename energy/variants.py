@@ -185,15 +185,20 @@ def _best_platforms(models: list[dict], costs: CostTable, precision: str, platfo
                            chars_per_token=m["chars_per_token"], chars_note="scored characters / tokens"))  # fmt: skip
     neurons = int(max(m["_profile"].layers.out_per_token[m["_profile"].layers.kind.isin(NEURON_KINDS)].sum()
                       for m in models))  # fmt: skip
-    res = evaluate(ws, costs, precision, 1, platforms, (45,), neurons)
+    res = evaluate(ws, costs, precision, 1, platforms, ("all",), neurons)  # every node: 5 nm included
     for m in models:
         mine = [r for r in res.get("results", []) if r.get("workload") == m["name"] and r.get("pj_per_token")]
-        if mine:
-            best = min(mine, key=lambda r: r["pj_per_token"])
+        covered = [r for r in mine if not r.get("unpriced")]  # every event of the workload priced
+        if covered:
+            best = min(covered, key=lambda r: r["pj_per_token"])
             m["best_platform"] = {"platform": best.get("platform"), "node_nm": best.get("node_nm"),
                                   "pj_per_token": best["pj_per_token"],
                                   "pj_per_char": best["pj_per_token"] / m["chars_per_token"],
-                                  "native_fraction": best.get("native_fraction")}  # fmt: skip
+                                  "native_fraction": best.get("native_fraction"),
+                                  "left_out": best.get("left_out") or [],
+                                  "ranked": "platforms whose figures price every event of the workload; what each "
+                                  "leaves out (static power where unpublished) is listed beside it",
+                                  "not_ranked": sorted({r["platform"] for r in mine if r.get("unpriced")})}  # fmt: skip
 
 
 def verdict(by_variant: dict) -> str | None:

@@ -944,6 +944,9 @@ def _platforms(p: Mapping | None) -> dict | None:
         "node_basis": p.get("node_basis") or {},
         "presets": presets,
         "notes": p.get("notes") or [],
+        "sanafe": p.get("sanafe"),  # issue 22: the check against SANA-FE
+        "memory_models": p.get("memory_models"),
+        "counterfactual_notes": p.get("counterfactual_notes") or [],
     }
 
 

@@ -127,9 +127,14 @@ def test_weights_beyond_the_sram_budget_come_from_dram(prof, tmp_path):
     assert "sram_read_slope_above_1MB" in set(extrapolated.op)
     lay = prof.layers.set_index("layer")
     stored = lay.weight_elems["blocks.1.att.key"] * 4  # one C x C matrix
-    # a budget that holds the one most-read-per-byte C x C matrix: every other weight goes to DRAM
-    small = load_costs(sram_budget_bytes=stored)
-    on_chip = placement(prof.layers, 4, stored)
+    # issue 22: the recurrent state (membranes, WKV sums, token-shift inputs) shares the budget, and is read most
+    # per byte stored, so it is placed first
+    state = (lay.out_per_token * 4)[lay.membrane_rw_per_token > 0].sum() + (lay.state_rw_per_token / 2 * 4).sum()
+    # a budget that holds the state and the one most-read-per-byte C x C matrix: every other weight goes to DRAM
+    small = load_costs(sram_budget_bytes=stored + state)
+    placed = placement(prof.layers, 4, stored + state, state=True)
+    assert {k for k, _ in placed} == {"weights", "membrane", "state"}
+    on_chip = {layer for kind, layer in placed if kind == "weights"}
     assert len(on_chip) == 1
     terms = memory_terms(prof.layers, small, "fp32").set_index(["layer", "stage"])
     for layer in lay.index[lay.kind == "linear"]:
