@@ -417,10 +417,13 @@ class _Bars:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         self._end_early()
         if self.bar is not None:
-            self.bar.stop()
+            if exc_type is not None:  # a failed or interrupted run: its error line stands alone
+                _erase(self.bar)
+            else:
+                self.bar.stop()
         return False
 
     def start(self, what: str) -> None:
@@ -436,7 +439,7 @@ class _Bars:
 
     def _end_early(self):
         if self.early is not None:
-            self.early.stop()
+            _erase(self.early)
             self.early = None
 
     def cb(self, name, done, total, what=None, unit=None, tokens=None, eta=True):
@@ -463,6 +466,17 @@ def _check_node_applies(node: list, platforms: tuple) -> None:
     raise SpikeEnergyError(f"--node {' '.join(map(str, node))} prices the digital reference (horowitz) at that "
                            f"node, but --platform {chosen} includes no digital platform (a chip's fallback runs at "
                            "the chip's own node); add --platform horowitz, or drop --node")  # fmt: skip
+
+
+def _erase(progress) -> None:
+    """Stop rich bars leaving nothing behind: erased on a terminal; elsewhere (a log, a pipe), where rich would
+    print their last state or an empty line at stop, nothing is printed."""
+    import io
+
+    progress.live.transient = True
+    if not progress.console.is_terminal:
+        progress.console.file = io.StringIO()
+    progress.stop()
 
 
 def _progress():
@@ -563,7 +577,7 @@ def cmd_profile(a) -> int:
             if bench is not None:
                 summary["bench"] = bench
             _write_profile(out, summary, result, helper, cb)
-            cb("report", 3, 3)
+            cb("report", 3, 3, eta=False)
     finally:
         if helper is not None:
             helper.shutdown(cancel_futures=True)

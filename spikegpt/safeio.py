@@ -242,7 +242,8 @@ def validate(obj, schema, source: str, error: type[SpikeEnergyError] = SpikeEner
         first = e.errors()[0]
         loc = ".".join(_loc_part(p) for p in first["loc"]) or "top level"
         more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
-        raise error(f"{source}: at {loc}: {one_line(first['msg'], 200)}{more}{'; ' + fix if fix else ''}") from None
+        msg = re.sub(r" or instance of \w+$", "", first["msg"])  # pydantic names its own classes
+        raise error(f"{source}: at {loc}: {one_line(msg, 200)}{more}{'; ' + fix if fix else ''}") from None
 
 
 def _loc_part(p) -> str:
