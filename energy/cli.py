@@ -383,8 +383,12 @@ class _Bars:
 
         class Count(ProgressColumn):
             def render(self, task):
-                if task.fields.get("unit") == "bytes":
-                    return Text(f"{task.completed / 2**20:,.1f}/{(task.total or 0) / 2**20:,.1f} MiB")
+                if task.fields.get("unit") == "bytes":  # both in the unit that suits the total
+                    total = task.total or 0
+                    unit, scale = next((u, f) for u, f in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("B", 1))
+                                       if total >= 10 * f or f == 1)  # fmt: skip
+                    digits = ",.0f" if scale == 1 else ",.1f"
+                    return Text(f"{task.completed / scale:{digits}}/{total / scale:{digits}} {unit}")
                 total = "?" if task.total is None else f"{int(task.total):,}"
                 return Text(f"{int(task.completed):,}/{total}")
 
@@ -684,15 +688,18 @@ def _partial_note(e: BaseException, interrupted: bool) -> str:
     if not d:
         return ""
     n = getattr(e, "partial_documents", None)
-    what = f"the {n:,} document{'s' if n != 1 else ''} done so far" if n else "the partial state"
+    if n == 1:
+        what = "the 1 document done so far is"
+    else:
+        what = f"the {n:,} documents done so far are" if n else "the partial state is"
     if interrupted:
-        return f"; {what} are kept in {shown_path(d)}: rerun the same command with --resume to continue"
+        return f"; {what} kept in {shown_path(d)}: rerun the same command with --resume to continue"
     from spikegpt.errors import TextError, TokenizerError
 
     if isinstance(e, (TextError, TokenizerError)):  # the same documents would fail again until the text is fixed
-        return (f" ({what} are kept in {shown_path(d)}: fix the text, then rerun the same command with --resume "
+        return (f" ({what} kept in {shown_path(d)}: fix the text, then rerun the same command with --resume "
                 "to skip them)")  # fmt: skip
-    return f" ({what} are kept in {shown_path(d)}: once the cause is fixed, rerun with --resume to skip them)"
+    return f" ({what} kept in {shown_path(d)}: once the cause is fixed, rerun with --resume to skip them)"
 
 
 def _print_summary(s: dict) -> None:
