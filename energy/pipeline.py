@@ -261,8 +261,10 @@ def run(job: Job, progress=None) -> Result | None:
         d.close()
     if state is None:
         return None
+    stage("count", 0, 1, "operations and energy of the run")
     prof = build_profile(model, state, "spikegpt", settings, costs=costs, precision=job.precision,
                          wall_s=runner.wall_s)  # fmt: skip
+    stage("count", 1, 1)
     timings["profile_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

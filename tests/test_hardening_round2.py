@@ -364,7 +364,7 @@ def test_progress_stages_are_named_and_corpus_totals_stable(files, tmp_path, cap
     assert code == 0, err
     assert calls[0][0] == "start"  # a first line before the imports and checks
     stages = list(dict.fromkeys(c[0] for c in calls))
-    assert stages == ["start", "load", "profile", "baselines", "analysis", "report"]
+    assert stages == ["start", "load", "profile", "count", "baselines", "analysis", "report"]
     prof = [c for c in calls if c[0] == "profile"]
     assert {c[2] for c in prof} == {corpus.stat().st_size}  # one total, from the start: the corpus bytes
     assert all(c[3]["unit"] == "bytes" for c in prof) and prof[-1][1] == corpus.stat().st_size
@@ -372,7 +372,7 @@ def test_progress_stages_are_named_and_corpus_totals_stable(files, tmp_path, cap
     assert done == sorted(done)
     assert prof[-1][3]["tokens"] == json.loads((tmp_path / "out" / "summary.json").read_text())["tokens"]
     assert [c[3]["what"] for c in calls if c[0] == "baselines"][0] == "rwkv-twin"
-    for name in ("load", "baselines", "analysis", "report"):  # uneven steps: the ETA is shown as unknown
+    for name in ("load", "count", "baselines", "analysis", "report"):  # uneven steps: the ETA is shown as unknown
         assert all(c[3].get("eta") is False for c in calls if c[0] == name)
 
 

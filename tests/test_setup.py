@@ -62,11 +62,18 @@ def test_readme_setup_in_a_new_venv(tmp_path):
         if key in os.environ:
             env[key] = os.environ[key]
     t0 = time.time()
-    r = subprocess.run(["bash", "-c", "\n".join(script)], capture_output=True, text=True, env=env, timeout=1200)
+    log = tmp_path / "setup.log"  # what the lines print, as they run (read it when the test fails)
+    with open(log, "w") as f:
+        try:
+            r = subprocess.run(["bash", "-c", "\n".join(script)], stdout=subprocess.PIPE, stderr=f, text=True,
+                               env=env, timeout=int(os.environ.get("SPIKE_ENERGY_SETUP_TIMEOUT", "1800")))  # fmt: skip
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the set-up lines ran out of time; the last lines they printed:\n{log.read_text()[-3000:]}")
     took = time.time() - t0
-    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-5000:])
+    err = log.read_text()
+    assert r.returncode == 0, (r.stdout[-3000:], err[-5000:])
     assert Path(r.stdout.strip().splitlines()[-1]) == clone / ".venv"  # the new venv, not the one running pytest
     assert (tmp_path / "report" / "report.html").exists()
     size = subprocess.run(["du", "-sm", str(clone / ".venv")], capture_output=True, text=True).stdout.split()[0]
     print(f"\nset-up lines: {took:.0f} s; the venv: {int(size) / 1024:.2f} GiB; python {sys.version.split()[0]}")
-    print("\n".join(x for x in r.stderr.splitlines() if x.startswith(("+ ", "  ("))))
+    print("\n".join(x for x in err.splitlines() if x.startswith(("+ ", "  ("))))
