@@ -216,8 +216,10 @@ def run(job: Job, progress=None) -> Result | None:
     """
     timings = {}
 
+    main_rank = int(os.environ.get("RANK", "0") or 0) == 0  # under torchrun, rank 0 alone draws the bars
+
     def stage(name, done, total, what=""):  # a stage of uneven steps: named, its ETA shown as unknown
-        if progress:
+        if progress and main_rank:
             progress(name, done, total, what=what, eta=False)
 
     stage("load", 0, 4, "checkpoint, tokenizer and text")
