@@ -230,6 +230,7 @@ def make_parser() -> argparse.ArgumentParser:
     from spikegpt.train_settings import add_arguments
 
     add_arguments(tr)
+    tr.add_argument("--max-memory", default=None, metavar="SIZE", help="memory budget, e.g. 16G (default 16G)")
 
     be = sub.add_parser(
         "bench", parents=[common],
@@ -326,6 +327,8 @@ def _job(a: argparse.Namespace):
 
     platforms = resolve_platforms(a.platform or ("all",))
     nodes = resolve_nodes(a.node or ("all",))
+    if a.node:
+        _check_node_applies(a.node, platforms)
     return Job(
         checkpoint=a.checkpoint,
         tokenizer=a.tokenizer,
@@ -361,38 +364,136 @@ def _job(a: argparse.Namespace):
     )
 
 
+class _Bars:
+    """Rich progress bars on stderr, drawn from the first stage on (never an empty bar: a run that fails
+    before its first stage prints nothing but its error line).
+
+    ``cb(name, done, total, what=None, unit=None, tokens=None)``: ``what`` names the item being worked on
+    (the baseline being counted); ``unit`` "bytes" counts a corpus by the bytes read (its total is known
+    from the file sizes, so it never moves), with ``tokens`` the tokens scored so far (for tok/s)."""
+
+    def __init__(self):
+        self.bar = None
+        self.tasks: dict[str, int] = {}
+
+    def _make(self):
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            ProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.text import Text
+
+        class Count(ProgressColumn):
+            def render(self, task):
+                if task.fields.get("unit") == "bytes":  # both in the unit that suits the total
+                    total = task.total or 0
+                    unit, scale = next((u, f) for u, f in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("B", 1))
+                                       if total >= 10 * f or f == 1)  # fmt: skip
+                    digits = ",.0f" if scale == 1 else ",.1f"
+                    return Text(f"{task.completed / scale:{digits}}/{total / scale:{digits}} {unit}")
+                total = "?" if task.total is None else f"{int(task.total):,}"
+                return Text(f"{int(task.completed):,}/{total}")
+
+        class Speed(ProgressColumn):
+            def render(self, task):
+                tokens = task.fields.get("tokens")
+                if tokens is not None and task.elapsed:
+                    return Text(f"{tokens / task.elapsed:,.0f} tok/s")
+                if task.description.strip() != "profile" or not task.speed:
+                    return Text("")
+                return Text(f"{task.speed:,.0f} tok/s")
+
+        class Remaining(TimeRemainingColumn):
+            """rich's estimate where the steps are alike (tokens, bytes, models of one size); unknown (-:--:--)
+            for a stage of uneven steps, whose average step says nothing about the next."""
+
+            def render(self, task):
+                if not task.fields.get("eta", True) and not task.finished:
+                    return Text("-:--:--", style="progress.remaining")
+                return super().render(task)
+
+        return Progress(
+            TextColumn("{task.description:>10}"), BarColumn(bar_width=30), Count(), Speed(), TimeElapsedColumn(),
+            TextColumn("ETA"), Remaining(), TextColumn("{task.fields[what]}"),
+            console=Console(stderr=True), transient=False,
+        )  # fmt: skip
+
+    early = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self._end_early()
+        if self.bar is not None:
+            if exc_type is not None:  # a failed or interrupted run: its error line stands alone
+                _erase(self.bar)
+            else:
+                self.bar.stop()
+        return False
+
+    def start(self, what: str) -> None:
+        """A first line at once, while the command imports its libraries and checks its options (seconds); it
+        is erased by the first stage's bar, or by an error (which then stands alone)."""
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.early = Progress(TextColumn("{task.description:>10}"), SpinnerColumn(), TimeElapsedColumn(),
+                              TextColumn(what), console=Console(stderr=True), transient=True)  # fmt: skip
+        self.early.add_task("start", total=None)
+        self.early.start()
+
+    def _end_early(self):
+        if self.early is not None:
+            _erase(self.early)
+            self.early = None
+
+    def cb(self, name, done, total, what=None, unit=None, tokens=None, eta=True):
+        self._end_early()
+        if self.bar is None:
+            self.bar = self._make()
+            self.bar.start()
+        fields = {"what": what or "", "unit": unit, "eta": eta}
+        if tokens is not None:
+            fields["tokens"] = tokens
+        if name not in self.tasks:
+            self.tasks[name] = self.bar.add_task(name, total=total, **fields)
+        self.bar.update(self.tasks[name], completed=done, total=total, **fields)
+
+
+def _check_node_applies(node: list, platforms: tuple) -> None:
+    """``--node`` sets the process node of the digital platforms (``horowitz``, digital platform files); refuse
+    it, with the reason, when none of the chosen platforms is digital (it would change nothing)."""
+    from energy.platforms import load_platform
+
+    if any(load_platform(p).kind == "digital" for p in platforms):
+        return
+    chosen = ", ".join(platforms) if platforms else "none"
+    raise SpikeEnergyError(f"--node {' '.join(map(str, node))} prices the digital reference (horowitz) at that "
+                           f"node, but --platform {chosen} includes no digital platform (a chip's fallback runs at "
+                           "the chip's own node); add --platform horowitz, or drop --node")  # fmt: skip
+
+
+def _erase(progress) -> None:
+    """Stop rich bars leaving nothing behind: erased on a terminal; elsewhere (a log, a pipe), where rich would
+    print their last state or an empty line at stop, nothing is printed."""
+    import io
+
+    progress.live.transient = True
+    if not progress.console.is_terminal:
+        progress.console.file = io.StringIO()
+    progress.stop()
+
+
 def _progress():
-    """A rich progress bar on stderr; returns (context manager, callback)."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class Speed(ProgressColumn):
-        def render(self, task):
-            if task.description.strip() != "profile" or not task.speed:
-                return Text("")
-            return Text(f"{task.speed:,.0f} tok/s")
-
-    bar = Progress(
-        TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), Speed(), TimeElapsedColumn(),
-        TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), transient=False,
-    )  # fmt: skip
-    tasks = {}
-
-    def cb(name, done, total):
-        if name not in tasks:
-            tasks[name] = bar.add_task(name, total=total)
-        bar.update(tasks[name], completed=done, total=total)
-
-    return bar, cb
+    """(context manager, callback): progress bars on stderr, started by the first callback."""
+    bars = _Bars()
+    return bars, bars.cb
 
 
 def _blocked_signals():
@@ -413,17 +514,8 @@ def _blocked_signals():
 
 
 def _load_bench(path):
-    from pydantic import BaseModel, ConfigDict
-
-    class BenchFile(BaseModel):  # what the report reads from `spike-energy bench --out`
-        model_config = ConfigDict(extra="allow")
-        device: str | None = None
-        forward: dict[str, dict[str, object]] = {}
-        decode: dict[str, list[dict[str, object]]] = {}
-        matmul: dict[str, object] | None = None
-        derived: dict[str, object] | None = None
-        settings: dict[str, object] = {}
-
+    """A ``spike-energy bench --out`` file, validated whole (every nested level) against ``reports.schema``."""
+    from reports.schema import BenchFile
     from spikegpt.safeio import validate
 
     fix = "pass a file written by spike-energy bench --out"
@@ -476,28 +568,32 @@ def cmd_profile(a) -> int:
 
         return model_cli.run(a)
 
-    from energy import pipeline
-    from reports.html import figure_helper
-
     _distributed_checks(a)
     if a.workers > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_workers(a.workers, a.argv)
-    job = _job(a)
-    out = check_output_dir(a.out, "--out")  # before the long run, not after it
-    job.checkpoint_dir = str(_partial_dir(out))
-    bench = _load_bench(a.bench) if a.bench else None
     bar, cb = _progress()
     helper = None
     try:
         with bar:
+            if int(os.environ.get("RANK", "0") or 0) == 0:
+                bar.start("importing torch and pandas, checking the options")
+            from energy import pipeline
+            from reports.html import figure_helper
+
+            job = _job(a)
+            out = check_output_dir(a.out, "--out")  # before the long run, not after it
+            job.checkpoint_dir = str(_partial_dir(out))
+            bench = _load_bench(a.bench) if a.bench else None
             result = _run_with_partial(pipeline.run, job, cb)
             if result is None:  # another rank of a torchrun job: rank 0 writes the report
                 return 0
+            cb("report", 0, 3, "summary.json", eta=False)
             helper = figure_helper()  # loads matplotlib beside this process while the summary is made
             summary = pipeline.summary(result)
-        if bench is not None:
-            summary["bench"] = bench
-        _write_profile(out, summary, result, helper)
+            if bench is not None:
+                summary["bench"] = bench
+            _write_profile(out, summary, result, helper, cb)
+            cb("report", 3, 3, eta=False)
     finally:
         if helper is not None:
             helper.shutdown(cancel_futures=True)
@@ -508,7 +604,7 @@ def cmd_profile(a) -> int:
     return 0
 
 
-def _write_profile(out: Path, summary: dict, result, helper) -> None:
+def _write_profile(out: Path, summary: dict, result, helper, cb=None) -> None:
     """summary.json, the CSVs and the report into ``out``, all or nothing."""
     from reports.html import write_report
 
@@ -518,11 +614,15 @@ def _write_profile(out: Path, summary: dict, result, helper) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".spike-energy-", dir=out.parent))
     try:
         (tmp / "summary.json").write_text(strict_dumps(summary, indent=1))
+        if cb:
+            cb("report", 1, 3, "CSV files", eta=False)
         result.profile.to_csv(tmp)  # layers, ops, neurons, census, energy
         if result.documents is not None:
             from spikegpt.safeio import write_csv
 
             write_csv(result.documents, tmp / "documents.csv")
+        if cb:
+            cb("report", 2, 3, "figures and report.html", eta=False)
         write_report(summary, tmp / "report.html", helper=helper)
         with _blocked_signals():
             out.mkdir(exist_ok=True)
@@ -587,16 +687,51 @@ def _num(x, spec: str, na: str = "n/a") -> str:
     return na if v is None else format(v, spec)
 
 
+def _partial_files(d: Path | None) -> dict:
+    if d is None or not d.is_dir():
+        return {}
+    out = {}
+    for f in d.glob("*.npz"):
+        with contextlib.suppress(OSError):
+            st = f.stat()
+            out[f.name] = (st.st_mtime_ns, st.st_size)
+    return out
+
+
 def _run_with_partial(run, job, cb):
-    """``run(job, progress=cb)``; if it stops early, say where the partial state is and how to go on."""
+    """``run(job, progress=cb)``. If it stops early having written partial state (``<out>.partial/``) in this
+    run, the exception carries where it is (``spike_energy_partial``), for the one line ``main`` prints; files
+    left by an earlier run are not this run's news. An error before any work writes nothing."""
+    d = Path(job.checkpoint_dir) if job.checkpoint_dir else None
+    before = _partial_files(d)
     try:
         return run(job, progress=cb)
-    except BaseException:
-        d = Path(job.checkpoint_dir) if job.checkpoint_dir else None
-        if d is not None and d.is_dir() and any(d.glob("*.npz")):
-            print(f"spike-energy: partial state kept in {d} (no report was written); rerun the same command "
-                  "with --resume to continue", file=sys.stderr)  # fmt: skip
+    except BaseException as e:
+        after = _partial_files(d)
+        if after and after != before:
+            with contextlib.suppress(AttributeError, TypeError):
+                e.spike_energy_partial = str(d)
         raise
+
+
+def _partial_note(e: BaseException, interrupted: bool) -> str:
+    """What the line about a stopped run adds when it kept partial state: where, and whether --resume helps."""
+    d = getattr(e, "spike_energy_partial", None)
+    if not d:
+        return ""
+    n = getattr(e, "partial_documents", None)
+    if n == 1:
+        what = "the 1 document done so far is"
+    else:
+        what = f"the {n:,} documents done so far are" if n else "the partial state is"
+    if interrupted:
+        return f"; {what} kept in {shown_path(d)}: rerun the same command with --resume to continue"
+    from spikegpt.errors import TextError, TokenizerError
+
+    if isinstance(e, (TextError, TokenizerError)):  # the same documents would fail again until the text is fixed
+        return (f" ({what} kept in {shown_path(d)}: fix the text, then rerun the same command with --resume "
+                "to skip them)")  # fmt: skip
+    return f" ({what} kept in {shown_path(d)}: once the cause is fixed, rerun with --resume to skip them)"
 
 
 def _print_summary(s: dict) -> None:
@@ -755,9 +890,50 @@ def cmd_eval(a) -> int:
     return 0
 
 
+TRAIN_POSITIVE = ("n_layer", "n_embd", "ctx_len", "batch_size", "steps", "eval_every", "eval_tokens")
+
+
+def check_train_options(a) -> None:
+    """``train``'s options, checked before anything is read or written, as ``profile`` checks its own."""
+    import math
+
+    for name in TRAIN_POSITIVE:
+        v = getattr(a, name)
+        if v < 1:
+            raise SpikeEnergyError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
+    for name in ("warmup", "threads"):
+        if getattr(a, name) < 0:
+            raise SpikeEnergyError(f"--{name} must be 0 or more, got {getattr(a, name)}")
+    for name in ("lr", "min_lr", "weight_decay", "grad_clip", "dropout", "val_fraction"):
+        if not math.isfinite(getattr(a, name)):
+            raise SpikeEnergyError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(a, name)}")
+    if a.lr <= 0:
+        raise SpikeEnergyError(f"--lr must be positive, got {a.lr}")
+    if not 0 <= a.min_lr <= a.lr:
+        raise SpikeEnergyError(f"--min-lr must be between 0 and --lr ({a.lr}), got {a.min_lr}")
+    if a.weight_decay < 0:
+        raise SpikeEnergyError(f"--weight-decay must be 0 or more, got {a.weight_decay}")
+    if a.grad_clip <= 0:
+        raise SpikeEnergyError(f"--grad-clip must be positive, got {a.grad_clip}")
+    if not 0 <= a.dropout < 1:
+        raise SpikeEnergyError(f"--dropout must be in [0, 1), got {a.dropout}")
+    if not 0 < a.val_fraction < 1:
+        raise SpikeEnergyError(f"--val-fraction must be in (0, 1), got {a.val_fraction}")
+    from spikegpt.config import SpikeGPTConfig
+    from spikegpt.limits import check_memory, spikegpt_run_bytes
+
+    # the weights, their gradients and two Adam moments (4 copies), and one batch forward and backward (about
+    # 3 forwards); a char vocabulary is sized at 256 here (it is built from the text later)
+    cfg = SpikeGPTConfig(vocab_size=256, n_layer=a.n_layer, n_embd=a.n_embd, ctx_len=a.ctx_len)
+    weights = spikegpt_run_bytes(cfg, 0, 0)
+    check_memory(f"training {a.n_layer} layers x {a.n_embd} at {a.batch_size} x {a.ctx_len} tokens",
+                 3 * weights + 3 * spikegpt_run_bytes(cfg, a.batch_size, a.ctx_len), _max_memory(a))  # fmt: skip
+
+
 def cmd_train(a) -> int:
     from spikegpt.train import settings_from_args, train
 
+    check_train_options(a)
     log = train(settings_from_args(a))
     last = log["curve"][-1]
     print(f"held-out {last['val_bits_per_token']:.3f} bits/token after {last['step']} steps; wrote {a.out}/model.pth")
@@ -957,13 +1133,13 @@ def main(argv=None) -> int:
     try:
         return COMMANDS[args.command](args)
     except SpikeEnergyError as e:
-        print(f"spike-energy: error: {one_line(e)}", file=sys.stderr)
+        print(f"spike-energy: error: {one_line(e)}{_partial_note(e, False)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("spike-energy: interrupted; nothing was written", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"spike-energy: interrupted; no report was written{_partial_note(e, True)}", file=sys.stderr)
         return 130
-    except Terminated:
-        print("spike-energy: terminated; nothing was written", file=sys.stderr)
+    except Terminated as e:
+        print(f"spike-energy: terminated; no report was written{_partial_note(e, True)}", file=sys.stderr)
         return 128 + signal.SIGTERM
     except (SystemExit, GeneratorExit):
         raise
@@ -973,8 +1149,8 @@ def main(argv=None) -> int:
         else:
             msg = one_line((str(e).strip().splitlines() or [""])[0], 300)
             print(f"spike-energy: internal error: {type(e).__name__}{': ' + msg if msg else ''} "
-                  "(a bug, or an input we do not check yet); rerun with --debug for the traceback",
-                  file=sys.stderr)  # fmt: skip
+                  "(a bug, or an input we do not check yet); rerun with --debug for the traceback"
+                  f"{_partial_note(e, False)}", file=sys.stderr)  # fmt: skip
         return EXIT_INTERNAL
     finally:
         if previous is not None:

@@ -58,8 +58,9 @@ class Corpus:
     spec: str
     kind: str
     files: list[Path]
-    total_bytes: int | None  # for progress estimates (None for stdin)
+    total_bytes: int | None  # for progress (the files' sizes; the size of what stdin gave)
     stdin_bytes: bytes | None = None
+    bytes_read: int = 0  # of the files, by the latest ``documents()`` pass: progress against ``total_bytes``
 
     @property
     def single_document(self) -> bool:
@@ -73,18 +74,20 @@ class Corpus:
     def documents(self) -> Iterator[Document]:
         """The documents in corpus order (each one's pieces must be consumed before asking for the next)."""
         index = 0
+        self.bytes_read = 0
         if self.kind == "stdin":
             text = _decode_all(self.stdin_bytes or b"", "standard input")
+            self.bytes_read = len(self.stdin_bytes or b"")
             yield Document(0, "<stdin>", "<stdin>", "", iter([text] if text else []))
             return
         for path in self.files:
             if self.kind == "jsonl":
-                for doc in _jsonl_documents(path, index):
+                for doc in _jsonl_documents(path, index, self):
                     yield doc
                     index = doc.index + 1
             else:
                 name = path.name if self.kind != "glob" else str(path)
-                yield Document(index, name, name, "", _file_pieces(path))
+                yield Document(index, name, name, "", _file_pieces(path, counter=self))
                 index += 1
 
 
@@ -139,12 +142,12 @@ def _decode_all(raw: bytes, where: str) -> str:
         raise _decode_error(where, raw, e, 0) from None
 
 
-def _file_pieces(path: Path, piece_bytes: int = PIECE_BYTES) -> Iterator[str]:
+def _file_pieces(path: Path, piece_bytes: int = PIECE_BYTES, counter: Corpus | None = None) -> Iterator[str]:
     """The file's text in pieces of about ``piece_bytes``, cut after a newline where there is one
     (so that a BPE tokenizer sees whole lines; a char or byte tokenizer gives the same ids anyway)."""
     check_regular_file(path, "--text")  # again: the file may have been replaced since the corpus was opened
     dec = codecs.getincrementaldecoder("utf-8")()
-    carry, offset, first = "", 0, True
+    carry, offset, first, told = "", 0, True, 0
     with open(path, "rb") as f:
         while True:
             raw = f.read(piece_bytes)
@@ -156,6 +159,9 @@ def _file_pieces(path: Path, piece_bytes: int = PIECE_BYTES) -> Iterator[str]:
             except UnicodeDecodeError as e:
                 raise _decode_error(str(path), raw, e, offset) from None
             offset += len(raw)
+            if counter is not None:  # the file's bytes consumed so far (the BOM included)
+                counter.bytes_read += f.tell() - told
+                told = f.tell()
             if not raw:
                 if text:
                     yield text
@@ -168,11 +174,13 @@ def _file_pieces(path: Path, piece_bytes: int = PIECE_BYTES) -> Iterator[str]:
                 yield text[:cut]
 
 
-def _jsonl_documents(path: Path, first_index: int) -> Iterator[Document]:
+def _jsonl_documents(path: Path, first_index: int, counter: Corpus | None = None) -> Iterator[Document]:
     check_regular_file(path, "--text")
     index = first_index
     with open(path, "rb") as f:
         for lineno, raw in enumerate(_bounded_lines(f, path), start=1):
+            if counter is not None:
+                counter.bytes_read += len(raw)
             if not raw.strip():
                 continue
             where = f"{path.name}:{lineno}"

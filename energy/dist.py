@@ -113,24 +113,30 @@ class ProgressSync:
     calls match; ``stop()`` marks this rank finished and waits for the others.
     """
 
-    def __init__(self, d: Dist, report, interval_s: float = 1.0):
+    def __init__(self, d: Dist, report, interval_s: float = 1.0, bytes_mode: bool = False):
         self.d, self.report, self.interval = d, report, interval_s
+        self.bytes_mode = bytes_mode  # done and total are the corpus bytes each rank read (all ranks read it all)
         self.done = 0
         self.total = 0
+        self.tokens = 0
         self._finished = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="spike-energy-progress", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while True:
-            t = torch.tensor([self.done, self.total, int(self._finished.is_set())], dtype=torch.float64)
+            t = torch.tensor([self.done, self.total, int(self._finished.is_set()), self.tokens], dtype=torch.float64)
             try:
                 dist.all_reduce(t, group=self.d.progress_group)
             except Exception:  # the run is going down (a rank failed or was interrupted): stop reporting
                 logger.debug("progress sync stopped", exc_info=True)
                 return
             if self.d.is_main and self.report is not None:
-                self.report(int(t[0]), int(t[1] / self.d.world) or None)
+                if self.bytes_mode:  # the mean position of the ranks in the corpus; tokens summed over them
+                    self.report(int(t[0] / self.d.world), int(t[1] / self.d.world) or None, unit="bytes",
+                                tokens=int(t[3]))  # fmt: skip
+                else:
+                    self.report(int(t[0]), int(t[1] / self.d.world) or None)
             if int(t[2]) == self.d.world:
                 return
             self._finished.wait(self.interval)

@@ -217,56 +217,74 @@ def run(job: Job, progress=None) -> Result | None:
     Under ``torchrun`` every rank calls this; rank 0 gets the ``Result``, the others ``None``.
     """
     timings = {}
+
+    main_rank = int(os.environ.get("RANK", "0") or 0) == 0  # under torchrun, rank 0 alone draws the bars
+
+    def stage(name, done, total, what=""):  # a stage of uneven steps: named, its ETA shown as unknown
+        if progress and main_rank:
+            progress(name, done, total, what=what, eta=False)
+
+    stage("load", 0, 4, "checkpoint, tokenizer and text")
     resolve_platforms(job.platforms), resolve_nodes(job.nodes)  # bad names fail before anything runs
     t0 = time.perf_counter()
     d = dist_from_env(job.device)
     if d.active and d.device != job.device:
         job.device = d.device  # one GPU per rank
     model, info, tok, corpus = load(job)
+    stage("load", 1, 4, "cost table")
     budget = None if job.sram_budget_mb is None else job.sram_budget_mb * 2**20
     costs = load_costs(job.costs, sram_budget_bytes=budget, memory_model=job.memory_model)
     settings = settings_for(job, corpus, info, tok)
+    stage("load", 2, 4, "memory checks")
     # sizes against the memory budget before anything runs: the run (+ the twin's copy of the weights), the baselines
     elem = torch.empty((), dtype=DTYPES[job.dtype]).element_size()
     block = min(model.config.ctx_len, job.max_tokens or model.config.ctx_len)  # a document runs in blocks of ctx_len
     rows, per_row = (job.batch, job.tokens) if settings.concat else (1, block)
+    if settings.concat:  # sized by the tokens the text has: a --tokens beyond it runs the whole text (with a warning)
+        per_row = min(per_row, concat_tokens_per_row(corpus, tok, job.batch, job.tokens))
     need = spikegpt_run_bytes(model.config, rows, per_row, elem) + (model.num_params() * elem if job.twin else 0)
     check_memory(f"profiling {rows} x {per_row} tokens", need, job.max_memory)
     longest = job.context if job.context is not None else per_row  # the baselines' sequences are no longer
     cache.check_memory(model.config, longest, job.baselines, job.max_memory)
+    stage("load", 3, 4, "RWKV twin")
     models = {"spikegpt": model}
     if job.twin:
         models["rwkv-twin"] = rwkv_twin(model)
+    stage("load", 4, 4)
     timings["load_s"] = time.perf_counter() - t0
 
     def tick(name):
-        return (lambda done, total: progress(name, done, total)) if progress else None
+        return (lambda done, total, **kw: progress(name, done, total, **kw)) if progress else None
 
     t0 = time.perf_counter()
-    runner = CorpusRun(models, tok, corpus, settings, d, progress=tick("profile") if d.is_main else None)
+    runner = CorpusRun(models, tok, corpus, settings, d, progress=tick("profile") if d.is_main else None,
+                       byte_progress=True)  # fmt: skip
     try:
         state = runner.run()
     finally:
         d.close()
     if state is None:
         return None
+    stage("count", 0, 1, "operations and energy of the run")
     prof = build_profile(model, state, "spikegpt", settings, costs=costs, precision=job.precision,
                          wall_s=runner.wall_s)  # fmt: skip
+    stage("count", 1, 1)
     timings["profile_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     bases: dict[str, Baseline] = {}
+    n_bases = len(job.baselines) + int(job.twin)
     if job.twin:
+        stage("baselines", 0, n_bases, "rwkv-twin")
         twin_prof = build_profile(models["rwkv-twin"], state, "rwkv-twin", settings, wall_s=runner.wall_s)
         bases["rwkv-twin"] = baseline_from_profile(twin_prof)
-        if progress:
-            progress("baselines", 1, len(job.baselines) + 1)
     context = job.context if job.context is not None else prof.meta["tokens_per_sequence"]  # the same sequences
     cache.check_memory(model.config, context, job.baselines, job.max_memory)  # before any baseline is built
     for i, name in enumerate(job.baselines):
+        stage("baselines", i + int(job.twin), n_bases, f"{name} at {context:,} tokens")
         bases.update(cache.baselines(model.config, context, include=(name,), use_cache=job.cache))
-        if progress:
-            progress("baselines", i + 2, len(job.baselines) + 1)
+    if n_bases:
+        stage("baselines", n_bases, n_bases)
     if "transformer-same-dims-relu" in bases:
         zf, source = relu_assumption(prof, job.relu_zero_fraction)
         bases["transformer-same-dims-relu"] = assume_activation_zeros(bases["transformer-same-dims-relu"], zf, source)
@@ -277,6 +295,7 @@ def run(job: Job, progress=None) -> Result | None:
     order = ("transformer-same-dims", "transformer-same-dims-relu", *SCALE_BASELINES)
     reference = next((b for b in order if b in bases), "")
     same_vocab = {n: b for n, b in bases.items() if n not in SCALE_BASELINES}  # per token; others go per character
+    stage("analysis", 0, 2, "audit")
     aud = audit(prof, same_vocab, costs, job.precision, reference=reference, twin="rwkv-twin",
                 zero_skipping=job.zero_skipping)  # fmt: skip
 
@@ -285,7 +304,9 @@ def run(job: Job, progress=None) -> Result | None:
     static = state.tracks["spikegpt"].static
     lif = [k for k, v in static["kinds"].items() if v == "lif"]
     widths = state.tracks["spikegpt"].total.widths
+    stage("analysis", 1, 2, "bootstrap intervals")
     unc = run_intervals(state, settings, models, profiles, same_vocab, costs, job.precision, unit_label=tok.unit)
+    stage("analysis", 2, 2)
     if unc.get("energy_check", 0) > 1e-6:
         logger.warning("energy per unit does not add up to the run's energy (relative gap %.2g); the energy "
                        "intervals assume an accounting linear in the counts", unc["energy_check"])  # fmt: skip
@@ -311,8 +332,15 @@ def run(job: Job, progress=None) -> Result | None:
         t0 = time.perf_counter()
         # the same tokens as the main run: its input starts one token before the scored characters
         lead = sample_text(corpus, state.chars + 64)
+        names = list(bundled_models())
+
+        def models_tick(done, total):  # the bar names the model being profiled next
+            if progress:
+                progress("models", done, total, what=names[done] if done < total else "")
+
+        models_tick(0, len(names))
         variants = compare_models(bundled_models(), lead, prof.meta["tokens_per_sequence"], costs, job.precision,
-                                  job.zero_skipping, job.mode, job.platforms, tick("models"),
+                                  job.zero_skipping, job.mode, job.platforms, models_tick,
                                   use_cache=job.cache)  # fmt: skip
         timings["variants_s"] = time.perf_counter() - t0
     return Result(
@@ -321,6 +349,19 @@ def run(job: Job, progress=None) -> Result | None:
         uncertainty=unc, documents=documents_frame(state, widths, lif, list(static["kinds"])), scored_text=sample,
         variants=variants,
     )  # fmt: skip
+
+
+def concat_tokens_per_row(corpus: Corpus, tok, batch: int, tokens: int) -> int:
+    """Tokens per row that a ``--concat`` run of ``batch`` x ``tokens`` gets from this text: ``tokens``, or fewer
+    when the text is shorter (the run then uses all of it, with a warning). Tokenizes at most what the run
+    reads (``batch x tokens + 1`` ids)."""
+    need, have = batch * tokens + 1, 0
+    for doc in corpus.documents():
+        for piece in doc.pieces():
+            have += len(tok.encode(piece))
+            if have >= need:
+                return tokens
+    return max((have - 1) // batch, 1)
 
 
 SAMPLE_CHARS = 2**20  # characters of the run's text that the baselines' own tokenizers read (chars per token)

@@ -321,8 +321,12 @@ class CorpusRun:
 
     def __init__(self, models: dict[str, nn.Module], tokenizer, corpus: Corpus, settings: RunSettings,
                  d: Dist | None = None, progress: Callable[[int, int | None], None] | None = None,
-                 rows: torch.Tensor | None = None):  # fmt: skip
+                 rows: torch.Tensor | None = None, byte_progress: bool = False):  # fmt: skip
         self.models, self.tok, self.corpus, self.s = models, tokenizer, corpus, settings
+        # a document run without a token cap reports the corpus bytes read against the corpus size (known from
+        # the start, so the total never moves), as progress(done, total, unit="bytes", tokens=scored tokens)
+        self.byte_progress = bool(byte_progress and not settings.concat and settings.max_tokens is None
+                                  and corpus is not None and corpus.total_bytes and rows is None)  # fmt: skip
         self.rows = rows  # (batch, T + 1) token ids given directly (``energy.profile``), instead of a corpus
         self.d = d or Dist()
         self.progress = progress
@@ -356,8 +360,8 @@ class CorpusRun:
             if getattr(m, "kernels", None) is not None:
                 m.kernels = "eager"  # the hooks must see every module; fused kernels hide them
         if self.d.active:
-            self._sync = ProgressSync(self.d, self.progress)
-        completed = False
+            self._sync = ProgressSync(self.d, self.progress, bytes_mode=self.byte_progress)
+        completed, failure = False, None
         try:
             for tr in tracks.values():
                 tr.meter.__enter__()
@@ -367,6 +371,9 @@ class CorpusRun:
                 else:
                     self._run_documents()
             completed = True
+        except BaseException as e:
+            failure = e
+            raise
         finally:
             for tr in tracks.values():
                 tr.meter.__exit__(None, None, None)
@@ -375,7 +382,10 @@ class CorpusRun:
                 if was[name][1] is not None:
                     m.kernels = was[name][1]
             if not completed:
-                self._flush_delta()
+                kept = self._flush_delta()
+                if kept and failure is not None:  # for the one line the CLI prints about the stop
+                    with contextlib.suppress(AttributeError, TypeError):
+                        failure.partial_documents = kept
                 if self._sync is not None:
                     self._sync.stop(wait=False)
         if self._sync is not None:
@@ -595,9 +605,13 @@ class CorpusRun:
         return est
 
     def _report(self, final: bool = False) -> None:
+        tokens = self.done_tokens + self._resumed_tokens
         if self._sync is not None:
-            self._sync.done = self.done_tokens + self._resumed_tokens
-            self._sync.total = self.estimated_total() or 0
+            self._sync.tokens = tokens
+            if self.byte_progress:
+                self._sync.done, self._sync.total = self.corpus.bytes_read, self.corpus.total_bytes
+            else:
+                self._sync.done, self._sync.total = tokens, self.estimated_total() or 0
             return
         if self.progress is None:
             return
@@ -605,7 +619,12 @@ class CorpusRun:
         if now - self._last_report < 0.2 and not final:
             return
         self._last_report = now
-        self.progress(self.done_tokens + self._resumed_tokens, self.estimated_total())
+        if self.byte_progress:
+            total = self.corpus.total_bytes
+            done = total if final else min(self.corpus.bytes_read, total)
+            self.progress(done, total, unit="bytes", tokens=tokens)
+        else:
+            self.progress(tokens, self.estimated_total())
 
     # ---------------------------------------------------------------- merging, checkpoints, resume
     def _merge_all(self) -> RunState | None:
@@ -637,17 +656,22 @@ class CorpusRun:
             logger.info("checkpoint %d: %d documents, %d tokens", seq, len(merged.docs), merged.tokens)
         self.delta.since_seq = int(self.d.broadcast_bytes(str(seq or 0).encode()).decode() or 0)
 
-    def _flush_delta(self) -> None:
-        """After an interrupt or error: this rank's work since the last checkpoint, to ``delta-*.npz``."""
+    def _flush_delta(self) -> int:
+        """After an interrupt or error: this rank's work since the last checkpoint, to ``delta-*.npz``. Nothing
+        is written when nothing was done (an error before the first document leaves no partial state). Returns
+        the documents the partial state now holds (the merged checkpoint's and this delta's), 0 if none."""
+        held = len(self.base.docs) if self.base is not None else 0
         if self.s.checkpoint_dir is None or (not self.delta.docs and not self.delta.skipped):
-            return
+            return held
         try:
             self.s.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             path = self.s.checkpoint_dir / f"delta-rank{self.d.rank}-{self.delta.delta_id}.npz"
             write_atomic(path, self.delta.to_bytes())
-            logger.warning("partial state of %d documents written to %s", len(self.delta.docs), path)
+            logger.info("partial state of %d documents written to %s", len(self.delta.docs), path)
+            return held + len(self.delta.docs)
         except Exception:  # already failing: keep the original error
             logger.exception("could not write the partial state")
+            return held
 
     def _resume(self) -> None:
         """Load the merged checkpoint and every rank's deltas; all ranks learn which documents are done."""

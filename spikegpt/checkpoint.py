@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from spikegpt.config import VARIANTS, SpikeGPTConfig
 from spikegpt.errors import CheckpointError
-from spikegpt.limits import DEFAULT_MEMORY_BUDGET, check_memory
+from spikegpt.limits import DEFAULT_MEMORY_BUDGET, check_memory, spikegpt_run_bytes
 from spikegpt.model import SpikeGPT
-from spikegpt.safeio import check_regular_file, load_json, shown, shown_path, validate
+from spikegpt.safeio import check_regular_file, describe_content, load_json, read_head, shown, shown_path, validate
 from spikegpt.tokenizer import NEOX_VOCAB_SIZE
 
 logger = logging.getLogger(__name__)
@@ -103,15 +103,13 @@ def read_state_dict(path: str | Path, max_bytes: int | None = None) -> dict[str,
     ``max_bytes``: the memory budget; a larger file is refused before it is read.
     """
     path = Path(path)
-    try:
-        check_regular_file(path, "checkpoint", error=CheckpointError)
-    except CheckpointError as e:
-        raise CheckpointError(f"{e}; check --checkpoint") from None
+    check_regular_file(path, "--checkpoint", error=CheckpointError)
     size = path.stat().st_size
     if size == 0:
-        raise CheckpointError(f"checkpoint {shown_path(path)} is empty (0 bytes); download it again")
+        raise CheckpointError(f"--checkpoint {shown_path(path)} is empty (0 bytes); download it again")
     if max_bytes is not None and size > max_bytes:
         check_memory(f"reading checkpoint {shown_path(path)}", size, max_bytes)
+    _check_format(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -128,6 +126,25 @@ def read_state_dict(path: str | Path, max_bytes: int | None = None) -> dict[str,
     sd = _unwrap(obj, path)
     _check_tensors(sd, path)
     return sd
+
+
+_EXPECTED = (
+    "--checkpoint expects a SpikeGPT state dict saved by torch.save (.pth: a zip archive, or an older "
+    "pickle) or a .safetensors file"
+)
+
+
+def _check_format(path: Path) -> None:
+    """Refuse, before any loader reads it, a file whose first bytes say that it is no checkpoint at all (a text,
+    a JSON tokenizer, an HTML page saved instead of the download), naming what it is and what was expected."""
+    head = read_head(path)
+    what = describe_content(head)
+    if path.suffix == ".safetensors":
+        ok = what == "a .safetensors file"
+    else:  # torch.save's zip archive; the legacy format and raw state dicts are pickles
+        ok = what == "a zip archive" or what.startswith("a Python pickle")
+    if not ok:
+        raise CheckpointError(f"--checkpoint {shown_path(path)} is {what}, not a checkpoint; {_EXPECTED}")
 
 
 def _torch_load(path: Path):
@@ -157,8 +174,8 @@ def _torch_load(path: Path):
             ) from None
         first = msg.splitlines()[0][:160] if msg else ""
         raise CheckpointError(
-            f"{path} is truncated, corrupt or not a PyTorch checkpoint ({type(e).__name__}: {first}); "
-            "download it again, or check --checkpoint"
+            f"{shown_path(path)} is a {describe_content(read_head(path, 8))[2:]} that torch.load cannot read "
+            f"({type(e).__name__}: {first}): it is truncated or corrupt; download it again"
         ) from None
 
 
@@ -335,6 +352,10 @@ def load_checkpoint(
                 f"{shown_path(sidecar_path(path))} says {k}={side[k]} but the weights have {getattr(config, k)}; "
                 "it belongs to another checkpoint: fix or delete it"
             )
+    if "ctx_len" in side:  # a size the sidecar declares: a document runs in blocks of ctx_len tokens
+        check_memory(f"the sidecar {shown_path(sidecar_path(path))} declares ctx_len {side['ctx_len']:,}: one block "
+                     "of that many tokens", spikegpt_run_bytes(config, 1, side["ctx_len"], elem), budget,
+                     fix="fix ctx_len in the sidecar (the length the model was trained at)")  # fmt: skip
     model = build_uninitialised(config)
     warnings = check_state_dict(sd, model, path)
     expected = model.state_dict()

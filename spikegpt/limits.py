@@ -45,13 +45,14 @@ def human(n: float) -> str:
     return f"{int(n)} bytes"
 
 
-def check_memory(what: str, need_bytes: float, budget_bytes: int | None) -> None:
-    """Refuse ``what`` if it needs more than the budget; the line names both and the fix."""
+def check_memory(what: str, need_bytes: float, budget_bytes: int | None, fix: str = "lower the sizes") -> None:
+    """Refuse ``what`` if it needs more than the budget; the line names both and the fix (``fix``, or raising
+    the budget)."""
     budget = DEFAULT_MEMORY_BUDGET if budget_bytes is None else budget_bytes
     if not math.isfinite(need_bytes) or need_bytes > budget:
         raise SpikeEnergyError(
             f"{what} needs about {human(need_bytes)}, over the memory budget of {human(budget)}; "
-            f"lower the sizes, or raise the budget with --max-memory {_suggest(need_bytes)} if this machine has it"
+            f"{fix}, or raise the budget with --max-memory {_suggest(need_bytes)} if this machine has it"
         )
 
 

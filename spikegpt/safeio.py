@@ -124,6 +124,51 @@ def read_bytes(path: str | Path, what: str, max_bytes: int, error: type[SpikeEne
     return raw
 
 
+def describe_content(head: bytes) -> str:
+    """What the first bytes of a file say it is, for a message ("a text file (UTF-8) that starts 'To be, or'"):
+    names the common formats a user may pass by mistake; never runs or unpickles anything."""
+    if not head:
+        return "empty"
+    magic = (
+        (b"PK\x03\x04", "a zip archive"),
+        (b"\x1f\x8b", "a gzip-compressed file"),
+        (b"\x89HDF", "an HDF5 file"),
+        (b"\x89PNG", "a PNG image"),
+        (b"%PDF", "a PDF document"),
+        (b"\x7fELF", "an executable (ELF)"),
+        (b"\x93NUMPY", "a NumPy .npy array"),
+        (b"version https://git-lfs", "a Git LFS pointer (the file itself was not downloaded: run git lfs pull)"),
+    )
+    for prefix, name in magic:
+        if head.startswith(prefix):
+            return name
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return f"a Python pickle (protocol {head[1]})"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100 * MiB:
+        return "a .safetensors file"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:  # a multi-byte character cut at the end of the head is still text
+        text = head[: e.start].decode("utf-8") if e.start >= len(head) - 3 else None
+    if text is not None and sum(c.isprintable() or c in "\n\r\t" for c in text) >= 0.95 * max(len(text), 1):
+        start = text.lstrip("\ufeff \n\r\t")
+        low = start[:200].lower()
+        if low.startswith(("<!doctype html", "<html")) or "<html" in low:
+            return "an HTML page (a download that saved a web page instead of the file?)"
+        kind = "a JSON file" if start[:1] in "{[" else "a text file"
+        return f"{kind} (UTF-8) that starts {shown(start[:40].splitlines()[0] if start else '', 40)}"
+    return f"binary data of an unknown format (starts {head[:8].hex(' ')})"
+
+
+def read_head(path: str | Path, n: int = 512) -> bytes:
+    """The first ``n`` bytes of a regular file (checked by ``check_regular_file`` before), or b"" if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
 def read_stdin(what: str = "stdin", max_bytes: int = MAX_STDIN_BYTES, stream=None) -> bytes:
     """Standard input, bounded: refuses a terminal (nothing was piped) and more than ``max_bytes``."""
     stream = stream if stream is not None else sys.stdin.buffer
@@ -197,7 +242,8 @@ def validate(obj, schema, source: str, error: type[SpikeEnergyError] = SpikeEner
         first = e.errors()[0]
         loc = ".".join(_loc_part(p) for p in first["loc"]) or "top level"
         more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
-        raise error(f"{source}: at {loc}: {one_line(first['msg'], 200)}{more}{'; ' + fix if fix else ''}") from None
+        msg = re.sub(r" or instance of \w+$", "", first["msg"])  # pydantic names its own classes
+        raise error(f"{source}: at {loc}: {one_line(msg, 200)}{more}{'; ' + fix if fix else ''}") from None
 
 
 def _loc_part(p) -> str:
@@ -350,10 +396,14 @@ def strict_dumps(obj, **kwargs) -> str:
     return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
 
 
-_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][^\s/\\()'\",;]+)+[/\\]([^\s/\\()'\",;]+)")
+# An absolute path (``/a/b/c``, ``C:\\a\\c``, ``~/a/c``) that starts a word: at the start of the text or after a space,
+# a quote, a bracket, ``,;:=``. The lookbehind keeps a relative path (``spikegpt/demo/corpus.jsonl``) whole: its
+# ``/demo/corpus.jsonl`` is not a path of its own.
+_PATH = re.compile(r"(?<![^\s()\[\]{}<>'\",;:=])(?:[A-Za-z]:|~)?(?:[/\\][^\s/\\()'\",;]+)+[/\\]([^\s/\\()'\",;]+)")
 
 
 def without_dirs(text) -> str:
     """Every absolute path inside a string replaced by its file name: reports and shared summaries show
-    names (with their sha256), not where the files sit on someone's machine."""
+    names (with their sha256), not where the files sit on someone's machine. Relative paths stay as written
+    (they tell nothing of the machine)."""
     return _PATH.sub(r"\1", "" if text is None else str(text))

@@ -127,7 +127,7 @@ def test_bench_on_cpu(tmp_path, capsys):
     "make,args,match",
     [
         (None, ["--checkpoint", "{d}/nope.pth"], "does not exist"),
-        (lambda d: (d / "bad.pth").write_text("garbage"), ["--checkpoint", "{d}/bad.pth"], "cannot be loaded safely"),
+        (lambda d: (d / "bad.pth").write_text("garbage"), ["--checkpoint", "{d}/bad.pth"], "not a checkpoint"),
         (lambda d: (d / "e.txt").write_text(""), ["--text", "{d}/e.txt"], "empty"),
         (lambda d: (d / "l.txt").write_bytes(b"caf\xe9 " * 50), ["--text", "{d}/l.txt"], "not UTF-8"),
         (lambda d: (d / "u.txt").write_text("QQQ zzz " * 40), ["--text", "{d}/u.txt"], "not in the vocabulary"),

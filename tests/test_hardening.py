@@ -117,16 +117,16 @@ def _sidecar_ctx(files, d):
     return ["--checkpoint", p, "--baselines", "transformer-same-dims"], "context of 100,000,000 tokens"
 
 
-def test_a_huge_declared_context_allocates_nothing(files, tmp_path, capsys):
-    """A sidecar's ctx_len of 10^8 only sets the longest parallel chunk: the run reads min(ctx_len, tokens) at a
-    time, and the transformer baselines run at the profiled sequence length, so nothing is sized by it."""
+def test_a_huge_declared_context_is_refused_before_anything_is_built(files, tmp_path, capsys):
+    """A sidecar's ctx_len of 10^8 is a size the file declares (a document runs in blocks of ctx_len tokens): it is
+    checked against the memory budget when the checkpoint is read, before the model or a baseline is built
+    (issue 23; it used to run and write a report)."""
     extra, _ = _sidecar_ctx(files, tmp_path)
     with bounded():
         code, _, err = run([*profile_args(files, tmp_path / "out"), *extra], capsys)
-    assert code == 0, err
-    s = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert s["model"]["ctx_len"] == 10**8
-    assert s["baselines"]["transformer-same-dims"]["context"] == s["tokens_per_sequence"]
+    assert code == 2
+    one_error_line(err, "declares ctx_len 100,000,000: one block of that many tokens needs about")
+    assert not (tmp_path / "out").exists()
 
 
 def _context_option(files, d):
@@ -564,7 +564,7 @@ def test_sigint_and_sigterm_leave_nothing_behind(files, tmp_path):
     assert not list(tmp_path.glob(".spike-energy-*"))  # no temporary folder
     for name in ("SIGINT", "SIGTERM"):
         assert not (tmp_path / f"out-{name}").exists()  # no partial report
-    assert "terminated; nothing was written" in r.stderr and "interrupted" in r.stderr
+    assert "terminated; no report was written" in r.stderr and "interrupted; no report was written" in r.stderr
 
 
 # ---------------------------------------------------------------------------------
