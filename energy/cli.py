@@ -606,11 +606,15 @@ def _print_summary(s: dict) -> None:
         t.add_row(SCENARIO_LABELS.get(name, name), _num(pj, ",.0f"), _num(per_char.get(name), ",.0f"))
     c.print(t)
     h = s["headline"]
-    if h.get("sentence"):
-        c.print(escape(h["sentence"]))
+    for line in (h.get("verdict") or {}).get("sentences") or [h.get("sentence")] if h.get("sentence") else []:
+        c.print(escape(line))  # the verdict's generated sentences, as the report's box and the notebook show them
     if h.get("decode_sentence"):
         c.print(escape(h["decode_sentence"]))
-    ratios = ", ".join(f"{k} {_num(v, '.2f')}x" for k, v in (h.get("ratio_as_executed") or {}).items())
+    int8 = (h.get("int8") or {}).get("comparator")
+    ratios = ", ".join(
+        f"{k} {_num(v, '.2f')}x" + (" (int8 against fp32 SpikeGPT: cross-precision)" if k == int8 else "")
+        for k, v in (h.get("ratio_as_executed") or {}).items()
+    )
     c.print(f"energy per character, baseline / SpikeGPT, as executed: {ratios} (paper: {h['claim']}x fewer ops)")
     if s["uncounted_ops"]:
         c.print(f"[yellow]{len(s['uncounted_ops'])} aten ops are not counted; see the report[/]")
