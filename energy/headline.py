@@ -34,7 +34,7 @@ def times(r: float | None, more: str = "more", fewer: str = "fewer") -> str:
     if r is None or r != r:
         return "—"
     x = r if r >= 1 else 1 / r
-    digits = 3 if x < 1.01 else 2  # 1.003×, not a bare 1.00×
+    digits = 3 if x < 1.1 else 2  # 1.003× or 1.045×, not a bare 1.00× or a rounded 1.04×
     return f"{x:,.{digits}f}× {fewer if r >= 1 else more}"
 
 
