@@ -63,6 +63,17 @@ def cause_phrase(p: dict) -> str:
     return f"{p['spike']} of {p['total']} projections read binary spikes; {n_float} read floats ({parts})"
 
 
+# Differences between the two sides of a comparison that are kept on purpose, named (the report's assumptions).
+ASYMMETRIES = (
+    ("state", "SpikeGPT's recurrent state (membranes, WKV sums, token-shift inputs) is read and written in an SRAM "
+     "sized by itself, outside the weights' SRAM budget; the transformer's K/V cache competes for that budget with "
+     "the weights and spills to DRAM. Kept: the state is a fixed few values per channel, the cache grows with T."),
+    ("context", "SpikeGPT's cost per token does not depend on the context; the transformer's attention does. Both "
+     "read the same sequences; the ratio at the checkpoint's training context is shown beside the run's."),
+    ("sparsity", "The same-size GELU transformer has random weights: its activations have almost no zeros to "
+     "skip, while SpikeGPT's are measured on trained weights. The ReLU² transformer is credited SpikeGPT's own "
+     "feed-forward sparsity (an assumption)."),
+)  # fmt: skip
 COMPARATOR_WORDS = {
     "transformer-same-dims": "the same-size transformer",
     "transformer-same-dims-relu": "the ReLU² same-size transformer",

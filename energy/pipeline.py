@@ -40,7 +40,7 @@ from energy.costs import BYTES_PER_VALUE, CostTable, load_costs
 from energy.decode import at_context, context_curve, decode_mode, keys_per_query
 from energy.dist import from_env as dist_from_env
 from energy.estimate import SCENARIO_LABELS, SCENARIOS
-from energy.headline import PAPER_WKV_OPS, decode_sentence, decode_sentences, headline
+from energy.headline import ASYMMETRIES, PAPER_WKV_OPS, decode_sentence, decode_sentences, headline
 from energy.memory import LEFT_OUT, TERMS
 from energy.platforms import resolve_nodes, resolve_platforms
 from energy.platforms import section as platform_section
@@ -470,6 +470,9 @@ def _assumptions(r: Result, base: dict) -> list[dict]:
     for prm in r.costs.parameters():
         rows.append({"op": prm["name"], "dtype": "-", "pj": prm["value"], "unit": prm["unit"], "status": prm["status"],
                      "source": prm["source"], "table": "", "note": prm["note"]})  # fmt: skip
+    for what, note in ASYMMETRIES:  # differences between the two sides kept on purpose, named
+        rows.append({"op": f"asymmetry: {what}", "dtype": "-", "pj": None, "unit": "", "status": "assumption",
+                     "source": note, "table": "", "note": "both sides alike, except"})  # fmt: skip
     for name, b in base.items():
         for note in b.get("assumptions") or []:
             rows.append({"op": name, "dtype": "-", "pj": None, "unit": "", "status": "assumption", "source": note,
