@@ -95,6 +95,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         default="on",
         help="skip MACs whose input is zero, for SpikeGPT and every baseline alike (default on)",
     )
+    e.add_argument("--twin", dest="twin_checkpoint", metavar="PATH",
+                   help="a trained non-spiking twin (no LIF; e.g. spikegpt/demo/twin.pth) run on the same tokens: "
+                        "the headline compares against it (default: the bundled one with the demo)")  # fmt: skip
     e.add_argument("--relu-zero-fraction", type=float, metavar="F",
                    help="activation sparsity credited to the ReLU^2 transformer (default: SpikeGPT's own "
                         "feed-forward sparsity, measured)")  # fmt: skip
@@ -340,6 +343,7 @@ def _job(a: argparse.Namespace):
         context=a.context,
         zero_skipping=a.zero_skipping == "on",
         relu_zero_fraction=a.relu_zero_fraction,
+        twin_checkpoint=getattr(a, "twin_checkpoint", None),
         sram_budget_mb=a.sram_budget_mb,
         redact_paths=getattr(a, "redact_paths", False),
         platforms=platforms or ("none",),

@@ -90,6 +90,7 @@ class Job:
     census_tokens: int = 1  # every arithmetic op of the forward runs at one token (tests/test_energy.py)
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     twin: bool = True
+    twin_checkpoint: str | None = None  # a trained non-spiking twin (--twin): the headline's twin
     context: int | None = None  # transformer baselines' sequence length (default: SpikeGPT's tokens per sequence)
     zero_skipping: bool = True  # MACs with a zero input are skipped, for SpikeGPT and every baseline alike
     relu_zero_fraction: float | None = None  # the ReLU^2 transformer's assumed sparsity (default: SpikeGPT's)
@@ -132,6 +133,7 @@ class Result:
     scored_text: str = ""  # the text the scored tokens stand for, up to SAMPLE_CHARS (baselines' tokenizers read it)
     variants: dict | None = None  # energy.variants.compare: the bundled models side by side
     stripped_twin: dict | None = None  # the stripped twin's bits per character (twin_quality)
+    trained_twin: dict | None = None  # --twin: the user's trained twin, measured (energy.variants.measure_model)
 
 
 def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, Corpus]:
@@ -139,6 +141,9 @@ def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, Corpus]:
     if job.dtype not in DTYPES:
         raise SpikeEnergyError(f"--dtype must be one of {', '.join(DTYPES)}, got {job.dtype!r}")
     check_device(job.device)
+    if job.twin_checkpoint is not None and not Path(job.twin_checkpoint).is_file():
+        raise SpikeEnergyError(f"--twin: {without_dirs(str(job.twin_checkpoint))} is not a checkpoint file; give the "
+                               "path of a trained non-spiking twin (.pth or .safetensors)")  # fmt: skip
     corpus = open_corpus(job.text if job.text else demo_paths()[1])  # checked before the model is loaded
     check_corpus_options(job, corpus)
     model, info = load_checkpoint(
@@ -329,11 +334,22 @@ def run(job: Job, progress=None) -> Result | None:
                                   job.zero_skipping, job.mode, job.platforms, tick("models"),
                                   use_cache=job.cache)  # fmt: skip
         timings["variants_s"] = time.perf_counter() - t0
+    trained = None
+    if job.twin_checkpoint:  # the user's trained twin, on the same tokens as the variants section reads them
+        from energy.variants import measure_model
+
+        trained = measure_model("twin", Path(job.twin_checkpoint), sample_text(corpus, state.chars + 64),
+                                prof.meta["tokens_per_sequence"], costs, job.precision, job.zero_skipping, job.mode,
+                                use_cache=job.cache)  # fmt: skip
+        if (trained.pop("_profile").layers.kind == "lif").any():
+            name = without_dirs(str(job.twin_checkpoint))
+            raise SpikeEnergyError(f"--twin: {name} has LIF layers, so it is not a non-spiking twin; give a model "
+                                   "trained without them (variant 'twin')")  # fmt: skip
     return Result(
         job, model, info, tok, prof, bases, aud, state.excerpt, corpus.spec, costs, timings, state.chars,
         text_sha256=runner.text_sha256, text_chars=runner.chars_read, state=state, corpus=corpus_info,
         uncertainty=unc, documents=documents_frame(state, widths, lif, list(static["kinds"])), scored_text=sample,
-        variants=variants, stripped_twin=stripped,
+        variants=variants, stripped_twin=stripped, trained_twin=trained,
     )  # fmt: skip
 
 
@@ -505,13 +521,15 @@ def _twins(r: Result, base: dict, e_tot: dict, cpt: float) -> dict:
                            "ratio": {s: st["energy_pj_per_token"][s] / e_tot[s] for s in ("as_executed",
                                                                                          "as_executed_memory")},
                            "what": "the released weights with every LIF replaced by identity, not trained"}  # fmt: skip
-    trained = next((m for m in (r.variants or {}).get("models", []) if m.get("variant") == "twin"), None)
+    trained = r.trained_twin or next((m for m in (r.variants or {}).get("models", []) if m.get("variant") == "twin"),
+                                     None)  # fmt: skip
     if trained:
         mine = {s: e_tot[s] / cpt for s in ("as_executed", "as_executed_memory")}
         out["trained"] = {"bpc": trained["bpc"], "checkpoint": trained.get("checkpoint"),
                           "energy_pj_per_char": {s: trained["energy_pj_per_char"][s] for s in mine},
                           "ratio": {s: trained["energy_pj_per_char"][s] / mine[s] for s in mine},
-                          "what": "a non-spiking RWKV trained alike on the same data (bundled)"}  # fmt: skip
+                          "what": "a non-spiking RWKV trained alike on the same data"
+                          + (" (--twin)" if r.trained_twin else " (bundled)")}  # fmt: skip
     return out
 
 

@@ -318,3 +318,32 @@ def test_int8_ann_is_set_against_spikegpt_at_int8(demo_summary):
     assert i8["ratio"] == pytest.approx(i8["comparator_pj"] / i8["spikegpt_pj"])
     assert i8["spikegpt_pj"] < demo_summary["energy_pj_per_token"]["as_executed"] / 5  # priced at int8
     assert "with both at int8" in " ".join(h["verdict"]["sentences"])
+
+
+def test_twin_option_puts_the_users_trained_twin_in_the_headline(tmp_path, write_model_files, capsys):
+    """Item B: --twin PATH runs a trained non-spiking twin on the same tokens and the headline compares against
+    it; a missing file or a spiking model is refused with one line and exit 2."""
+    import torch
+
+    from spikegpt import SpikeGPT, SpikeGPTConfig
+    from spikegpt.checkpoint import save_checkpoint
+    from spikegpt.tokenizer import CharTokenizer
+
+    text = "the quick brown fox jumps over the lazy dog. " * 30
+    d = write_model_files(tmp_path, text)
+    tok = CharTokenizer.from_text(text)
+    torch.manual_seed(3)
+    cfg = SpikeGPTConfig(vocab_size=tok.vocab_size, n_layer=2, n_embd=32, ctx_len=32, variant="twin")
+    save_checkpoint(SpikeGPT(cfg).eval(), d / "tw.pth", sidecar=True)
+    (d / "tw.vocab.json").write_text(tok.to_json())
+    base = ["profile", "--checkpoint", str(d / "m.pth"), "--text", str(d / "text.txt"), "--tokens", "40",
+            "--baselines", "none", "--platform", "none"]  # fmt: skip
+    assert main([*base, "--twin", str(d / "tw.pth"), "--out", str(tmp_path / "o")]) == 0
+    h = json.loads((tmp_path / "o" / "summary.json").read_text())["headline"]
+    assert h["twin_used"] == "trained twin" and "(--twin)" in h["twins"]["trained"]["what"]
+    assert f"trained twin ({h['twins']['trained']['bpc']:.2f} bits/char)" in h["sentence"]
+    capsys.readouterr()
+    assert main([*base, "--twin", str(d / "missing.pth"), "--out", str(tmp_path / "x")]) == 2
+    assert "--twin:" in capsys.readouterr().err
+    assert main([*base, "--twin", str(d / "m.pth"), "--out", str(tmp_path / "y")]) == 2  # it has LIFs
+    assert "has LIF layers" in capsys.readouterr().err and not (tmp_path / "y" / "report.html").exists()
