@@ -313,6 +313,14 @@ def _twin(s: Mapping) -> str | None:
     return "rwkv-twin" if "rwkv-twin" in (s.get("baselines") or {}) else None
 
 
+def _twin_label(h: Mapping) -> str | None:
+    """'trained twin (2.51 bits/char)': the headline's twin, never without its quality (issue 20)."""
+    used = h.get("twin_used")
+    t = (h.get("twins") or {}).get("trained" if used == "trained twin" else "stripped") if used else None
+    bpc = _finite((t or {}).get("bpc"))
+    return f"{used} ({bpc:.2f} bits/char)" if used and bpc is not None else used
+
+
 def headline(s: Mapping) -> dict:
     """The answer in plain sentences (generated from the numbers when the summary was made), and the
     numbers the summary cards show."""
@@ -332,6 +340,11 @@ def headline(s: Mapping) -> dict:
         "op_ratio": h.get("op_ratio"),
         "energy_ex": energy.get("as_executed"),
         "energy_mem": energy.get("as_executed_memory"),
+        "twin_label": _twin_label(h),
+        "twin_what": (
+            (h.get("twins") or {}).get(h.get("twin_used") == "trained twin" and "trained" or "stripped") or {}
+        ).get("what"),
+        "stripped_bpc": _finite(((h.get("twins") or {}).get("stripped") or {}).get("bpc")),
         "twin_ex": twin.get("as_executed"),
         "twin_mem": twin.get("as_executed_memory"),
         "zero_skipping": h.get("zero_skipping", True),
