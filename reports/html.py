@@ -486,10 +486,15 @@ def _baseline_rows(s: Mapping) -> list[dict]:
     for name, b in sorted((s.get("baselines") or {}).items(), key=lambda kv: (kv[0] != _twin(s), kv[0])):
         b = b or {}
         ops = _finite(b.get("synaptic_ops_per_token"))
+        against = b.get("against") or {}  # the int8 ANN: set against SpikeGPT at int8 (issue 20)
+        cross = _finite(ex.get(name))
+        like = (f"; ratio against SpikeGPT at int8 ({against['spikegpt_int8_pj_per_token'] / 1e3:,.1f} nJ per token), "
+                f"like for like" + (f"; against fp32 SpikeGPT it would be {cross:.2f}× (cross-precision)"
+                                    if cross is not None else "")) if against else ""  # fmt: skip
         rows.append({
             "name": name,
             "scale": name in scale,
-            "description": desc.get(name) or b.get("description", ""),
+            "description": (desc.get(name) or b.get("description", "")) + like,
             "assumptions": b.get("assumptions") or [],
             "params": b.get("params"),
             "context": b.get("context"),
@@ -500,8 +505,8 @@ def _baseline_rows(s: Mapping) -> list[dict]:
             "chars_source": b.get("chars_per_token_source", ""),
             "energy": b.get("energy_pj_per_token") or {},
             "energy_per_char": b.get("energy_pj_per_char") or {},
-            "ratio_ex": ex.get(name),
-            "ratio_mem": mem.get(name),
+            "ratio_ex": against.get("ratio", ex.get(name)),
+            "ratio_mem": None if against else mem.get(name),
             "uncounted": len(b.get("uncounted_ops") or []),
         })  # fmt: skip
     return rows
