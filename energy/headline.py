@@ -259,6 +259,8 @@ def verdict_sentences(h: dict, model: dict, claim: float, comparator: str | None
     s1 = f"This is {who}; it uses {less(e['as_executed'])} energy than a same-size transformer {where}"
     if at_ctx is not None and ctx_len and ctx_len != run_T:
         s1 += f", {less(at_ctx)} at its {ctx_len:,}-token training context"
+    elif ctx_len and ctx_len == run_T:
+        s1 += ", its training context"
     out = [s1 + "."]
     if d:
         verdict = "holds" if d["holds"] else "does not hold"

@@ -190,6 +190,16 @@ def test_first_sentence_states_the_ratio_at_both_contexts():
     assert "2.00× less energy than a same-size transformer at 2,524 tokens" in first
     assert "1.20× less at its 128-token training context" in first
     assert "1.96M-parameter demo trained by this tool, not the published 216M" in first
+    h = _head(
+        tokens_per_sequence=128,
+        baselines={
+            "transformer-same-dims": {
+                "energy_pj_per_token": {"as_executed": 2.0, "as_executed_memory": 3.0},
+                "context": 128,
+            }
+        },
+    )
+    assert "at 128 tokens, its training context." in h["sentence"]
 
 
 def test_headline_twin_is_the_trained_one_and_the_stripped_one_shows_its_bpc():
