@@ -95,6 +95,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         default="on",
         help="skip MACs whose input is zero, for SpikeGPT and every baseline alike (default on)",
     )
+    e.add_argument("--twin", dest="twin_checkpoint", metavar="PATH",
+                   help="a trained non-spiking twin (no LIF; e.g. spikegpt/demo/twin.pth) run on the same tokens: "
+                        "the headline compares against it (default: the bundled one with the demo)")  # fmt: skip
     e.add_argument("--relu-zero-fraction", type=float, metavar="F",
                    help="activation sparsity credited to the ReLU^2 transformer (default: SpikeGPT's own "
                         "feed-forward sparsity, measured)")  # fmt: skip
@@ -349,6 +352,7 @@ def _job(a: argparse.Namespace):
         context=a.context,
         zero_skipping=a.zero_skipping == "on",
         relu_zero_fraction=a.relu_zero_fraction,
+        twin_checkpoint=getattr(a, "twin_checkpoint", None),
         sram_budget_mb=a.sram_budget_mb,
         memory_model=a.memory_model,
         redact_paths=getattr(a, "redact_paths", False),
@@ -778,11 +782,15 @@ def _print_summary(s: dict) -> None:
         t.add_row(SCENARIO_LABELS.get(name, name), *cells)
     c.print(t)
     h = s["headline"]
-    if h.get("sentence"):
-        c.print(escape(h["sentence"]))
+    for line in (h.get("verdict") or {}).get("sentences") or [h.get("sentence")] if h.get("sentence") else []:
+        c.print(escape(line))  # the verdict's generated sentences, as the report's box and the notebook show them
     if h.get("decode_sentence"):
         c.print(escape(h["decode_sentence"]))
-    ratios = ", ".join(f"{k} {_num(v, '.2f')}x" for k, v in (h.get("ratio_as_executed") or {}).items())
+    int8 = (h.get("int8") or {}).get("comparator")
+    ratios = ", ".join(
+        f"{k} {_num(v, '.2f')}x" + (" (int8 against fp32 SpikeGPT: cross-precision)" if k == int8 else "")
+        for k, v in (h.get("ratio_as_executed") or {}).items()
+    )
     c.print(f"energy per character, baseline / SpikeGPT, as executed: {ratios} (paper: {h['claim']}x fewer ops)")
     if s["uncounted_ops"]:
         c.print(f"[yellow]{len(s['uncounted_ops'])} aten ops are not counted; see the report[/]")

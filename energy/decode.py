@@ -131,3 +131,63 @@ def decode_mode(
             for model, e in flat.items()
         }  # fmt: skip
     return out
+
+
+# ---------------------------------------------------------------------------------
+# The comparator at another context (prefill): attention is the only part that depends on it
+# ---------------------------------------------------------------------------------
+
+
+def keys_per_query(lengths) -> float:
+    """Attention keys per query over documents of ``lengths`` tokens, each its own causal sequence:
+    sum_d T_d (T_d + 1) / 2 / sum_d T_d (token-weighted; not (mean T + 1) / 2)."""
+    lengths = [int(n) for n in lengths if n and n > 0]
+    total = sum(lengths)
+    return sum(n * (n + 1) / 2 for n in lengths) / total if total else 0.0
+
+
+def at_context(baseline, context: float, keys: float | None = None):
+    """The causal transformer's per-token counts on sequences of ``context`` tokens, from its counts at its own
+    context T (closed form: attention over the causal triangle reads (T + 1) / 2 keys per query, so every
+    attention count scales by (context + 1) / (T + 1); the K/V cache holds ``context`` positions; nothing
+    else depends on the context). ``keys``: keys per query to scale to instead (documents of several
+    lengths, ``keys_per_query``); the K/V cache then holds 2 keys - 1 positions. The full-square counts
+    (``eager_ops``) do not survive the change and are dropped."""
+    import dataclasses
+
+    T = baseline.context
+    k = keys if keys is not None else (context + 1) / 2
+    f = 2 * k / (T + 1)
+    held = 2 * k - 1
+    ops = baseline.ops.copy()
+    on_scores = ops.stage.str.startswith("attention.")
+    ops.loc[on_scores, "per_token"] *= f
+    ops["count"] = ops["per_token"] * held  # one sequence of `held` tokens
+    lay = baseline.layers.copy()
+    att = lay.kind == "matmul"
+    for col in ("mac", "synaptic_ops_per_token"):
+        lay.loc[att, col] *= f
+    lay.loc[att, "weight_elems"] *= held / T
+    for col, scores in (("in_per_token", "scores_in_per_token"), ("out_per_token", "scores_out_per_token")):
+        if scores in lay:
+            lay.loc[att, col] = lay.loc[att, col] + lay.loc[att, scores] * (f - 1)
+            lay.loc[att, scores] *= f
+    return dataclasses.replace(baseline, ops=ops, layers=lay, context=int(round(held)), eager_ops=None)
+
+
+def context_curve(baseline, spikegpt_pj: dict[str, float], costs: CostTable, precision: str, zero_skipping=True,
+                  contexts=None, batch: int = 1) -> dict:  # fmt: skip
+    """Prefill: the comparator's energy per token on sequences of each context, and its ratio to SpikeGPT's
+    (which does not depend on the context), as executed and with memory traffic."""
+    T = baseline.context
+    contexts = contexts or sorted({int(round(x)) for x in np.geomspace(1, max(T, 2) * 2, 24)} | {T})
+    out = {"contexts": contexts, "energy_pj": {}, "ratio": {}}
+    for scen, acc in (("as_executed", Accounting(zero_skipping=zero_skipping)),
+                      ("as_executed_memory", Accounting(memory="sram", zero_skipping=zero_skipping))):  # fmt: skip
+        e = []
+        for c in contexts:
+            b = at_context(baseline, c)
+            e.append(float(account(b.ops, b.layers, costs, precision, acc, spiking=False, batch=batch).pj.sum()))
+        out["energy_pj"][scen] = e
+        out["ratio"][scen] = [x / spikegpt_pj[scen] if spikegpt_pj.get(scen) else None for x in e]
+    return out

@@ -234,8 +234,9 @@ def account(
             parts.append(compute_rows(keep[matrix & ~fed], pj, acc.zero_skipping))
             priced = matrix & fed
         parts.append(_projection_rows(keep[priced], layers, pj, acc, spiking, cf))
-        extra = keep[priced & ~keep.primitive.isin(["mac", "effective_mac", "ac"])]  # bias adds
-        parts.append(compute_rows(extra, pj, acc.zero_skipping))
+        if acc.projections != "paper":  # the paper's accounting counts MACs and ACs only, no bias adds
+            extra = keep[priced & ~keep.primitive.isin(["mac", "effective_mac", "ac"])]  # bias adds
+            parts.append(compute_rows(extra, pj, acc.zero_skipping))
     rest = keep[~matrix]
     if acc.elementwise:
         parts.append(compute_rows(rest, pj, acc.zero_skipping))

@@ -6,6 +6,7 @@ audit -> ``summary`` (a plain dict, written as summary.json; the report renders 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -36,10 +37,10 @@ from energy.baselines import (
 from energy.baselines import chars_per_token as chars_per_token_of
 from energy.corpus import Corpus, open_corpus
 from energy.costs import BYTES_PER_VALUE, CostTable, load_costs
-from energy.decode import decode_mode
+from energy.decode import at_context, context_curve, decode_mode, keys_per_query
 from energy.dist import from_env as dist_from_env
 from energy.estimate import SCENARIO_LABELS, SCENARIOS
-from energy.headline import PAPER_WKV_OPS, decode_sentence, headline
+from energy.headline import ASYMMETRIES, PAPER_WKV_OPS, decode_sentence, decode_sentences, headline
 from energy.memory import LEFT_OUT, TERMS
 from energy.platforms import CHOICES as _CHOICES
 from energy.platforms import resolve_nodes, resolve_platforms
@@ -90,6 +91,7 @@ class Job:
     census_tokens: int = 1  # every arithmetic op of the forward runs at one token (tests/test_energy.py)
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     twin: bool = True
+    twin_checkpoint: str | None = None  # a trained non-spiking twin (--twin): the headline's twin
     context: int | None = None  # transformer baselines' sequence length (default: SpikeGPT's tokens per sequence)
     zero_skipping: bool = True  # MACs with a zero input are skipped, for SpikeGPT and every baseline alike
     relu_zero_fraction: float | None = None  # the ReLU^2 transformer's assumed sparsity (default: SpikeGPT's)
@@ -132,6 +134,8 @@ class Result:
     documents: pd.DataFrame | None = None  # one row per document (documents.csv)
     scored_text: str = ""  # the text the scored tokens stand for, up to SAMPLE_CHARS (baselines' tokenizers read it)
     variants: dict | None = None  # energy.variants.compare: the bundled models side by side
+    stripped_twin: dict | None = None  # the stripped twin's bits per character (twin_quality)
+    trained_twin: dict | None = None  # --twin: the user's trained twin, measured (energy.variants.measure_model)
 
 
 def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, Corpus]:
@@ -139,6 +143,9 @@ def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, Corpus]:
     if job.dtype not in DTYPES:
         raise SpikeEnergyError(f"--dtype must be one of {', '.join(DTYPES)}, got {job.dtype!r}")
     check_device(job.device)
+    if job.twin_checkpoint is not None and not Path(job.twin_checkpoint).is_file():
+        raise SpikeEnergyError(f"--twin: {without_dirs(str(job.twin_checkpoint))} is not a checkpoint file; give the "
+                               "path of a trained non-spiking twin (.pth or .safetensors)")  # fmt: skip
     corpus = open_corpus(job.text if job.text else demo_paths()[1])  # checked before the model is loaded
     check_corpus_options(job, corpus)
     model, info = load_checkpoint(
@@ -280,11 +287,21 @@ def run(job: Job, progress=None) -> Result | None:
         bases["rwkv-twin"] = baseline_from_profile(twin_prof)
     context = job.context if job.context is not None else prof.meta["tokens_per_sequence"]  # the same sequences
     cache.check_memory(model.config, context, job.baselines, job.max_memory)  # before any baseline is built
+    sample = sample_text(corpus, state.chars)
+    contexts = baseline_contexts(job, context, sample, state.chars / max(prof.tokens, 1))
     for i, name in enumerate(job.baselines):
-        stage("baselines", i + int(job.twin), n_bases, f"{name} at {context:,} tokens")
-        bases.update(cache.baselines(model.config, context, include=(name,), use_cache=job.cache))
+        stage("baselines", i + int(job.twin), n_bases, f"{name} at {contexts[name][0]:,} tokens")
+        cache.check_memory(model.config, contexts[name][0], (name,), job.max_memory)
+        bases.update(cache.baselines(model.config, contexts[name][0], include=(name,), use_cache=job.cache))
     if n_bases:
         stage("baselines", n_bases, n_bases)
+    if not settings.concat and job.context is None:  # documents: attention over each document's own length
+        for name in job.baselines:
+            lengths = [d.tokens * contexts[name][1] for d in state.docs]
+            k = keys_per_query(lengths)
+            bases[name] = dataclasses.replace(at_context(bases[name], None, keys=k), assumptions=[
+                *bases[name].assumptions, f"attention over {k:,.1f} keys per query: sum_d T_d (T_d + 1) / 2 / sum_d "
+                f"T_d over the {len(lengths):,} documents (token-weighted, not the mean length)"])  # fmt: skip
     if "transformer-same-dims-relu" in bases:
         zf, source = relu_assumption(prof, job.relu_zero_fraction)
         bases["transformer-same-dims-relu"] = assume_activation_zeros(bases["transformer-same-dims-relu"], zf, source)
@@ -296,8 +313,13 @@ def run(job: Job, progress=None) -> Result | None:
     reference = next((b for b in order if b in bases), "")
     same_vocab = {n: b for n, b in bases.items() if n not in SCALE_BASELINES}  # per token; others go per character
     stage("analysis", 0, 2, "audit")
+    stripped = None
+    if job.twin:  # the stripped twin's quality on the same first tokens (it is never shown without it)
+        stripped = twin_quality(models["rwkv-twin"], tok, sample_text(corpus, state.chars + 64),
+                                prof.meta["tokens_per_sequence"])  # fmt: skip
+    label = f"the stripped twin ({stripped['bpc']:.2f} bits/char)" if stripped else "the stripped twin"
     aud = audit(prof, same_vocab, costs, job.precision, reference=reference, twin="rwkv-twin",
-                zero_skipping=job.zero_skipping)  # fmt: skip
+                zero_skipping=job.zero_skipping, ctx_len=model.config.ctx_len, twin_label=label)  # fmt: skip
 
     t0 = time.perf_counter()
     profiles = {"spikegpt": prof}
@@ -326,7 +348,6 @@ def run(job: Job, progress=None) -> Result | None:
         "groups": group_table(state, settings, widths, lif),
     }  # fmt: skip
     timings["intervals_s"] = time.perf_counter() - t0
-    sample = sample_text(corpus, state.chars)
     variants = None
     if job.variants and job.checkpoint is None and len(bundled_models()) > 1:  # the three bundled models, compared
         t0 = time.perf_counter()
@@ -343,11 +364,22 @@ def run(job: Job, progress=None) -> Result | None:
                                   job.zero_skipping, job.mode, job.platforms, models_tick,
                                   use_cache=job.cache)  # fmt: skip
         timings["variants_s"] = time.perf_counter() - t0
+    trained = None
+    if job.twin_checkpoint:  # the user's trained twin, on the same tokens as the variants section reads them
+        from energy.variants import measure_model
+
+        trained = measure_model("twin", Path(job.twin_checkpoint), sample_text(corpus, state.chars + 64),
+                                prof.meta["tokens_per_sequence"], costs, job.precision, job.zero_skipping, job.mode,
+                                use_cache=job.cache)  # fmt: skip
+        if (trained.pop("_profile").layers.kind == "lif").any():
+            name = without_dirs(str(job.twin_checkpoint))
+            raise SpikeEnergyError(f"--twin: {name} has LIF layers, so it is not a non-spiking twin; give a model "
+                                   "trained without them (variant 'twin')")  # fmt: skip
     return Result(
         job, model, info, tok, prof, bases, aud, state.excerpt, corpus.spec, costs, timings, state.chars,
         text_sha256=runner.text_sha256, text_chars=runner.chars_read, state=state, corpus=corpus_info,
         uncertainty=unc, documents=documents_frame(state, widths, lif, list(static["kinds"])), scored_text=sample,
-        variants=variants,
+        variants=variants, stripped_twin=stripped, trained_twin=trained,
     )  # fmt: skip
 
 
@@ -362,6 +394,32 @@ def concat_tokens_per_row(corpus: Corpus, tok, batch: int, tokens: int) -> int:
             if have >= need:
                 return tokens
     return max((have - 1) // batch, 1)
+
+
+def baseline_contexts(job: Job, context: int, sample: str, snn_chars_per_token: float) -> dict[str, tuple[int, float]]:
+    """Each baseline's context in its own tokens, and its tokens per SpikeGPT token: a model with another
+    tokenizer (the scale panel) reads the same characters, so its context is SpikeGPT's characters per
+    sequence / its own characters per token (``--context`` sets the same-vocabulary ones only)."""
+    out = {}
+    for name in job.baselines:
+        cpt = chars_per_token_of(name, sample, snn_chars_per_token)[0] if name in SCALE_BASELINES else None
+        if cpt:
+            per = snn_chars_per_token / cpt  # its tokens per SpikeGPT token
+            out[name] = (max(2, round(context * per)), per)
+        else:
+            out[name] = (context, 1.0)
+    return out
+
+
+def twin_quality(twin, tok, text: str, tokens: int) -> dict:
+    """Bits per character of a model on the first ``tokens`` tokens of ``text`` (the run's own, as the variants
+    section reads them)."""
+    from spikegpt.evaluate import evaluate
+
+    ids = tok.encode(text[: (tokens + 1) * (16 if tok.kind == "bpe" else 1)])[: tokens + 1]
+    ev = evaluate(twin, tok, ids=ids, chunk_len=twin.config.ctx_len)
+    return {"bpc": ev.nats / math.log(2) / ev.chars, "tokens": ev.tokens,
+            "what": "the released weights with every LIF replaced by identity, not trained"}  # fmt: skip
 
 
 SAMPLE_CHARS = 2**20  # characters of the run's text that the baselines' own tokenizers read (chars per token)
@@ -477,6 +535,9 @@ def _assumptions(r: Result, base: dict) -> list[dict]:
         rows.append({"op": prm["name"], "dtype": "-", "pj": prm["value"], "unit": prm["unit"], "status": prm["status"],
                      "source": prm["source"], "table": "", "note": prm["note"]})  # fmt: skip
     rows += platform_choices()  # issue 22: every choice of the memory model and the chip presets
+    for what, note in ASYMMETRIES:  # differences between the two sides kept on purpose, named
+        rows.append({"op": f"asymmetry: {what}", "dtype": "-", "pj": None, "unit": "", "status": "assumption",
+                     "source": note, "table": "", "note": "both sides alike, except"})  # fmt: skip
     for name, b in base.items():
         for note in b.get("assumptions") or []:
             rows.append({"op": name, "dtype": "-", "pj": None, "unit": "", "status": "assumption", "source": note,
@@ -496,6 +557,29 @@ def _decode(r: Result, e_tot: dict) -> dict:
                              for s in ("as_executed", "as_executed_memory")}  # fmt: skip
     same = {n: b for n, b in r.baselines.items() if n.startswith("transformer-same-dims")}
     return decode_mode(flat, same, r.costs, job.precision, zero_skipping=job.zero_skipping)
+
+
+def _twins(r: Result, base: dict, e_tot: dict, cpt: float) -> dict:
+    """The stripped twin (the released weights, every LIF replaced by identity, not trained) and, when there is
+    one, the trained twin (the bundled twin.pth, profiled on the same tokens): bits per character and the energy
+    ratio twin / SpikeGPT per character."""
+    out = {}
+    st = base.get("rwkv-twin")
+    if st:
+        out["stripped"] = {"bpc": (r.stripped_twin or {}).get("bpc"),
+                           "ratio": {s: st["energy_pj_per_token"][s] / e_tot[s] for s in ("as_executed",
+                                                                                         "as_executed_memory")},
+                           "what": "the released weights with every LIF replaced by identity, not trained"}  # fmt: skip
+    trained = r.trained_twin or next((m for m in (r.variants or {}).get("models", []) if m.get("variant") == "twin"),
+                                     None)  # fmt: skip
+    if trained:
+        mine = {s: e_tot[s] / cpt for s in ("as_executed", "as_executed_memory")}
+        out["trained"] = {"bpc": trained["bpc"], "checkpoint": trained.get("checkpoint"),
+                          "energy_pj_per_char": {s: trained["energy_pj_per_char"][s] for s in mine},
+                          "ratio": {s: trained["energy_pj_per_char"][s] / mine[s] for s in mine},
+                          "what": "a non-spiking RWKV trained alike on the same data"
+                          + (" (--twin)" if r.trained_twin else " (bundled)")}  # fmt: skip
+    return out
 
 
 def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict:
@@ -544,16 +628,40 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
                                 "energy_pj_per_char": {k: v / cpt for k, v in int8["energy_pj_per_token"].items()}
                                 if cpt else None}  # fmt: skip
     snn_ops = synaptic_ops(p.ops, job.zero_skipping) + PAPER_WKV_OPS * p.ops_per_token()["wkv_steps"]
+    bpc = ev_bits / max(r.scored_chars, 1)
+    ref = r.audit["reference"]
+    decode = _decode(r, e_tot)
+    context_ratios, int8 = None, None
+    if ref in r.baselines:
+        b = r.baselines[ref]
+        curve = context_curve(b, e_tot, r.costs, job.precision, job.zero_skipping, contexts=[cfg.ctx_len, b.context],
+                              batch=p.meta["batch"])  # fmt: skip
+        context_ratios = {k: {s: curve["ratio"][s][i] for s in curve["ratio"]} | {"context": curve["contexts"][i]}
+                          for i, k in enumerate(("ctx_len", "run"))}  # fmt: skip
+        decode["prefill"] = {**context_curve(b, e_tot, r.costs, job.precision, job.zero_skipping,
+                                             batch=p.meta["batch"]), "comparator": ref,
+                             "what": "prefill: the comparator's energy per token over sequences of each length (its "
+                             "attention in closed form), against SpikeGPT's, which does not depend on it"}  # fmt: skip
+        if f"{ref}-int8" in base:
+            snn8 = float(p.energy("as_executed", precision="int8", zero_skipping=job.zero_skipping).pj.sum())
+            int8 = {"spikegpt_pj": snn8, "comparator_pj": base[f"{ref}-int8"]["energy_pj_per_token"]["as_executed"],
+                    "comparator": f"{ref}-int8"}  # fmt: skip
+            base[f"{ref}-int8"]["against"] = {"spikegpt_int8_pj_per_token": snn8, "ratio": int8["comparator_pj"] / snn8,
+                                             "label": "int8 against SpikeGPT at int8 (like for like)"}  # fmt: skip
     head = headline(
         claim=r.audit["claim"], snn_ops=snn_ops, snn_energy=e_tot, snn_chars_per_token=chars_per_token,
-        baselines=base, comparator=r.audit["reference"], twin=r.audit["twin"], scale=SCALE_BASELINES,
-        layers=p.layers, model={"n_layer": cfg.n_layer, "n_embd": cfg.n_embd, "vocab_size": cfg.vocab_size},
+        baselines=base, comparator=ref, twin=r.audit["twin"], scale=SCALE_BASELINES,
+        layers=p.layers, model={"n_layer": cfg.n_layer, "n_embd": cfg.n_embd, "vocab_size": cfg.vocab_size,
+                                "params": r.model.num_params(), "demo": job.checkpoint is None,
+                                "ctx_len": cfg.ctx_len},
         tokens_per_sequence=p.meta["tokens_per_sequence"], context_set_by_user=job.context is not None,
         zero_skipping=job.zero_skipping,
         documents=r.corpus.get("documents", 1) if r.corpus.get("run") == "documents" else 1,
+        decomposition=r.audit.get("decomposition"), context_ratios=context_ratios, twins=_twins(r, base, e_tot,
+        chars_per_token), int8=int8, bpc=bpc,
     )  # fmt: skip
-    decode = _decode(r, e_tot)
-    head["decode_sentence"] = decode_sentence(decode, r.audit["reference"])
+    head["decode_sentence"] = decode_sentence(decode, ref)
+    head["decode_sentences"] = decode_sentences(decode)
     text_excerpt = r.text[:600]
     out = {
         "schema_version": SCHEMA_VERSION,
@@ -590,7 +698,7 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
         "precision": r.job.precision,
         "unit": r.tokenizer.unit,
         "bits_per_token": ev_bits / p.tokens,
-        "bpc": ev_bits / max(r.scored_chars, 1),  # bits per character (per byte for a byte vocab)
+        "bpc": bpc,  # bits per character (per byte for a byte vocab)
         "ppl": math.exp(p.meta["nats"] / p.tokens) if r.tokenizer.kind == "bpe" else None,
         "firing_rate": p.firing_rates,
         "ops_per_token": p.ops_per_token(),

@@ -71,8 +71,7 @@ def measure_model(name: str, checkpoint: Path, text: str, tokens: int, costs: Co
     scored = tok.decode(ids[1:])
     chars = len(scored) if tok.kind == "bpe" else len(ids) - 1
     cpt = chars / prof.tokens
-    energy = prof.energy(zero_skipping=zero_skipping)
-    per_token = {s: float(energy[energy.scenario == s].pj.sum()) for s in SCENARIOS}
+    per_token = priced(prof, zero_skipping)
     lay = prof.layers
     proj = projection_inputs(lay)
     rates = {k: v for k, v in prof.firing_rates.items() if k != "overall"}
@@ -102,6 +101,25 @@ def measure_model(name: str, checkpoint: Path, text: str, tokens: int, costs: Co
         },  # fmt: skip
         "_profile": prof,
     }
+
+
+def priced(prof, zero_skipping: bool = True) -> dict[str, float]:
+    """pJ per token in every scenario, each model under its own kind: a model without LIF layers (the twin) is
+    priced as a non-spiking model, as the ``rwkv-twin`` baseline is (the paper's scenario: every projection a
+    MAC), and its spike-input counterfactual is itself as executed (no LIF, so no spikes to feed)."""
+    from energy.estimate import scenario_energy
+
+    spiking = bool((prof.layers.kind == "lif").any())
+    if spiking:
+        energy = prof.energy(zero_skipping=zero_skipping)
+        return {s: float(energy[energy.scenario == s].pj.sum()) for s in SCENARIOS}
+    out = {
+        s: float(scenario_energy(s, prof.ops, prof.layers, prof.costs, prof.precision, spiking=False,
+                                 batch=prof.meta["batch"], zero_skipping=zero_skipping).pj.sum())
+        for s in SCENARIOS if s != "spike_input_counterfactual"
+    }  # fmt: skip
+    out["spike_input_counterfactual"] = out["as_executed"]
+    return out
 
 
 def _by_block(rates: dict[str, float]) -> dict[str, float]:

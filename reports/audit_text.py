@@ -167,8 +167,34 @@ def paper_mode_lines(audit: Mapping) -> list[str]:
     return lines
 
 
+def decomposition_table(audit: Mapping) -> Table | None:
+    """The gap from the paper's figure for this model to the measured one, factor by factor (Shapley shares,
+    independent of the order of the steps; the range is the factor's effect over every order)."""
+    d = audit.get("decomposition")
+    if not d:
+        return None
+    t = Table(title=f"from the paper's figure to the measured one ({d.get('precision', '?')}): comparator / SpikeGPT "
+              "energy, multiplicative shares (Shapley)")  # fmt: skip
+    for col in ("factor", "share", "range over every order", "in the paper's metric", "what"):
+        t.add_column(col, justify="right" if col in ("share", "range over every order") else "left")
+    ctx = finite(d.get("paper_figure_context"))
+    t.add_row(f"paper's accounting for this model (at {f'{ctx:,.0f}' if ctx else NA} tokens)",
+              _ratio(d.get("paper_figure")), "", "", _text(d.get("metric")))  # fmt: skip
+    for r in d.get("factors") or []:
+        lo, hi = (r.get("range") or [None, None])[:2]
+        t.add_row(_text(r.get("factor")), _ratio(r.get("share")), f"{_ratio(lo)} to {_ratio(hi)}",
+                  "yes" if r.get("in_paper_metric") else "no", _text(r.get("description")))  # fmt: skip
+    t.add_row("measured in the paper's metric", _ratio(d.get("measured_paper_metric")), "", "", "")
+    t.add_row("measured as executed", _ratio(d.get("measured_as_executed")), "", "", "")
+    t.add_row("measured with memory traffic", _ratio(d.get("measured_as_executed_memory")), "", "", "")
+    return t
+
+
 def print_audit(audit: Mapping, console) -> None:
     """Everything ``spike-energy audit`` prints, from an audit dict."""
+    dec = decomposition_table(audit)
+    if dec is not None:
+        console.print(dec)
     console.print(waterfall_table(audit))
     console.print(break_even_table(audit))
     for line in break_even_notes(audit):

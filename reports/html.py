@@ -318,6 +318,14 @@ def _twin(s: Mapping) -> str | None:
     return "rwkv-twin" if "rwkv-twin" in (s.get("baselines") or {}) else None
 
 
+def _twin_label(h: Mapping) -> str | None:
+    """'trained twin (2.51 bits/char)': the headline's twin, never without its quality (issue 20)."""
+    used = h.get("twin_used")
+    t = (h.get("twins") or {}).get("trained" if used == "trained twin" else "stripped") if used else None
+    bpc = _finite((t or {}).get("bpc"))
+    return f"{used} ({bpc:.2f} bits/char)" if used and bpc is not None else used
+
+
 def headline(s: Mapping) -> dict:
     """The answer in plain sentences (generated from the numbers when the summary was made), and the
     numbers the summary cards show."""
@@ -337,6 +345,11 @@ def headline(s: Mapping) -> dict:
         "op_ratio": h.get("op_ratio"),
         "energy_ex": energy.get("as_executed"),
         "energy_mem": energy.get("as_executed_memory"),
+        "twin_label": _twin_label(h),
+        "twin_what": (
+            (h.get("twins") or {}).get(h.get("twin_used") == "trained twin" and "trained" or "stripped") or {}
+        ).get("what"),
+        "stripped_bpc": _finite(((h.get("twins") or {}).get("stripped") or {}).get("bpc")),
         "twin_ex": twin.get("as_executed"),
         "twin_mem": twin.get("as_executed_memory"),
         "zero_skipping": h.get("zero_skipping", True),
@@ -529,12 +542,17 @@ def _baseline_rows(s: Mapping) -> list[dict]:
     for name, b in sorted((s.get("baselines") or {}).items(), key=lambda kv: (kv[0] != _twin(s), kv[0])):
         b = b or {}
         ops = _finite(b.get("synaptic_ops_per_token"))
+        against = b.get("against") or {}  # the int8 ANN: set against SpikeGPT at int8 (issue 20)
+        cross = _finite(ex.get(name))
+        like = (f"; ratio against SpikeGPT at int8 ({against['spikegpt_int8_pj_per_token'] / 1e3:,.1f} nJ per token), "
+                f"like for like" + (f"; against fp32 SpikeGPT it would be {cross:.2f}× (cross-precision)"
+                                    if cross is not None else "")) if against else ""  # fmt: skip
         rows.append({
             "name": name,
             "display": model_name(name),
             "bpc": _finite(b.get("bpc")),  # quality, where the summary measured it (the stripped twin's)
             "scale": name in scale,
-            "description": desc.get(name) or b.get("description", ""),
+            "description": (desc.get(name) or b.get("description", "")) + like,
             "assumptions": b.get("assumptions") or [],
             "params": b.get("params"),
             "context": b.get("context"),
@@ -545,8 +563,8 @@ def _baseline_rows(s: Mapping) -> list[dict]:
             "chars_source": b.get("chars_per_token_source", ""),
             "energy": b.get("energy_pj_per_token") or {},
             "energy_per_char": b.get("energy_pj_per_char") or {},
-            "ratio_ex": ex.get(name),
-            "ratio_mem": mem.get(name),
+            "ratio_ex": against.get("ratio", ex.get(name)),
+            "ratio_mem": None if against else mem.get(name),
             "uncounted": len(b.get("uncounted_ops") or []),
         })  # fmt: skip
     return rows

@@ -179,9 +179,8 @@ def test_summary_states_the_answer(report, summary):
     answer = re.search(r'<p class="answer"[^>]*>(.*?)</p>', report, re.S).group(1).replace("&#39;", "'")
     h = summary["headline"]
     assert answer == h["sentence"].replace("'", "'")
-    assert "paper's 32.2× fewer operations" in answer and "transformer of the same size" in answer
-    assert "non-spiking twin" in answer and "The cause, measured: no projection reads spikes" in answer
-    assert f"{h['op_ratio']:.2f}×" in answer or f"{1 / h['op_ratio']:.2f}×" in answer
+    assert answer.startswith("This is ") and "same-size transformer" in answer  # the verdict's first sentence
+    assert "The cause, measured" not in answer  # a cause comes from the decomposition (issue 20)
     energy_section = report.split('<section id="energy"')[1].split("</section>")[0].replace("&#39;", "'")
     for key, label in summary["scenarios"].items():
         if key in summary["energy_breakdown"]:

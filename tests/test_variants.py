@@ -150,3 +150,29 @@ def test_bundled_model_matches_its_card_and_fires(stem):
     for name, s in spikes.items():
         assert 0 < s.mean().item() < 1, name
     assert card["training"]["steps"] == 3000 and math.isfinite(card["training"]["val_bits_per_char"])
+
+
+def test_a_model_without_lifs_is_priced_as_a_non_spiking_model(tmp_path):
+    """Issue 20, item F: the trained twin (no LIF) is priced as the rwkv-twin baseline is: its "paper" scenario
+    is every projection as a MAC (no AC at R = 0.15), and its spike-input counterfactual is itself as executed
+    (no LIF, so no spikes to feed; the binary embedding's are not a LIF's)."""
+    from energy.costs import load_costs
+    from energy.estimate import MATRIX_KINDS
+    from energy.variants import measure_model
+
+    tok = CharTokenizer.from_text(TEXT)
+    torch.manual_seed(0)
+    save_checkpoint(SpikeGPT(preset("tiny", vocab_size=tok.vocab_size, variant="twin")).eval(), tmp_path / "t.pth",
+                    sidecar=True)  # fmt: skip
+    (tmp_path / "t.vocab.json").write_text(tok.to_json())
+    costs = load_costs()
+    m = measure_model("twin", tmp_path / "t.pth", TEXT, 48, costs, "fp32", use_cache=False)
+    prof = m["_profile"]
+    ops = prof.ops[prof.ops.block.notna()]
+    dense = ops[ops.kind.isin(MATRIX_KINDS) & (ops.primitive == "mac")].per_token.sum()
+    wkv = prof.layers[(prof.layers.kind == "wkv") & prof.layers.block.notna()].out_per_token.sum()
+    mac = costs.primitives("fp32")["mac"]
+    e = m["energy_pj_per_token"]
+    assert e["paper"] == pytest.approx((dense + 6 * wkv) * mac, rel=1e-12)
+    assert e["paper_measured_rates"] == pytest.approx(e["paper"], rel=1e-12)
+    assert e["spike_input_counterfactual"] == e["as_executed"]
