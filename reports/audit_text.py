@@ -173,20 +173,24 @@ def decomposition_table(audit: Mapping) -> Table | None:
     d = audit.get("decomposition")
     if not d:
         return None
-    t = Table(title=f"from the paper's figure to the measured one ({d.get('precision', '?')}): comparator / SpikeGPT "
-              "energy, multiplicative shares (Shapley)")  # fmt: skip
-    for col in ("factor", "share", "range over every order", "in the paper's metric", "what"):
-        t.add_column(col, justify="right" if col in ("share", "range over every order") else "left")
+    t = _table(f"from the paper's figure to the measured one ({d.get('precision', '?')}): comparator / SpikeGPT "
+               "energy, multiplicative shares (Shapley; the range is over every order of the steps; * in the "
+               "paper's metric)")  # fmt: skip
+    t.add_column("factor", ratio=2, min_width=14, overflow="fold")
+    t.add_column("share", justify="right", no_wrap=True)
+    t.add_column("range", justify="right", min_width=9, overflow="fold")
+    t.add_column("what", ratio=3, min_width=14, overflow="fold")
     ctx = finite(d.get("paper_figure_context"))
     t.add_row(f"paper's accounting for this model (at {f'{ctx:,.0f}' if ctx else NA} tokens)",
-              _ratio(d.get("paper_figure")), "", "", _text(d.get("metric")))  # fmt: skip
+              _ratio(d.get("paper_figure")), "", _text(d.get("metric")))  # fmt: skip
     for r in d.get("factors") or []:
         lo, hi = (r.get("range") or [None, None])[:2]
-        t.add_row(_text(r.get("factor")), _ratio(r.get("share")), f"{_ratio(lo)} to {_ratio(hi)}",
-                  "yes" if r.get("in_paper_metric") else "no", _text(r.get("description")))  # fmt: skip
-    t.add_row("measured in the paper's metric", _ratio(d.get("measured_paper_metric")), "", "", "")
-    t.add_row("measured as executed", _ratio(d.get("measured_as_executed")), "", "", "")
-    t.add_row("measured with memory traffic", _ratio(d.get("measured_as_executed_memory")), "", "", "")
+        star = " *" if r.get("in_paper_metric") else ""
+        t.add_row(_text(r.get("factor")) + star, _ratio(r.get("share")), f"{_ratio(lo)} to {_ratio(hi)}",
+                  _text(r.get("description")))  # fmt: skip
+    t.add_row("measured in the paper's metric", _ratio(d.get("measured_paper_metric")), "", "")
+    t.add_row("measured as executed", _ratio(d.get("measured_as_executed")), "", "")
+    t.add_row("measured as executed + memory (SRAM)", _ratio(d.get("measured_as_executed_memory")), "", "")
     return t
 
 

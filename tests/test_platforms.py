@@ -287,10 +287,11 @@ def test_profile_with_platforms_writes_section(tiny_ckpt, tmp_path, capsys):
     out = tmp_path / "r"
     args = ["--checkpoint", tiny_ckpt / "m.pth", "--text", tiny_ckpt / "t.txt", "--tokens", 48, "--census-tokens", 2]
     code, stdout, err = _cli(["profile", *args, "--baselines", "transformer-same-dims", "--platform", "loihi",
-                              "--platform", "h100", "--node", "7", "--out", out], capsys)  # fmt: skip
+                              "--platform", "h100", "--platform", "horowitz", "--node", "7",
+                              "--out", out], capsys)  # fmt: skip
     assert code == 0, err
     p = json.loads((out / "summary.json").read_text())["platforms"]
-    assert set(p["presets"]) == {"loihi", "h100"} and p["nodes"] == [7]
+    assert set(p["presets"]) == {"loihi", "h100", "horowitz"} and p["nodes"] == [7]
     assert {r["workload"] for r in p["results"]} == {"spikegpt", "spikegpt-counterfactual", "rwkv-twin",
                                                      "transformer-same-dims"}  # fmt: skip
     loihi = {r["workload"]: r for r in p["results"] if r["platform"] == "loihi"}
