@@ -786,9 +786,12 @@ def _print_summary(s: dict) -> None:
         c.print(escape(line))  # the verdict's generated sentences, as the report's box and the notebook show them
     if h.get("decode_sentence"):
         c.print(escape(h["decode_sentence"]))
+    from reports.labels import model_name
+
     int8 = (h.get("int8") or {}).get("comparator")
     ratios = ", ".join(
-        f"{k} {_num(v, '.2f')}x" + (" (int8 against fp32 SpikeGPT: cross-precision)" if k == int8 else "")
+        f"{model_name(k, short=True)} {_num(v, '.2f')}x"
+        + (" (int8 against fp32 SpikeGPT: cross-precision)" if k == int8 else "")
         for k, v in (h.get("ratio_as_executed") or {}).items()
     )
     c.print(f"energy per character, baseline / SpikeGPT, as executed: {ratios} (paper: {h['claim']}x fewer ops)")
