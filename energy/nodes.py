@@ -4,7 +4,9 @@ The factors live in ``energy/data/node_scaling.csv`` (the cost-table format, one
 number):
 
 - **logic** (every arithmetic primitive: add, mul, MAC, AC, exp, ...): Stillmaker & Baas
-  (Integration 58, 2017) fit the energy of each node as ``a*Vdd^2 + b*Vdd + c``; the factor
+  (Integration 58, 2017, Table 5) fit the energy of each node as ``a*Vdd^2 + b*Vdd + c``, one
+  device family at every node: ``SB_FAMILY`` (HP; the paper's single bulk fit at 65 nm and
+  above, where it has no HP/LP split; the LP rows are kept in the data file, unused); the factor
   from node X to node Y is ``E_Y(V) / E_X(V)`` at one fixed supply ``V`` (0.8 V, Accelergy's
   default), linear in nm between tabulated nodes. Past 7 nm, the vendor's step: TSMC N5 vs
   N7, about 30% less power at the same speed (x 0.70). Jouppi et al. (ISCA 2021) give 7 nm
@@ -33,6 +35,8 @@ NODES = (45, 28, 16, 7, 5)  # the --node choices
 BASE_NODE = 45  # Horowitz, ISSCC 2014
 MIN_NODE, MAX_NODE = 5, 130
 _SB_NODES = (130, 90, 65, 45, 32, 20, 16, 14, 10, 7)
+# one Stillmaker & Baas device family at every node (issue 22 item 9): the rows sb_hp_{a,b,c} of node_scaling.csv
+SB_FAMILY = "HP"
 MEMORY_RULE = (
     "assumption: SRAM between the published points (45 nm Horowitz, 7 nm Jouppi) moves the same fraction of "
     "its 45->7 nm way, on a log scale, as logic does; at 5 nm it stays at its 7 nm factor"
@@ -66,11 +70,11 @@ def vdd() -> float:
 
 
 def _sb_energy(node: float, v: float) -> float:
-    """Stillmaker & Baas relative energy at ``node`` (7-130 nm) and supply ``v``, linear in nm."""
+    """Stillmaker & Baas relative energy (``SB_FAMILY``) at ``node`` (7-130 nm) and supply ``v``, linear in nm."""
     t = node_table()
 
     def at(n: int) -> float:
-        a, b, c = (t.pj(k, f"{n}nm") for k in ("sb_a", "sb_b", "sb_c"))
+        a, b, c = (t.pj(f"sb_{SB_FAMILY.lower()}_{k}", f"{n}nm") for k in "abc")
         return a * v * v + b * v + c
 
     if node in _SB_NODES:
@@ -155,7 +159,8 @@ def node_factors(node: float, from_node: float = BASE_NODE, supply_v: float | No
         logic = chip_logic_factor(n, supply_v)
         lo = hi = logic
         basis = (
-            f"Stillmaker & Baas 2017 energy fits, from Horowitz's 45 nm at {node_table().pj('horowitz_vdd', '-'):g} V "
+            f"Stillmaker & Baas 2017 energy fits ({SB_FAMILY} family), from Horowitz's 45 nm at "
+            f"{node_table().pj('horowitz_vdd', '-'):g} V "
             f"to {n:g} nm at the chip's own {supply_v:g} V"
         )
         sram = {p: _sram_from_45(n, p) for p in SRAM_POINTS}
@@ -163,7 +168,9 @@ def node_factors(node: float, from_node: float = BASE_NODE, supply_v: float | No
         return NodeFactors(n, f, logic, (lo, hi), basis, sram, _dram_from_45(n), mem, "assumption")
     logic = logic_factor(n, f)
     lo = hi = logic
-    basis = f"Stillmaker & Baas 2017 energy fits at a fixed {vdd():g} V (Accelergy's default supply)"
+    basis = (
+        f"Stillmaker & Baas 2017 energy fits ({SB_FAMILY} family) at a fixed {vdd():g} V (Accelergy's default supply)"
+    )
     if n < 7:
         basis += "; below 7 nm x 0.70 (TSMC: N5 about 30% less power than N7 at the same speed)"
     if n == 7 and f == BASE_NODE:  # the only node where a second published set exists

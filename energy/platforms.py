@@ -58,7 +58,7 @@ import pandas as pd
 
 from energy.costs import BYTES_PER_VALUE, CostTable, load_costs
 from energy.estimate import MATRIX_KINDS, Accounting, account, counterfactual_inputs
-from energy.nodes import MEMORY_RULE, NODES, node_factors, scale_costs, vdd
+from energy.nodes import MEMORY_RULE, NODES, SB_FAMILY, node_factors, scale_costs, vdd
 from energy.rules import SPIKE_CLASSES
 from spikegpt.errors import SpikeEnergyError
 
@@ -108,8 +108,10 @@ CHOICES = (
      "real-time step"),
     ("chips: supply voltage", "energy/nodes.py chip_logic_factor", "each chip's fallback is scaled from Horowitz's "
      "45 nm at 0.9 V to the chip's node at its own supply (Loihi 0.75, TrueNorth 0.775, SpiNNaker 1.2, Tianjic "
-     "0.9 V; SpiNNaker 2: not stated, 0.8 V); the Stillmaker & Baas rows still mix device families (LP at 45 and "
-     "32 nm, HP below): the other family's coefficients were not verified here"),
+     "0.9 V; SpiNNaker 2: not stated, 0.8 V)"),
+    ("nodes: device family", "energy/data/node_scaling.csv sb_hp_*", "Stillmaker & Baas 2017 Table 5, one family at "
+     "every node: HP (high performance) from 45 to 7 nm, the paper's single bulk fit at 130-65 nm; the LP rows (the "
+     "45 and 32 nm rows used before, mixed with HP below) are kept in the data file, unused"),
     ("chips: static upper bounds", "energy/platforms.py price_neuromorphic", "where no static power is published "
      "(SpiNNaker, Tianjic), the whole chip's power over the step is listed as an upper bound and in the range, not "
      "in the default sum; SpiNNaker 2 has no bound"),
@@ -659,11 +661,13 @@ def evaluate(
         "capacity": cap,
         "node_factors": [node_factors(n).to_dict() for n in node_set if n >= 5],
         "node_basis": {
-            "logic": "Stillmaker & Baas 2017 energy fits (a*Vdd^2 + b*Vdd + c per node, as tabulated in Accelergy's "
-            f"hwcomponents) at a fixed {vdd():g} V, linear in nm between tabulated nodes; below 7 nm x 0.70 (TSMC: "
-            "N5 about 30% less power than N7 at the same speed); at 7 nm Jouppi et al. 2021 imply 0.30-0.35x (range)",
-            "sram": "Jouppi et al. 2021 Table 2 at 7 nm against Horowitz 2014 at 45 nm (published); other nodes: "
-            + MEMORY_RULE,
+            "logic": f"Stillmaker & Baas 2017 Table 5 energy fits, {SB_FAMILY} family at every node "
+            f"(a*Vdd^2 + b*Vdd + c per node; the single bulk fit at 130-65 nm) at a fixed {vdd():g} V, linear in nm "
+            "between tabulated nodes; below 7 nm x 0.70 (TSMC: N5 about 30% less power than N7 at the same speed); "
+            "at 7 nm Jouppi et al. 2021 imply 0.30-0.35x (range)",
+            "sram": "Jouppi et al. 2021 Table 2 at 7 nm against Horowitz 2014 at 45 nm (published; the page is not "
+            "verified here: the 7 nm values are as two public notes quote them, the primary PDF was not read); "
+            "other nodes: " + MEMORY_RULE,
             "dram": "1.0: the same DDR3/4 1.3-2.6 nJ per 64-bit read is published at 45 nm and at 7 nm",
         },
         "notes": notes(results, plats, {w.name: w.label for w in workloads}, cap),

@@ -2,6 +2,7 @@
 each checked against a hand computation from published numbers typed here."""
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -99,8 +100,37 @@ def _sb(a, b, c, v=0.8):
     return a * v * v + b * v + c
 
 
-SB45 = _sb(1.103, -0.362, 0.2767)  # Stillmaker & Baas 2017 fits (as in Accelergy's techscaling.py)
-SB7 = _sb(0.1776, -0.09097, 0.02447)
+# Stillmaker & Baas 2017 Table 5, the HP family (issue 22 item 9: one family at every node), as transcribed in
+# UCLA NanoCAD's nodeScale (depCoeffDict 'HP45' ... 'HP7'); HP20-HP7 and 130-65 nm as in Accelergy's hwcomponents,
+# HP32 and 65 nm as in the authors' erratum
+HP = {45: (1.018, -0.3107, 0.1539), 32: (0.8367, -0.4341, 0.1701), 20: (0.373, -0.1582, 0.04104),
+      16: (0.2958, -0.1241, 0.03024), 14: (0.2363, -0.09675, 0.02239), 7: (0.1776, -0.09097, 0.02447)}  # fmt: skip
+SB45 = _sb(*HP[45])
+SB7 = _sb(*HP[7])
+
+
+def test_node_scaling_uses_one_named_device_family():
+    df = nodes.node_table().df
+    coef = df[df.op.str.match(r"sb_[a-z]+_[abc]$")]
+    used = coef[coef["default"].astype(str).str.lower() != "no"]
+    # every row in use declares the same family, the one named, at every tabulated node (130 to 7 nm)
+    assert set(used.op.str.split("_").str[1]) == {nodes.SB_FAMILY.lower()} and nodes.SB_FAMILY == "HP"
+    assert sorted(used.dtype.unique()) == sorted(f"{n}nm" for n in (130, 90, 65, 45, 32, 20, 16, 14, 10, 7))
+    assert used.groupby("dtype").size().eq(3).all()
+    # the other family is kept for the record, out of use
+    assert set(coef[~coef.index.isin(used.index)].op.str.split("_").str[1]) == {"lp"}
+    # the authors' erratum works their own example from Table 5: HP 32 nm at 0.9 V 0.4571, 65 nm at 1.3 V 2.604
+    assert nodes._sb_energy(32, 0.9) == pytest.approx(0.4571, abs=5e-5)
+    assert nodes._sb_energy(65, 1.3) == pytest.approx(2.604, abs=5e-4)
+    # the 45 -> 7 nm and 45 -> 16 nm factors, by hand on the HP table at 0.8 V
+    assert nodes.logic_factor(7) == pytest.approx(SB7 / SB45)
+    assert nodes.logic_factor(16) == pytest.approx(_sb(*HP[16]) / SB45)
+    assert nodes.logic_factor(7, 14) == pytest.approx(SB7 / _sb(*HP[14]))
+    # the family is named where the factors are shown and in summary.json["assumptions"]
+    assert "HP family" in nodes.node_factors(7).logic_basis
+    assert "HP family" in nodes.node_factors(14, supply_v=0.75).logic_basis
+    choice = next(c for c in platforms.CHOICES if c[0] == "nodes: device family")
+    assert "HP (high performance)" in choice[2] and "at every node" in choice[2]
 
 
 def test_node_scaling_of_a_primitive_equals_the_published_factor():
@@ -111,7 +141,7 @@ def test_node_scaling_of_a_primitive_equals_the_published_factor():
     assert at7.primitives("fp32")["mac"] == pytest.approx(4.6 * SB7 / SB45)  # derived: mul + add, both scaled
     at5 = nodes.scale_costs(base, 5)  # TSMC: N5 about 30% less power than N7
     assert at5.pj("add", "fp32") == pytest.approx(0.9 * SB7 / SB45 * 0.70)
-    sb32, sb20 = _sb(0.9559, -0.7823, 0.471), _sb(0.373, -0.1582, 0.04104)
+    sb32, sb20 = _sb(*HP[32]), _sb(*HP[20])
     at28 = nodes.scale_costs(base, 28)  # 28 nm: a third of the way from 32 to 20 nm
     assert at28.pj("mul", "fp32") == pytest.approx(3.7 * (sb32 * 2 / 3 + sb20 / 3) / SB45)
     # memory has its own factor: Jouppi et al. 2021 Table 2 at 7 nm; DRAM does not scale
@@ -120,7 +150,8 @@ def test_node_scaling_of_a_primitive_equals_the_published_factor():
     assert at7.pj("dram_read", "64b") == pytest.approx(base.pj("dram_read", "64b"))
     pd.testing.assert_frame_equal(base.df, before)  # a new table, the original untouched
     assert nodes.scale_costs(base, 45).pj("exp", "fp32") == pytest.approx(base.pj("exp", "fp32"))
-    assert 0.17 < nodes.node_factors(16).logic < 0.18  # the facts page's "about 0.17 at 16 nm"
+    # the facts page's "about 0.17 at 16 nm" was Accelergy's mixed table (LP at 45 nm); on the HP family alone 0.216
+    assert nodes.node_factors(16).logic == pytest.approx(_sb(*HP[16]) / SB45)
     lo, hi = nodes.node_factors(7).logic_range
     assert lo == pytest.approx(SB7 / SB45) and hi == pytest.approx(1.31 / 3.7)  # Jouppi's fp32 multiply
 
@@ -151,7 +182,7 @@ def test_tiny_model_platform_energy_equals_hand_computation(prof):
     assert r["events_per_token"]["synaptic_events"] == pytest.approx(syn)
     # nothing lost, nothing counted twice: fallback + the replaced digital rows = all on a 14 nm digital chip at
     # Loihi's own 0.75 V (issue 22 item 9: each chip its own supply, from Horowitz's 45 nm at 0.9 V)
-    f14 = _sb(0.2363, -0.09675, 0.02239, 0.75) / _sb(1.103, -0.362, 0.2767, 0.9)
+    f14 = _sb(*HP[14], 0.75) / _sb(*HP[45], 0.9)
     assert nodes.chip_logic_factor(14, 0.75) == pytest.approx(f14)
     at14 = nodes.scale_costs(load_costs(), 14, 0.75)
     whole = scenario_energy("as_executed_memory", prof.ops, prof.layers, at14)
@@ -328,6 +359,27 @@ def test_truenorth_charges_b_events_per_b_bit_weight_and_shows_its_static_range(
     assert any("upper bound" in x for x in r["left_out"])
     unverified = tn.table.df[tn.table.df.status == "unverified"]
     assert set(unverified.op) == {"static_power_chip"} and (unverified["default"] == "no").all()
+
+
+def test_figures_verified_since_and_those_still_unverified_are_marked():
+    """Issue 22's figures left marked: Sharp et al. 2012's 43 nJ per PSP is read in its abstract (published, not the
+    default); Davies 2018 Table 2's per-op times are kept beside SANA-FE's silicon-fitted defaults (one secondary
+    transcription); TrueNorth's 42 mW and the page of Jouppi's 7 nm table stay unverified, and say so."""
+    sp = load_platform("spinnaker").table.df
+    sharp = sp[(sp.op == "synaptic_op") & (sp.pj == 43000)].iloc[0]
+    assert sharp.status == "published" and "abstract" in sharp.table and sharp["default"] == "no"
+    loihi = load_platform("loihi")
+    assert loihi.value("time_synaptic_op") == 3.8 and loihi.value("time_neuron_update") == 9.7  # defaults unchanged
+    for op, ns in (("time_synaptic_op", 3.5), ("time_neuron_update", 8.4)):
+        alt = loihi.table.rows(op)
+        row = alt[alt.pj == ns].iloc[0]
+        assert row["default"] == "no" and "Davies" in row.source and "Table 2" in row.table
+    tn = load_platform("truenorth").table.df
+    assert tn.loc[(tn.op == "static_power_chip") & (tn.pj == 42), "status"].item() == "unverified"
+    jouppi = nodes.node_table().df
+    assert jouppi[jouppi.source.str.startswith("Jouppi")].table.str.contains("page not verified").all()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "42 mW" in readme and "`unverified`" in readme and "Jouppi et al. 2021 Table 2" in readme
 
 
 def test_spinnaker2_default_pairs_figures_of_one_chip_and_shows_the_range_in_its_row(prof):
