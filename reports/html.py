@@ -406,6 +406,9 @@ GLOSSARY = {
     "token's normalised residual stream, x_t·μ + x_(t−1)·(1 − μ), a float",
     "r · WKV": "the time mix's output gate: the receptance σ(R·x) times the WKV recurrence's output, a float",
     "aten": "PyTorch's operator library: every tensor operation the model runs is an aten call",
+    "Shapley": "a factor's Shapley share is its multiplicative part of the gap: exp of its Shapley value of the log "
+    "ratio, its effect averaged over every order in which the steps can be taken; the shares multiply to the whole "
+    "gap, whatever the order",
 }
 
 

@@ -662,3 +662,10 @@ def test_cli_summary_names_the_metric_and_the_stripped_twins_quality(summary, ca
     line = next(x for x in out.splitlines() if x.startswith("energy per character"))
     assert "stripped twin (7.13 bits/char) 1.01x" in line
     assert "in pJ" in line and "fewer ops" not in line and "energy-weighted operations" in line
+
+
+def test_shapley_is_explained_where_the_verdict_uses_it():
+    from reports.html import glossary
+
+    terms = dict(glossary("the largest factors (Shapley shares) are projections read floats (×0.32)"))
+    assert "Shapley" in terms and "multiply to the whole gap" in terms["Shapley"]
