@@ -353,8 +353,8 @@ def decode_sentences(decode: dict) -> dict[str, str]:
             what = f"{said['as_executed']}, as executed and with memory traffic alike"
         else:
             what = f"{said['as_executed']} as executed; with memory traffic it {said['as_executed_memory']}"
-        out[name] = (f"Generating one token at a time against SpikeGPT's fixed cost per token, "
-                     f"{_comparator_words(name)} {what}.")  # fmt: skip
+        out[name] = (f"Generating one token at a time (batch 1, energy per generated token in pJ) against "
+                     f"SpikeGPT's fixed cost per token, {_comparator_words(name)} {what}.")  # fmt: skip
     return out
 
 

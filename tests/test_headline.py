@@ -240,6 +240,7 @@ def test_every_comparator_gets_its_decode_sentence():
         "ReLU² same-size transformer is cheaper up to position 117 and costs more from 118 on as executed"
         in (s["transformer-same-dims-relu"])
     )
+    assert all("(batch 1, energy per generated token in pJ)" in x for x in s.values())  # its metric, named
     both = decode_sentence(decode, "transformer-same-dims-relu")
     assert both.index("ReLU²") < both.index("the same-size transformer costs")
 

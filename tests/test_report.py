@@ -591,6 +591,10 @@ def test_prefill_figure_draws_the_summarys_ratios_beside_the_decode_curves(repor
     for label, s in series.items():
         assert list(drawn[label].get_xdata()) == pre["contexts"]
         assert list(drawn[label].get_ydata()) == pytest.approx(pre["ratio"][s["scenario"]], rel=1e-12)
+    for mark, key in ((ctx_len, "ctx_len"), (run_T, "run")):  # the curve passes through the marked contexts,
+        i = pre["contexts"].index(mark)  # where it equals the ratios the verdict's first sentence states
+        for scen in ("as_executed", "as_executed_memory"):
+            assert pre["ratio"][scen][i] == pytest.approx(summary["headline"]["context_ratios"][key][scen], rel=1e-9)
     vertical = {float(line.get_xdata()[0]) for line in ax.get_lines() if line.get_label().endswith(" tokens")}
     assert vertical == {float(run_T), float(ctx_len)}
     assert any(line.get_label().startswith("1×") and line.get_ydata()[0] == 1 for line in ax.get_lines())
