@@ -176,11 +176,13 @@ def at_context(baseline, context: float, keys: float | None = None):
 
 
 def context_curve(baseline, spikegpt_pj: dict[str, float], costs: CostTable, precision: str, zero_skipping=True,
-                  contexts=None, batch: int = 1) -> dict:  # fmt: skip
+                  contexts=None, batch: int = 1, marks=()) -> dict:  # fmt: skip
     """Prefill: the comparator's energy per token on sequences of each context, and its ratio to SpikeGPT's
-    (which does not depend on the context), as executed and with memory traffic."""
+    (which does not depend on the context), as executed and with memory traffic. ``marks``: contexts the curve
+    must pass through besides its own (e.g. the checkpoint's training context, marked in the report)."""
     T = baseline.context
-    contexts = contexts or sorted({int(round(x)) for x in np.geomspace(1, max(T, 2) * 2, 24)} | {T})
+    marked = {int(m) for m in marks if m and m > 0}
+    contexts = contexts or sorted({int(round(x)) for x in np.geomspace(1, max(T, 2) * 2, 24)} | {T} | marked)
     out = {"contexts": contexts, "energy_pj": {}, "ratio": {}}
     for scen, acc in (("as_executed", Accounting(zero_skipping=zero_skipping)),
                       ("as_executed_memory", Accounting(memory="sram", zero_skipping=zero_skipping))):  # fmt: skip

@@ -256,46 +256,75 @@ def verdict_sentences(h: dict, model: dict, claim: float, comparator: str | None
     ctx_len = ctx.get("ctx_len")
     docs = ctx.get("documents", 1)
     where = f"at {run_T:,} tokens" + (f", the token-weighted length of {docs:,} documents" if docs > 1 else "")
-    s1 = f"This is {who}; it uses {less(e['as_executed'])} energy than a same-size transformer {where}"
+    # every figure names its metric and its context (issue 20, second review)
+    s1 = (f"This is {who}; it uses {less(e['as_executed'])} energy per token (pJ as executed, without memory "
+          f"traffic) than a same-size transformer {where}")  # fmt: skip
     if at_ctx is not None and ctx_len and ctx_len != run_T:
-        s1 += f", {less(at_ctx)} at its {ctx_len:,}-token training context"
+        s1 += f", {less(at_ctx)} with the transformer at the checkpoint's {ctx_len:,}-token training context"
     elif ctx_len and ctx_len == run_T:
-        s1 += ", its training context"
+        s1 += ", the checkpoint's training context"
     out = [s1 + "."]
     if d:
         verdict = "holds" if d["holds"] else "does not hold"
+        pc = d.get("paper_figure_context")
+        at_pc = f" at its {pc:,}-token training context" if pc and pc != run_T else ""
         out.append(
             f"The paper's {claim:g}× {verdict} here: in its own metric, energy-weighted operations, its accounting "
-            f"predicts {d['paper_figure']:.1f}× for this model and {d['measured_paper_metric']:.2f}× is measured."
+            f"predicts {d['paper_figure']:.1f}× for this model{at_pc} and {d['measured_paper_metric']:.2f}× is "
+            f"measured at {run_T:,} tokens."
         )
-        big = [r for r in d["factors"] if abs(math.log(r["share"])) >= math.log(1.05)][:3]
-        if big:
-            named = ", ".join(f"{r['factor']} ({_share(r['share'])})" for r in big)
-            alone = [r["factor"] for r in d["factors"] if r["alone_restores_paper_figure"]]
-            if d["holds"]:
-                tail = ""
-            elif alone:
-                tail = f"; removing {alone[0]} alone would restore the paper's figure"
-            else:
-                tail = "; no single factor alone explains the gap"
-            out.append(f"The largest factors from the paper's figure to the measured one are {named}{tail}.")
+        out.extend(factor_sentence(d, run_T))
     fair = []
     i8 = h.get("int8")
     if i8 and i8.get("ratio"):
-        fair.append(f"with both at int8, SpikeGPT uses {less(i8['ratio'])} energy than the same-size transformer")
+        fair.append(f"with both at int8, SpikeGPT uses {less(i8['ratio'])} energy per token than the same-size "
+                    f"transformer at {run_T:,} tokens")  # fmt: skip
     t = (h.get("twins") or {}).get("trained")
     mine = f" against SpikeGPT's {h['bpc']:.2f}" if h.get("bpc") is not None else ""
     if t and t.get("ratio"):
-        fair.append(f"it uses {less(t['ratio']['as_executed'])} energy than the trained twin, which reaches "
-                    f"{t['bpc']:.2f} bits/char{mine}")  # fmt: skip
+        fair.append(f"it uses {less(t['ratio']['as_executed'])} energy per character than the trained twin, which "
+                    f"reaches {t['bpc']:.2f} bits/char{mine}")  # fmt: skip
     elif (h.get("twins") or {}).get("stripped"):
         s = h["twins"]["stripped"]
         bpc = f"{s['bpc']:.2f} bits/char{mine}" if s.get("bpc") is not None else "bits/char not measured"
-        fair.append(f"it uses {less(s['ratio']['as_executed'])} energy than the stripped twin, which is untrained "
-                    f"and reaches {bpc}")  # fmt: skip
+        fair.append(f"it uses {less(s['ratio']['as_executed'])} energy per character than the stripped twin, which "
+                    f"is untrained and reaches {bpc}")  # fmt: skip
     if fair:
-        out.append("Fairer comparisons: " + "; ".join(fair) + ".")
+        out.append("Other comparisons, in pJ as executed (without memory traffic): " + "; ".join(fair) + ".")
     return out
+
+
+def factor_sentence(d: dict, run_T: int) -> list[str]:
+    """The largest factors of the gap, from its Shapley decomposition: the two ends named with their metrics,
+    each factor with its multiplicative share and the direction it moves the ratio, and what removing one
+    factor alone would give (the largest ratio without any one of them)."""
+    big = [r for r in d["factors"] if abs(math.log(r["share"])) >= math.log(1.05)][:3]
+    if not big:
+        return []
+    down = [f"{r['factor']} ({_share(r['share'])})" for r in big if r["share"] < 1]
+    up = [f"{r['factor']} ({_share(r['share'])})" for r in big if r["share"] > 1]
+    moves = [f"{_and(down)}, which lower{'s' if len(down) == 1 else ''} it" if down else "",
+             f"{_and(up)}, which raise{'s' if len(up) == 1 else ''} it" if up else ""]  # fmt: skip
+    s = (f"From the paper's {d['paper_figure']:.1f}× to the measured {d['measured_as_executed_memory']:.2f}× (energy "
+         f"per token in pJ as executed with memory traffic, at {run_T:,} tokens), the largest factors (Shapley "
+         f"shares) are {', and '.join(m for m in moves if m)}")  # fmt: skip
+    if not d["holds"]:
+        alone = [r for r in d["factors"] if r["alone_restores_paper_figure"]]
+        if alone:
+            r = alone[0]
+            s += (f"; removing {r['factor']} alone would restore the paper's figure "
+                  f"({r['ratio_without_it']:.2f}× without it)")  # fmt: skip
+        elif d["factors"] and all("ratio_without_it" in r for r in d["factors"]):
+            best = max(d["factors"], key=lambda r: r["ratio_without_it"])
+            s += (f"; removing any one factor alone leaves at most {best['ratio_without_it']:.2f}× (without "
+                  f"{best['factor']}), short of {d['paper_figure']:.1f}×")  # fmt: skip
+        else:
+            s += "; no single factor alone restores the paper's figure"
+    return [s + "."]
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _comparator_words(name: str) -> str:
@@ -324,8 +353,8 @@ def decode_sentences(decode: dict) -> dict[str, str]:
             what = f"{said['as_executed']}, as executed and with memory traffic alike"
         else:
             what = f"{said['as_executed']} as executed; with memory traffic it {said['as_executed_memory']}"
-        out[name] = (f"Generating one token at a time against SpikeGPT's fixed cost per token, "
-                     f"{_comparator_words(name)} {what}.")  # fmt: skip
+        out[name] = (f"Generating one token at a time (batch 1, energy per generated token in pJ) against "
+                     f"SpikeGPT's fixed cost per token, {_comparator_words(name)} {what}.")  # fmt: skip
     return out
 
 

@@ -639,7 +639,7 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
         context_ratios = {k: {s: curve["ratio"][s][i] for s in curve["ratio"]} | {"context": curve["contexts"][i]}
                           for i, k in enumerate(("ctx_len", "run"))}  # fmt: skip
         decode["prefill"] = {**context_curve(b, e_tot, r.costs, job.precision, job.zero_skipping,
-                                             batch=p.meta["batch"]), "comparator": ref,
+                                             batch=p.meta["batch"], marks=(cfg.ctx_len,)), "comparator": ref,
                              "what": "prefill: the comparator's energy per token over sequences of each length (its "
                              "attention in closed form), against SpikeGPT's, which does not depend on it"}  # fmt: skip
         if f"{ref}-int8" in base:

@@ -172,6 +172,7 @@ FIGURE_SPECS = (  # key, title, format, the ``reports.plots`` function that draw
     ("energy_by_scenario", "Energy per token by scenario", "svg", "energy_by_scenario"),
     ("baselines", "SpikeGPT and the baselines", "svg", "baseline_comparison"),
     ("decode", "Decode mode", "svg", "decode_curves"),
+    ("prefill", "Prefill ratio by context", "svg", "prefill_ratio"),
     ("pareto", "Quality against energy", "svg", "pareto"),
     ("waterfall", "Audit waterfall", "svg", "audit_waterfall"),
     ("sensitivity", "Sensitivity to the firing rate", "svg", "sensitivity_curves"),
@@ -206,6 +207,9 @@ def _figure_arguments(s: Mapping) -> dict[str, tuple[tuple, dict]]:
         "baselines": ((s.get("energy_pj_per_char") or {}, base_per_char,
                        {**(s.get("scenarios") or {}), **SCALE_LABELS}), {"unit": "character"}),
         "decode": ((s.get("decode") or {},), {}),
+        "prefill": (((s.get("decode") or {}).get("prefill") or {},
+                     ((s.get("headline") or {}).get("context") or {}).get("comparator"),
+                     (s.get("model") or {}).get("ctx_len"), claim), {}),
         "pareto": ((s.get("variants") or {},), {}),
         "waterfall": ((audit.get("waterfall") or [], claim), {}),
         "sensitivity": ((by_rate, claim, firing.get("overall")), {}),
@@ -343,6 +347,9 @@ def headline(s: Mapping) -> dict:
         "comparator": h.get("comparator") or h.get("reference"),
         "twin": h.get("twin") or _twin(s),
         "op_ratio": h.get("op_ratio"),
+        # the verdict's figure: the measured ratio in the paper's metric (energy-weighted operations)
+        "weighted_ratio": (h.get("paper_metric") or {}).get("measured_paper_metric"),
+        "run_context": _finite((h.get("context") or {}).get("comparator")),
         "energy_ex": energy.get("as_executed"),
         "energy_mem": energy.get("as_executed_memory"),
         "twin_label": _twin_label(h),
@@ -399,6 +406,9 @@ GLOSSARY = {
     "token's normalised residual stream, x_t·μ + x_(t−1)·(1 − μ), a float",
     "r · WKV": "the time mix's output gate: the receptance σ(R·x) times the WKV recurrence's output, a float",
     "aten": "PyTorch's operator library: every tensor operation the model runs is an aten call",
+    "Shapley": "a factor's Shapley share is its multiplicative part of the gap: exp of its Shapley value of the log "
+    "ratio, its effect averaged over every order in which the steps can be taken; the shares multiply to the whole "
+    "gap, whatever the order",
 }
 
 
@@ -848,7 +858,7 @@ def section_lines(s: Mapping, c: Mapping) -> dict[str, str]:
         "baselines": _one([
             f"the same-size transformer costs {ratio(h.get('energy_ratio', {}).get('as_executed'))} SpikeGPT's "
             "energy as executed" if (h.get("energy_ratio") or {}).get("as_executed") is not None else "",
-            f"the stripped twin {ratio(h.get('twin_ratio', {}).get('as_executed'))}"
+            f"the {_twin_label(h) or 'stripped twin'} {ratio(h.get('twin_ratio', {}).get('as_executed'))}"
             if (h.get("twin_ratio") or {}).get("as_executed") is not None else "",
             "models of other sizes per character; decode" if c["baseline_rows"] else "no baselines were run",
         ]),

@@ -792,6 +792,84 @@ def decode_curves(decode: Mapping) -> Figure:
     return fig
 
 
+PREFILL_SCENARIOS = (("as_executed", "as executed", "-"), ("as_executed_memory", "as executed + memory (SRAM)", "--"))
+
+
+def prefill_series(prefill: Mapping) -> dict[str, dict[str, list]]:
+    """The prefill ratio curves to draw: ``"<comparator>, <scenario label>"`` -> {"contexts", "ratio"}, the
+    points with a finite ratio, in the summary's order. ``prefill``: summary["decode"]["prefill"], either one
+    comparator's curve ({"comparator", "contexts", "ratio": {scenario: [...]}}) or {name: such a curve}."""
+    curves = {prefill.get("comparator") or "comparator": prefill} if "contexts" in prefill else dict(prefill)
+    out = {}
+    for name, c in curves.items():
+        if not isinstance(c, Mapping):
+            continue
+        contexts = list(c.get("contexts") or [])
+        for scen, label, _ls in PREFILL_SCENARIOS:
+            ys = list((c.get("ratio") or {}).get(scen) or [])
+            pts = [(x, _num(y)) for x, y in zip(contexts, ys) if _num(x) and _num(y) is not None and _num(y) > 0]
+            if pts:
+                out[f"{model_name(name, short=True)}, {label}"] = {
+                    "comparator": name,
+                    "scenario": scen,
+                    "contexts": [p[0] for p in pts],
+                    "ratio": [p[1] for p in pts],
+                }
+    return out
+
+
+@_styled
+def prefill_ratio(
+    prefill: Mapping, run_context: float | None = None, ctx_len: float | None = None, claim: float = PAPER_CLAIM
+) -> Figure:
+    """Prefill: each comparator's energy per token over whole sequences of T tokens, over SpikeGPT's (which
+    does not depend on T), against T (log-log), as executed and with memory traffic; the run's context and
+    the checkpoint's training context as vertical lines, parity (1×) and the paper's claim as horizontal ones
+    (the claim only when it falls within the curves' range; otherwise a note says where it lies)."""
+    series = prefill_series(prefill or {})
+    if not series:
+        raise NoData("no prefill ratio in this summary")
+    fig = Figure(figsize=(WIDTH, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    names = list(dict.fromkeys(s["comparator"] for s in series.values()))
+    ys, xs = [], []
+    for label, s in series.items():
+        ls = dict((k, v) for k, _l, v in PREFILL_SCENARIOS)[s["scenario"]]
+        ax.plot(s["contexts"], s["ratio"], lw=1.8, ls=ls, marker="o", ms=2.5, label=label,
+                color=model_color(s["comparator"], names.index(s["comparator"])))  # fmt: skip
+        ys.extend(s["ratio"])
+        xs.extend(s["contexts"])
+    lo, hi = min(ys + [1.0]), max(ys + [1.0])
+    ax.axhline(1.0, color=INK, lw=0.9, label="1× (parity: equal energy per token)")
+    note = None
+    if lo / 1.3 <= claim <= hi * 1.3:
+        ax.axhline(claim, color=CLAIM, ls="--", lw=1.3, label=f"paper: {claim:g}×")
+        hi = max(hi, claim)
+    else:
+        note = f"the paper's {claim:g}× lies {'above' if claim > hi else 'below'} this range"
+    marks = ((ctx_len, "checkpoint's training context", "training", MUTED),
+             (run_context, "this run's context", "this run", INK))  # fmt: skip
+    for x, what, short, color in marks:
+        if _num(x):
+            ax.axvline(float(x), color=color, lw=1.1, ls=":", label=f"{what}: {float(x):,.0f} tokens")
+            ax.text(float(x), 0.97, f" T = {float(x):,.0f}\n ({short})", transform=ax.get_xaxis_transform(),
+                    ha="left", va="top", fontsize=7.5, color=color)  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _log_axis(ax.xaxis)
+    _log_axis(ax.yaxis, _times_tick)
+    ax.set_ylim(lo / 1.3, hi * 1.3)
+    _dense_log_ticks(ax.yaxis, lo / 1.3, hi * 1.3)
+    ax.set_xlabel("comparator's context T: tokens per sequence (log scale)")
+    who = model_name(names[0], short=True) if len(names) == 1 else "comparator"
+    ax.set_ylabel(f"{who} / SpikeGPT\nenergy per token (pJ / pJ, log scale)")
+    ax.set_title("Prefill: the energy ratio against the comparator's context")
+    if note:
+        ax.text(0.01, 0.98, note, transform=ax.transAxes, ha="left", va="top", fontsize=8, color=CLAIM)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
+    return fig
+
+
 @_styled
 def platform_energy(rows: Sequence[Mapping], labels: Mapping[str, str]) -> Figure:
     """Energy per token of each workload on each platform (and node), log scale, and beside it, on a linear

@@ -566,3 +566,110 @@ def test_pareto_table_fits_80_columns(capsys):
     assert max(len(line) for line in out.splitlines()) <= 80 and "…" not in out
     assert "1.23 M" in out and "7.5 µJ" in out and "63 µJ" in out and "loihi 14 nm" in out
     assert "trained twin" in out and "twin (twin)" not in out
+
+
+# ---------------------------------------------------------------------------- issue 20: the second review
+
+
+def test_prefill_figure_draws_the_summarys_ratios_beside_the_decode_curves(report, summary):
+    """Item D: the prefill ratio (comparator / SpikeGPT energy per token against the comparator's context) is a
+    figure, inlined next to the decode curves; the lines it draws are summary["decode"]["prefill"] point for
+    point, with the run's context and the checkpoint's training context as vertical lines and parity at 1."""
+    from reports.plots import prefill_ratio, prefill_series
+
+    pre = summary["decode"]["prefill"]
+    run_T = summary["headline"]["context"]["comparator"]
+    ctx_len = summary["model"]["ctx_len"]
+    series = prefill_series(pre)
+    assert {s["scenario"] for s in series.values()} == {"as_executed", "as_executed_memory"}
+    for s in series.values():
+        assert s["comparator"] == pre["comparator"]
+        assert s["contexts"] == pre["contexts"] and s["ratio"] == pre["ratio"][s["scenario"]]
+    fig = prefill_ratio(pre, run_T, ctx_len, 32.2)
+    ax = fig.axes[0]
+    drawn = {line.get_label(): line for line in ax.get_lines()}
+    for label, s in series.items():
+        assert list(drawn[label].get_xdata()) == pre["contexts"]
+        assert list(drawn[label].get_ydata()) == pytest.approx(pre["ratio"][s["scenario"]], rel=1e-12)
+    for mark, key in ((ctx_len, "ctx_len"), (run_T, "run")):  # the curve passes through the marked contexts,
+        i = pre["contexts"].index(mark)  # where it equals the ratios the verdict's first sentence states
+        for scen in ("as_executed", "as_executed_memory"):
+            assert pre["ratio"][scen][i] == pytest.approx(summary["headline"]["context_ratios"][key][scen], rel=1e-9)
+    vertical = {float(line.get_xdata()[0]) for line in ax.get_lines() if line.get_label().endswith(" tokens")}
+    assert vertical == {float(run_T), float(ctx_len)}
+    assert any(line.get_label().startswith("1×") and line.get_ydata()[0] == 1 for line in ax.get_lines())
+    assert ax.get_xscale() == "log" and "pJ / pJ" in ax.get_ylabel() and "context" in ax.get_xlabel()
+    sec = _section(report, "baselines")
+    decode_at, prefill_at = sec.index('alt="Decode mode"'), sec.index('alt="Prefill ratio by context"')
+    assert decode_at < prefill_at  # beside the decode curves, in the same section
+    img = re.search(r'<img src="([^"]+)" alt="Prefill ratio by context"', sec).group(1)
+    assert img.startswith("data:image/svg+xml;base64,")  # inlined: the report stays self-contained
+    prefill = sec[sec.index('id="prefill"') :]
+    assert "same-size transformer / SpikeGPT energy per token (pJ / pJ)" in prefill  # the caption, not a raw key
+
+
+def test_prefill_figure_marks_the_claim_only_within_its_range():
+    from reports.plots import prefill_ratio
+
+    pre = {"comparator": "transformer-same-dims", "contexts": [1, 10, 100], "ratio": {"as_executed": [1.1, 2, 40]}}
+    labels = [line.get_label() for line in prefill_ratio(pre, 100, 10).axes[0].get_lines()]
+    assert "paper: 32.2×" in labels
+    pre["ratio"]["as_executed"] = [1.1, 1.5, 2.0]
+    ax = prefill_ratio(pre, 100, 10).axes[0]
+    assert "paper: 32.2×" not in [line.get_label() for line in ax.get_lines()]
+    assert any("32.2× lies above this range" in t.get_text() for t in ax.texts)
+
+
+def test_comparator_card_shows_the_verdicts_metric(report, summary):
+    """The same-size transformer's card shows the verdict's figure (energy-weighted operations, the paper's
+    metric) as its main number, named; the plain operation ratio and the energy ratios are secondary, each
+    labelled with its metric, so that no two numbers of different metrics read as the same claim."""
+    from reports.html import ratio_short
+
+    h = summary["headline"]
+    weighted = h["paper_metric"]["measured_paper_metric"]
+    card = re.search(r'id="card-comparator">(.*?)</div></div>', report, re.S).group(1)
+    main = re.search(r'<div class="v">(.*?)</div>', card, re.S).group(1)
+    assert main == f"{ratio_short(weighted)} <small>energy-weighted ops</small>"
+    sub = re.search(r'<div class="sub">(.*)', card, re.S).group(1)
+    assert f"plain ops (MACs + ACs, unweighted): {ratio(h['op_ratio'])}" in sub
+    assert f"energy (pJ): {ratio(h['energy_ratio']['as_executed'])} as executed" in sub
+    assert f"at {h['context']['comparator']:,} tokens" in sub
+    assert "Operations are MACs + ACs as the paper counts them" not in _section(report, "verdict")
+
+
+def test_baselines_line_names_the_twin_the_headline_uses(summary):
+    """The closed line of the baselines section named the headline's twin ratio 'the stripped twin' even when
+    it was the trained twin's."""
+    from reports.html import context
+
+    s = copy.deepcopy(summary)
+    s["headline"]["twin_used"] = "trained twin"
+    s["headline"]["twins"] = {"trained": {"bpc": 2.506, "ratio": {"as_executed": 0.9567}},
+                              "stripped": {"bpc": 7.13, "ratio": {"as_executed": 1.01}}}  # fmt: skip
+    s["headline"]["twin_ratio"] = {"as_executed": 0.9567, "as_executed_memory": 0.95}
+    line = context(s)["lines"]["baselines"]
+    assert "the trained twin (2.51 bits/char) 0.96×" in line and "stripped" not in line
+
+
+def test_cli_summary_names_the_metric_and_the_stripped_twins_quality(summary, capsys, monkeypatch):
+    """The CLI's per-character line set the paper's "32.2x fewer ops" beside energy ratios as if one metric, and
+    named the stripped twin without its bits per character."""
+    from energy.cli import _print_summary
+
+    monkeypatch.setenv("COLUMNS", "400")  # one line per paragraph, so the phrases can be found whole
+    s = copy.deepcopy(summary)
+    s["headline"]["twins"] = {"stripped": {"bpc": 7.13, "ratio": {"as_executed": 1.01}}}
+    s["headline"]["ratio_as_executed"] = {"rwkv-twin": 1.01, "transformer-same-dims": 2.24}
+    _print_summary(s)
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("energy per character"))
+    assert "stripped twin (7.13 bits/char) 1.01x" in line
+    assert "in pJ" in line and "fewer ops" not in line and "energy-weighted operations" in line
+
+
+def test_shapley_is_explained_where_the_verdict_uses_it():
+    from reports.html import glossary
+
+    terms = dict(glossary("the largest factors (Shapley shares) are projections read floats (×0.32)"))
+    assert "Shapley" in terms and "multiply to the whole gap" in terms["Shapley"]
