@@ -10,6 +10,15 @@ cold = an empty cache directory (``XDG_CACHE_HOME`` pointed at a new folder), wa
 cache filled by a previous run. Take the numbers on an otherwise idle machine: these
 machines are shared, and the profiled pass suffers from a busy core (issue 15).
 Target (issue 15): at most 8 s warm on a quiet machine.
+
+Where the warm run's time goes (issue 24, target 5: warm at most 2x its own profiling pass): the stage
+timers of summary.json (``imports_s`` of the pipeline and the report, ``load_s``, ``profile_s`` (the
+profiling pass, ``profile_pass_s``, and its counting), ``baselines_s``, ``stripped_twin_s``, ``audit_s``,
+``intervals_s``, ``variants_s``, ``summary_s`` (of which ``summary_baselines_s``, ``summary_decode_s``:
+decode and prefill curves, ``summary_platforms_s``: the chips), ``write_csv_s``, ``write_report_s``: the
+figures and report.html) and what no timer covers (the interpreter, ``energy.cli``'s imports, option
+parsing, the printed summary), with the ratio warm wall / profiling pass. ``--warm-only`` skips the cold runs
+(the user's own cache: one untimed run fills it first).
 """
 
 from __future__ import annotations
@@ -40,10 +49,41 @@ def run_once(cache_home: Path, out: Path, threads: int, extra: list[str]) -> dic
     return {"wall_s": wall, **{k: v for k, v in timings.items() if isinstance(v, (int, float))}}
 
 
+# the warm run's stages, in the order they run: (key in timings_s, label); the nested ones are indented
+BREAKDOWN = (
+    ("imports_s", "imports (pipeline, report)"), ("load_s", "load"), ("profile_s", "profile"),
+    ("profile_pass_s", "  profiling pass"), ("baselines_s", "baselines"), ("stripped_twin_s", "stripped twin"),
+    ("audit_s", "audit"), ("intervals_s", "intervals/bootstrap"), ("variants_s", "variants"),
+    ("summary_s", "summary (accounting)"), ("summary_baselines_s", "  baselines priced"),
+    ("summary_decode_s", "  decode + prefill curves"), ("summary_platforms_s", "  chips"),
+    ("write_csv_s", "write CSVs"), ("write_report_s", "figures + report.html"),
+)  # fmt: skip
+
+
+def breakdown(runs: list[dict]) -> None:
+    """Median of each stage over ``runs``, its share of the wall time, what no timer covers, and the ratio."""
+    med = {k: statistics.median(r.get(k, float("nan")) for r in runs) for k in ("wall_s", *dict(BREAKDOWN))}
+    wall = med["wall_s"]
+    print(f"\nwarm run, where the time goes (median of {len(runs)})")
+    print(f"{'stage':<30}{'seconds':>9}{'share':>8}")
+    covered = 0.0
+    for key, label in BREAKDOWN:
+        v = med[key]
+        if v == v and not label.startswith(" "):
+            covered += v
+        print(f"{label:<30}{v:>9.2f}{v / wall:>8.1%}")
+    other = wall - covered
+    print(f"{'untimed (python, cli, print)':<30}{other:>9.2f}{other / wall:>8.1%}")
+    print(f"{'wall':<30}{wall:>9.2f}")
+    ratio = wall / med["profile_pass_s"]
+    print(f"warm wall / profiling pass: {ratio:.2f} (target <= 2)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3, help="cold/warm pairs (median reported; default 3)")
     p.add_argument("--threads", type=int, default=2, help="OMP/MKL threads of the runs (default 2)")
+    p.add_argument("--warm-only", action="store_true", help="warm runs only, on the user's own cache")
     p.add_argument("extra", nargs="*", help="extra options for spike-energy profile (after --)")
     a = p.parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -51,6 +91,16 @@ def main() -> None:
     cold, warm = [], []
     with tempfile.TemporaryDirectory(prefix="spike-energy-bench-cli-") as tmp:
         tmp = Path(tmp)
+        if a.warm_only:
+            home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+            run_once(home, tmp / "fill", a.threads, a.extra)  # untimed: fills the cache if it is not yet
+            for i in range(a.repeats):
+                warm.append(run_once(home, tmp / f"warm-{i}", a.threads, a.extra))
+                print(f"  warm {i + 1}: {warm[-1]['wall_s']:.1f} s", flush=True)
+            breakdown(warm)
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            print(f"load average after: {load:.2f}")
+            return
         for i in range(a.repeats):
             cache = tmp / f"cache-{i}"  # empty: cold
             cold.append(run_once(cache, tmp / f"cold-{i}", a.threads, a.extra))
@@ -62,6 +112,7 @@ def main() -> None:
     for k in keys:
         c, w = statistics.median(r[k] for r in cold), statistics.median(r[k] for r in warm)
         print(f"{k:<18}{c:>10.2f}{w:>10.2f}{c - w:>14.2f}")
+    breakdown(warm)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average after: {load:.2f}")
 

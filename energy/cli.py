@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import NoReturn
@@ -581,9 +582,11 @@ def cmd_profile(a) -> int:
         with bar:
             if int(os.environ.get("RANK", "0") or 0) == 0:
                 bar.start("importing torch and pandas, checking the options")
+            t_imports = time.perf_counter()
             from energy import pipeline
             from reports.html import figure_helper
 
+            t_imports = time.perf_counter() - t_imports
             job = _job(a)
             out = check_output_dir(a.out, "--out")  # before the long run, not after it
             job.checkpoint_dir = str(_partial_dir(out))
@@ -594,6 +597,7 @@ def cmd_profile(a) -> int:
             cb("report", 0, 3, "summary.json", eta=False)
             helper = figure_helper()  # loads matplotlib beside this process while the summary is made
             summary = pipeline.summary(result)
+            summary["timings_s"]["imports_s"] = t_imports
             if bench is not None:
                 summary["bench"] = bench
             _write_profile(out, summary, result, helper, cb)
@@ -617,7 +621,8 @@ def _write_profile(out: Path, summary: dict, result, helper, cb=None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".spike-energy-", dir=out.parent))
     try:
-        (tmp / "summary.json").write_text(strict_dumps(summary, indent=1))
+        timings = summary.get("timings_s")
+        t0 = time.perf_counter()
         if cb:
             cb("report", 1, 3, "CSV files", eta=False)
         result.profile.to_csv(tmp)  # layers, ops, neurons, census, energy
@@ -625,9 +630,14 @@ def _write_profile(out: Path, summary: dict, result, helper, cb=None) -> None:
             from spikegpt.safeio import write_csv
 
             write_csv(result.documents, tmp / "documents.csv")
+        csv_s = time.perf_counter() - t0
         if cb:
             cb("report", 2, 3, "figures and report.html", eta=False)
+        t0 = time.perf_counter()
         write_report(summary, tmp / "report.html", helper=helper)
+        if isinstance(timings, dict):  # written last, so that it holds the writing's own times
+            timings.update(write_csv_s=csv_s, write_report_s=time.perf_counter() - t0)
+        (tmp / "summary.json").write_text(strict_dumps(summary, indent=1))
         with _blocked_signals():
             out.mkdir(exist_ok=True)
             for f in tmp.iterdir():

@@ -163,6 +163,13 @@ def at_context(baseline, context: float, keys: float | None = None):
     on_scores = ops.stage.str.startswith("attention.")
     ops.loc[on_scores, "per_token"] *= f
     ops["count"] = ops["per_token"] * held  # one sequence of `held` tokens
+    lay = _layers_at_context(baseline, f, held)
+    return dataclasses.replace(baseline, ops=ops, layers=lay, context=int(round(held)), eager_ops=None)
+
+
+def _layers_at_context(baseline, f: float, held: float) -> pd.DataFrame:
+    """``at_context``'s layers table: attention counts x ``f``, a K/V cache of ``held`` positions."""
+    T = baseline.context
     lay = baseline.layers.copy()
     att = lay.kind == "matmul"
     for col in ("mac", "synaptic_ops_per_token"):
@@ -172,24 +179,38 @@ def at_context(baseline, context: float, keys: float | None = None):
         if scores in lay:
             lay.loc[att, col] = lay.loc[att, col] + lay.loc[att, scores] * (f - 1)
             lay.loc[att, scores] *= f
-    return dataclasses.replace(baseline, ops=ops, layers=lay, context=int(round(held)), eager_ops=None)
+    return lay
 
 
 def context_curve(baseline, spikegpt_pj: dict[str, float], costs: CostTable, precision: str, zero_skipping=True,
                   contexts=None, batch: int = 1, marks=()) -> dict:  # fmt: skip
     """Prefill: the comparator's energy per token on sequences of each context, and its ratio to SpikeGPT's
     (which does not depend on the context), as executed and with memory traffic. ``marks``: contexts the curve
-    must pass through besides its own (e.g. the checkpoint's training context, marked in the report)."""
+    must pass through besides its own (e.g. the checkpoint's training context, marked in the report).
+
+    ``at_context`` at every context, priced in one pass: compute is priced row by row, linearly in each row's
+    count, and only the attention rows scale with the context, so compute(c) = rest + f(c) x attention (f as
+    ``at_context`` scales them; equal to pricing ``at_context(baseline, c)`` within float rounding, 1e-15
+    relative). The memory terms are not linear in the context (the K/V cache moves between SRAM and DRAM):
+    they are priced on ``at_context``'s layers table at each context."""
     T = baseline.context
     marked = {int(m) for m in marks if m and m > 0}
     contexts = contexts or sorted({int(round(x)) for x in np.geomspace(1, max(T, 2) * 2, 24)} | {T} | marked)
-    out = {"contexts": contexts, "energy_pj": {}, "ratio": {}}
-    for scen, acc in (("as_executed", Accounting(zero_skipping=zero_skipping)),
-                      ("as_executed_memory", Accounting(memory="sram", zero_skipping=zero_skipping))):  # fmt: skip
-        e = []
-        for c in contexts:
-            b = at_context(baseline, c)
-            e.append(float(account(b.ops, b.layers, costs, precision, acc, spiking=False, batch=batch).pj.sum()))
-        out["energy_pj"][scen] = e
-        out["ratio"][scen] = [x / spikegpt_pj[scen] if spikegpt_pj.get(scen) else None for x in e]
+    rows = account(baseline.ops, baseline.layers, costs, precision, Accounting(zero_skipping=zero_skipping),
+                   spiking=False, batch=batch)  # fmt: skip
+    on_scores = rows.stage.str.startswith("attention.").to_numpy()
+    pj = rows.pj.to_numpy()
+    rest, attention = float(pj[~on_scores].sum()), float(pj[on_scores].sum())
+    e = {"as_executed": [], "as_executed_memory": []}
+    for c in contexts:
+        k = (c + 1) / 2
+        f, held = 2 * k / (T + 1), 2 * k - 1
+        compute = rest + f * attention
+        memory = memory_rows(_layers_at_context(baseline, f, held), costs, precision, batch, dram=False,
+                             zero_skipping=zero_skipping)  # fmt: skip
+        e["as_executed"].append(compute)
+        e["as_executed_memory"].append(compute + float(memory.pj.sum()))
+    out = {"contexts": contexts, "energy_pj": e, "ratio": {}}
+    for scen, x in e.items():
+        out["ratio"][scen] = [v / spikegpt_pj[scen] if spikegpt_pj.get(scen) else None for v in x]
     return out

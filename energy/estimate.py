@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import pandas as pd
 
 from energy.costs import CostTable
@@ -175,9 +176,10 @@ def counterfactual_rates(layers: pd.DataFrame) -> pd.Series:
     return cf.set_index("layer").rate if not cf.empty else pd.Series(dtype=float)
 
 
-def _projection_rows(ops, layers, pj, acc: Accounting, spiking: bool, cf: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Projections (Linear layers and attention products) priced from their dense MACs (``cf``: the
-    counterfactual's inputs indexed by layer, for that accounting)."""
+def _projection_quantities(ops, layers, acc: Accounting, spiking: bool, cf: pd.DataFrame | None = None) -> list:
+    """Projections (Linear layers and attention products) from their dense MACs, before prices: (layer, block,
+    stage, primitive, quantity per token) rows (``cf``: the counterfactual's inputs indexed by layer, for that
+    accounting). An AC row's quantity is dense MACs x rate (x spike vectors), priced at E_AC."""
     if acc.projections == "counterfactual":
         cf = counterfactual_inputs(layers).set_index("layer") if cf is None else cf
         rate, vectors = cf.rate.to_dict(), cf.vectors.to_dict()
@@ -190,13 +192,13 @@ def _projection_rows(ops, layers, pj, acc: Accounting, spiking: bool, cf: pd.Dat
         src = rate.get(layer, float("nan"))
         if acc.projections == "paper" and spiking and (acc.rate is not None or pd.notna(src)):
             rr = acc.rate if acc.rate is not None else src
-            rows.append((layer, block, "projection as AC", "ac", per_token * rr * pj["ac"]))
+            rows.append((layer, block, "projection as AC", "ac", per_token * rr))
         elif acc.projections == "counterfactual" and pd.notna(src):
             rr = (acc.rate if acc.rate is not None else src) * vectors[layer]
-            rows.append((layer, block, "projection on spikes (counterfactual)", "ac", per_token * rr * pj["ac"]))
+            rows.append((layer, block, "projection on spikes (counterfactual)", "ac", per_token * rr))
         else:
-            rows.append((layer, block, "projection as MAC", "mac", per_token * pj["mac"]))
-    return _frame(rows)
+            rows.append((layer, block, "projection as MAC", "mac", per_token))
+    return rows
 
 
 def memory_rows(
@@ -218,46 +220,120 @@ def account(
     spiking: bool = True,
     batch: int = 1,
 ) -> pd.DataFrame:
-    """pJ per token under one accounting, long form (layer, block, stage, primitive, pj)."""
-    pj = costs.primitives(precision)
+    """pJ per token under one accounting, long form (layer, block, stage, primitive, pj).
+
+    Two steps: ``_plan`` decides which rows are priced and their quantities (counts per token, at a rate where
+    a projection is priced as ACs); it depends on the counts and the accounting alone, so it is built once per
+    (ops, layers, accounting) and kept. Here every row's quantity is multiplied by its primitive's price, in
+    one numpy product, and the memory terms, which depend on the cost table, are added."""
+    plan = _plan(ops, layers, acc, spiking)
+    frames = []
+    if plan.rows is not None:
+        pj = costs.primitives(precision)
+        df = plan.rows.copy()
+        df["pj"] = plan.quantity * np.array([pj.get(k, np.nan) for k in plan.primitive], dtype=np.float64)
+        frames.append(df)
+    if plan.memory_layers is not None:
+        mem = memory_rows(plan.memory_layers, costs, precision, batch, acc.memory == "dram", acc.zero_skipping)
+        if not mem.empty:
+            frames.append(mem)
+    if not frames:
+        return _frame([])
+    if len(frames) == 1 and plan.memory_layers is None:
+        return frames[0]
+    return pd.concat(frames, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What ``account`` prices, before prices: ``rows`` (layer, block, stage, primitive; None: none) with each
+    row's ``quantity`` (per token) and the ``primitive`` whose price multiplies it; ``memory_layers``: the
+    layers table the memory terms are computed from (None: no memory traffic)."""
+
+    rows: pd.DataFrame | None
+    quantity: np.ndarray
+    primitive: tuple
+    memory_layers: pd.DataFrame | None
+
+
+_PLANS: dict[tuple, tuple] = {}
+
+
+def _fingerprint(df: pd.DataFrame) -> tuple:
+    """A cheap check that a table kept by identity was not changed in place since: its shape and its numbers."""
+    num = [c for c, t in df.dtypes.items() if t.kind in "fiub"]
+    return df.shape, hash(df[num].to_numpy(dtype=np.float64, na_value=np.nan).tobytes()) if num else 0
+
+
+def _plan(ops: pd.DataFrame, layers: pd.DataFrame, acc: Accounting, spiking: bool) -> _Plan:
+    """``account``'s rows before prices, built once per (ops, layers, accounting): kept by the tables' identity
+    with the tables themselves (a new table is never confused with a collected one) and their fingerprints
+    (a table changed in place is planned again)."""
+    key = (id(ops), id(layers), acc, spiking)
+    hit = _PLANS.get(key)
+    prints = (_fingerprint(ops), _fingerprint(layers))
+    if hit is not None and hit[0] is ops and hit[1] is layers and hit[2] == prints:
+        return hit[3]
+    plan = _build_plan(ops, layers, acc, spiking)
+    if len(_PLANS) >= 256:
+        _PLANS.clear()
+    _PLANS[key] = (ops, layers, prints, plan)
+    return plan
+
+
+def _compute_plan(ops: pd.DataFrame, zero_skipping: bool):
+    """``compute_rows`` before prices: (rows without pj, quantities, primitives)."""
+    spike = ops.operand.isin(SPIKE_CLASSES)
+    if zero_skipping:
+        priced = ops[ops.primitive != "mac"]
+    else:
+        priced = ops[(ops.primitive != "effective_mac") & ~((ops.primitive == "mac") & spike)]
+    rows = priced[["layer", "block", "stage", "primitive"]].reset_index(drop=True)
+    return rows, priced.per_token.to_numpy(), tuple(priced.primitive.tolist())
+
+
+def _rows_plan(rows: list[tuple]):
+    """(layer, block, stage, primitive, quantity) tuples -> (rows without pj, quantities, primitives)."""
+    df = pd.DataFrame([r[:4] for r in rows], columns=COLUMNS[1:5])
+    return df, np.array([r[4] for r in rows], dtype=np.float64), tuple(r[3] for r in rows)
+
+
+def _build_plan(ops: pd.DataFrame, layers: pd.DataFrame, acc: Accounting, spiking: bool) -> _Plan:
     inside = ops.block.notna()
     keep = ops if acc.outside_blocks else ops[inside]
     matrix = keep.kind.isin(MATRIX_KINDS)
     parts = []
     cf = counterfactual_inputs(layers).set_index("layer") if acc.projections == "counterfactual" else None
     if acc.projections == "executed":
-        parts.append(compute_rows(keep[matrix], pj, acc.zero_skipping))
+        parts.append(_compute_plan(keep[matrix], acc.zero_skipping))
     else:
         priced = matrix
         if cf is not None:  # projections the counterfactual does not feed stay as executed
             fed = keep.layer.map(cf.rate).notna()
-            parts.append(compute_rows(keep[matrix & ~fed], pj, acc.zero_skipping))
+            parts.append(_compute_plan(keep[matrix & ~fed], acc.zero_skipping))
             priced = matrix & fed
-        parts.append(_projection_rows(keep[priced], layers, pj, acc, spiking, cf))
+        parts.append(_rows_plan(_projection_quantities(keep[priced], layers, acc, spiking, cf)))
         if acc.projections != "paper":  # the paper's accounting counts MACs and ACs only, no bias adds
             extra = keep[priced & ~keep.primitive.isin(["mac", "effective_mac", "ac"])]  # bias adds
-            parts.append(compute_rows(extra, pj, acc.zero_skipping))
+            parts.append(_compute_plan(extra, acc.zero_skipping))
     rest = keep[~matrix]
     if acc.elementwise:
-        parts.append(compute_rows(rest, pj, acc.zero_skipping))
+        parts.append(_compute_plan(rest, acc.zero_skipping))
     else:
         lay = layers[layers.kind == "wkv"]
         lay = lay if acc.outside_blocks else lay[lay.block.notna()]
-        parts.append(
-            _frame(
-                [
-                    (r.layer, r.block, "wkv (paper: 6 MACs)", "mac", PAPER_WKV_OPS * r.out_per_token * pj["mac"])
-                    for _, r in lay.iterrows()
-                ]
-            )
-        )
+        parts.append(_rows_plan([(r.layer, r.block, "wkv (paper: 6 MACs)", "mac", PAPER_WKV_OPS * r.out_per_token)
+                                 for _, r in lay.iterrows()]))  # fmt: skip
+    parts = [p for p in parts if not p[0].empty]
+    mem_layers = None
     if acc.memory:
         mem_layers = layers if acc.outside_blocks else layers[layers.block.notna()]
         if acc.projections == "counterfactual":
             mem_layers = counterfactual_layers(mem_layers, acc.rate, cf)
-        parts.append(memory_rows(mem_layers, costs, precision, batch, acc.memory == "dram", acc.zero_skipping))
-    parts = [p for p in parts if not p.empty]
-    return pd.concat(parts, ignore_index=True) if parts else _frame([])
+    if not parts:
+        return _Plan(None, np.zeros(0), (), mem_layers)
+    rows = parts[0][0] if len(parts) == 1 else pd.concat([p[0] for p in parts], ignore_index=True)
+    return _Plan(rows, np.concatenate([p[1] for p in parts]), sum((p[2] for p in parts), ()), mem_layers)
 
 
 def scenario_energy(

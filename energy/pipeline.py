@@ -313,13 +313,17 @@ def run(job: Job, progress=None) -> Result | None:
     reference = next((b for b in order if b in bases), "")
     same_vocab = {n: b for n, b in bases.items() if n not in SCALE_BASELINES}  # per token; others go per character
     stage("analysis", 0, 2, "audit")
+    t0 = time.perf_counter()
     stripped = None
     if job.twin:  # the stripped twin's quality on the same first tokens (it is never shown without it)
         stripped = twin_quality(models["rwkv-twin"], tok, sample_text(corpus, state.chars + 64),
                                 prof.meta["tokens_per_sequence"])  # fmt: skip
     label = f"the stripped twin ({stripped['bpc']:.2f} bits/char)" if stripped else "the stripped twin"
+    timings["stripped_twin_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     aud = audit(prof, same_vocab, costs, job.precision, reference=reference, twin="rwkv-twin",
                 zero_skipping=job.zero_skipping, ctx_len=model.config.ctx_len, twin_label=label)  # fmt: skip
+    timings["audit_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     profiles = {"spikegpt": prof}
@@ -585,6 +589,7 @@ def _twins(r: Result, base: dict, e_tot: dict, cpt: float) -> dict:
 def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict:
     """Everything the report, compare and the user's own scripts need, as plain data."""
     p, cfg, job = r.profile, r.model.config, r.job
+    t_start = time.perf_counter()
     ev_bits = p.meta["nats"] / math.log(2)
     energy = p.energy(zero_skipping=job.zero_skipping)
     e_tot = {s: float(energy[energy.scenario == s].pj.sum()) for s in SCENARIOS}
@@ -611,6 +616,7 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
     layer_ops = {}
     for (layer, prim), v in ops_by_layer.items():
         layer_ops.setdefault(layer, {})[prim] = v
+    t0 = time.perf_counter()
     base = {}
     for name, b in r.baselines.items():
         base[name] = b.summary(r.costs, job.precision, p.meta["batch"], job.zero_skipping)
@@ -630,6 +636,8 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
     snn_ops = synaptic_ops(p.ops, job.zero_skipping) + PAPER_WKV_OPS * p.ops_per_token()["wkv_steps"]
     bpc = ev_bits / max(r.scored_chars, 1)
     ref = r.audit["reference"]
+    r.timings["summary_baselines_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     decode = _decode(r, e_tot)
     context_ratios, int8 = None, None
     if ref in r.baselines:
@@ -648,6 +656,10 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
                     "comparator": f"{ref}-int8"}  # fmt: skip
             base[f"{ref}-int8"]["against"] = {"spikegpt_int8_pj_per_token": snn8, "ratio": int8["comparator_pj"] / snn8,
                                              "label": "int8 against SpikeGPT at int8 (like for like)"}  # fmt: skip
+    r.timings["summary_decode_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    platforms = platform_section(r, base)
+    r.timings["summary_platforms_s"] = time.perf_counter() - t0
     head = headline(
         claim=r.audit["claim"], snn_ops=snn_ops, snn_energy=e_tot, snn_chars_per_token=chars_per_token,
         baselines=base, comparator=ref, twin=r.audit["twin"], scale=SCALE_BASELINES,
@@ -736,7 +748,7 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
             "modules_without_rule": p.meta["modules_without_rule"],
         },
         "memory": _memory_summary(p, job.zero_skipping),
-        "platforms": platform_section(r, base),
+        "platforms": platforms,
         "assumptions": _assumptions(r, base),
         "costs": {"path": r.costs.path, "table": r.costs.df.to_dict("records")},
         "layers": [
@@ -752,7 +764,7 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
         "raster": rasters,
         "firing_rate_by_position": positions,
         "relu_sq_zero_fraction": dict(zip(relu.layer, relu.relu_sq_zero_fraction)),
-        "timings_s": {**r.timings, "profile_pass_s": p.meta["wall_time_s"]},
+        "timings_s": {**r.timings, "profile_pass_s": p.meta["wall_time_s"], "summary_s": time.perf_counter() - t_start},
         "environment": environment(r.job.device, r.job.command_line or sys.argv),
     }
     out.update(corpus_summary(r))

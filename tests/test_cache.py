@@ -133,8 +133,9 @@ def test_second_profile_does_not_rebuild_and_no_cache_does(tmp_path, cache_dir, 
     save_checkpoint(model, tmp_path / "m.pth")
     (tmp_path / "m.vocab.json").write_text(tok.to_json())
     (tmp_path / "t.txt").write_text(TEXT)
+    # --platform none: the chips section is not what is cached here
     args = ["profile", "--checkpoint", tmp_path / "m.pth", "--text", tmp_path / "t.txt", "--tokens", 16,
-            "--census-tokens", 2, "--baselines", NAME]  # fmt: skip
+            "--census-tokens", 2, "--baselines", NAME, "--platform", "none"]  # fmt: skip
     summaries = []
     for i, extra in enumerate(([], [], ["--no-cache"])):
         assert main([str(a) for a in [*args, "--out", tmp_path / f"r{i}", *extra]]) == 0, capsys.readouterr().err

@@ -67,6 +67,7 @@ def same_results(a: Path, b: Path) -> None:
     assert (a / "neurons.csv").read_text() == (b / "neurons.csv").read_text()
 
 
+@pytest.mark.slow  # about 15 s quiet; the fast suite keeps two processes in test_workers_option_launches_the_same
 def test_two_gloo_processes_equal_one_process(model_files, tmp_path):
     d = model_files
     one, two = tmp_path / "one", tmp_path / "two"
@@ -93,7 +94,8 @@ def test_workers_option_launches_the_same(model_files, tmp_path):
     assert s["corpus"]["processes"] == 2 and s["tokens"] == 700
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+# SIGINT (a clean stop) goes to the slow run (CI runs it): SIGKILL, the harder case, stays in the fast suite
+@pytest.mark.parametrize("sig", [signal.SIGKILL, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_resume_after_a_kill_equals_an_uninterrupted_run(model_files, tmp_path, sig):
     d = model_files
     docs = [json.loads(line) for line in CORPUS.read_text().splitlines()]

@@ -557,7 +557,10 @@ def test_sigint_and_sigterm_leave_nothing_behind(files, tmp_path):
             print(json.dumps(results), flush=True)
     """)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    # SIGINT as a terminal sends it: a suite started in the background (`pytest &`) ignores SIGINT, and a child
+    # that starts with it ignored never raises KeyboardInterrupt
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     last = (r.stdout.strip().splitlines() or ["{}"])[-1]
     results = json.loads(last)
     assert results == {"SIGINT": 130, "SIGTERM": 143}, (r.returncode, r.stderr[-2000:])

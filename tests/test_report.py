@@ -89,6 +89,7 @@ def test_figures_are_inlined(report):
     assert 'class="note"' not in report.split('id="timing"')[0]  # every figure drawn, none replaced by a note
 
 
+@pytest.mark.slow  # draws every figure three times (about 15 s quiet); CI's slow run keeps it
 def test_figures_drawn_with_a_helper_process_are_the_serial_ones(summary, monkeypatch):
     """Shared with a forked helper, the figures are byte for byte those drawn in one process, in the same order;
     a helper that dies leaves its figures to this process."""

@@ -1,0 +1,167 @@
+"""The accounting priced in one numpy pass per call (issue 24, target 5) against its definitional form: the
+per-part pandas accounting it replaced (kept here as the reference), for every accounting setting, on a tiny
+SpikeGPT and a tiny transformer; and the prefill curve against ``at_context`` priced context by context."""
+
+import itertools
+
+import pandas as pd
+import pytest
+import torch
+
+import energy
+from energy.costs import load_costs
+from energy.decode import at_context, context_curve
+from energy.estimate import (
+    COLUMNS,
+    MATRIX_KINDS,
+    PAPER_WKV_OPS,
+    SCENARIO_ACCOUNTING,
+    Accounting,
+    account,
+    compute_rows,
+    counterfactual_inputs,
+    counterfactual_layers,
+    memory_rows,
+    source_rates,
+)
+
+
+def _frame(rows) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=COLUMNS[1:])
+
+
+def _projection_rows_reference(ops, layers, pj, acc, spiking, cf=None):
+    if acc.projections == "counterfactual":
+        cf = counterfactual_inputs(layers).set_index("layer") if cf is None else cf
+        rate, vectors = cf.rate.to_dict(), cf.vectors.to_dict()
+    else:
+        rate, vectors = source_rates(layers).to_dict(), {}
+    dense = ops[ops.kind.isin(MATRIX_KINDS) & (ops.primitive == "mac")]
+    dense = dense.groupby("layer", sort=False).agg(per_token=("per_token", "sum"), block=("block", "first"))
+    rows = []
+    for layer, per_token, block in zip(dense.index, dense.per_token.tolist(), dense.block.tolist(), strict=True):
+        src = rate.get(layer, float("nan"))
+        if acc.projections == "paper" and spiking and (acc.rate is not None or pd.notna(src)):
+            rr = acc.rate if acc.rate is not None else src
+            rows.append((layer, block, "projection as AC", "ac", per_token * rr * pj["ac"]))
+        elif acc.projections == "counterfactual" and pd.notna(src):
+            rr = (acc.rate if acc.rate is not None else src) * vectors[layer]
+            rows.append((layer, block, "projection on spikes (counterfactual)", "ac", per_token * rr * pj["ac"]))
+        else:
+            rows.append((layer, block, "projection as MAC", "mac", per_token * pj["mac"]))
+    return _frame(rows)
+
+
+def account_reference(ops, layers, costs, precision, acc, *, spiking=True, batch=1):
+    """The accounting as it was written before the one-pass pricing (one pandas frame per part, priced as
+    it is filtered): the definition the fast path must reproduce."""
+    pj = costs.primitives(precision)
+    inside = ops.block.notna()
+    keep = ops if acc.outside_blocks else ops[inside]
+    matrix = keep.kind.isin(MATRIX_KINDS)
+    parts = []
+    cf = counterfactual_inputs(layers).set_index("layer") if acc.projections == "counterfactual" else None
+    if acc.projections == "executed":
+        parts.append(compute_rows(keep[matrix], pj, acc.zero_skipping))
+    else:
+        priced = matrix
+        if cf is not None:
+            fed = keep.layer.map(cf.rate).notna()
+            parts.append(compute_rows(keep[matrix & ~fed], pj, acc.zero_skipping))
+            priced = matrix & fed
+        parts.append(_projection_rows_reference(keep[priced], layers, pj, acc, spiking, cf))
+        if acc.projections != "paper":
+            extra = keep[priced & ~keep.primitive.isin(["mac", "effective_mac", "ac"])]
+            parts.append(compute_rows(extra, pj, acc.zero_skipping))
+    rest = keep[~matrix]
+    if acc.elementwise:
+        parts.append(compute_rows(rest, pj, acc.zero_skipping))
+    else:
+        lay = layers[layers.kind == "wkv"]
+        lay = lay if acc.outside_blocks else lay[lay.block.notna()]
+        wkv = "wkv (paper: 6 MACs)"
+        parts.append(_frame([(r.layer, r.block, wkv, "mac", PAPER_WKV_OPS * r.out_per_token * pj["mac"])
+                             for _, r in lay.iterrows()]))  # fmt: skip
+    if acc.memory:
+        mem_layers = layers if acc.outside_blocks else layers[layers.block.notna()]
+        if acc.projections == "counterfactual":
+            mem_layers = counterfactual_layers(mem_layers, acc.rate, cf)
+        parts.append(memory_rows(mem_layers, costs, precision, batch, acc.memory == "dram", acc.zero_skipping))
+    parts = [p for p in parts if not p.empty]
+    return pd.concat(parts, ignore_index=True) if parts else _frame([])
+
+
+@pytest.fixture(scope="module")
+def models():
+    from energy.baselines import count_gpt2
+    from spikegpt import SpikeGPT, preset
+
+    torch.manual_seed(0)
+    snn = SpikeGPT(preset("tiny")).eval()
+    ids = torch.randint(0, 64, (1, 33), generator=torch.Generator().manual_seed(3))
+    prof = energy.profile(snn, ids, census_tokens=2)
+    cfg = snn.config
+    ann = count_gpt2("transformer-same-dims", 16, n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=2,
+                     vocab_size=cfg.vocab_size)  # fmt: skip
+    return {"snn": (prof.ops, prof.layers, True), "ann": (ann.ops, ann.layers, False), "ann_baseline": ann}
+
+
+# every switch of the non-memory part; the memory part (the same ``memory_rows`` on both sides) with each
+# projection setting, inside the blocks or not; the named scenarios on two cost tables, two precisions, two batches
+ACCOUNTINGS = [
+    Accounting(p, r, e, o, None, z)
+    for p, r, e, o, z in itertools.product(("paper", "executed", "counterfactual"), (None, 0.15), (True, False),
+                                           (True, False), (True, False))  # fmt: skip
+    if (p, r) != ("executed", 0.15)  # the rate does not enter the executed accounting
+] + [Accounting(p, None, True, o, m) for p, o, m in itertools.product(("paper", "executed", "counterfactual"),
+                                                                      (True, False), ("sram", "dram"))]  # fmt: skip
+
+
+@pytest.mark.parametrize("model", ["snn", "ann"])
+def test_one_pass_pricing_matches_the_per_part_accounting(models, model):
+    """The same rows, in the same order and dtypes, and the same pJ (to 1e-12 relative; in practice bit for
+    bit) as the per-part accounting."""
+    ops, layers, spiking = models[model]
+    tables = [load_costs(), load_costs(memory_model="lemaire-linear", sram_budget_bytes=4096)]
+    cases = [(acc, tables[0], "fp32", 1) for acc in ACCOUNTINGS]
+    cases += [(acc, costs, precision, batch) for acc, costs, precision, batch in
+              itertools.product(SCENARIO_ACCOUNTING.values(), tables, ("fp32", "int8"), (1, 4))
+              if batch == 1 or acc.memory]  # fmt: skip
+    n = 0
+    for acc, costs, precision, batch in cases:
+        if acc.projections == "counterfactual" and not spiking:
+            continue  # a model without spiking layers has no counterfactual
+        got = account(ops, layers, costs, precision, acc, spiking=spiking, batch=batch)
+        want = account_reference(ops, layers, costs, precision, acc, spiking=spiking, batch=batch)
+        pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12, atol=0)
+        n += 1
+    assert n >= 40
+
+
+def test_a_table_changed_in_place_is_planned_again(models):
+    """The plan is kept by the tables' identity: a count changed in place afterwards must not be priced from
+    the stale plan."""
+    ops, layers, spiking = models["snn"]
+    ops, layers = ops.copy(), layers.copy()
+    costs, acc = load_costs(), Accounting(memory="sram")
+    before = float(account(ops, layers, costs, "fp32", acc, spiking=spiking).pj.sum())
+    ops["per_token"] *= 2
+    layers["out_per_token"] *= 3
+    after = account(ops, layers, costs, "fp32", acc, spiking=spiking)
+    pd.testing.assert_frame_equal(after, account_reference(ops, layers, costs, "fp32", acc, spiking=spiking))
+    assert float(after.pj.sum()) > before
+
+
+def test_prefill_curve_matches_at_context_priced_one_by_one(models):
+    """``context_curve`` prices every context in one pass; each point must equal the comparator rebuilt at that
+    context (``at_context``) and priced from scratch, with and without memory traffic."""
+    b = models["ann_baseline"]
+    costs = load_costs(sram_budget_bytes=2048)  # small: the K/V cache leaves the SRAM at long contexts
+    snn = {"as_executed": 1000.0, "as_executed_memory": 2000.0}
+    curve = context_curve(b, snn, costs, "fp32", contexts=[1, 2, 5, 16, 17, 40, 200], batch=2)
+    for i, c in enumerate(curve["contexts"]):
+        at = at_context(b, c)
+        for scen, acc in (("as_executed", Accounting()), ("as_executed_memory", Accounting(memory="sram"))):
+            want = float(account_reference(at.ops, at.layers, costs, "fp32", acc, spiking=False, batch=2).pj.sum())
+            assert curve["energy_pj"][scen][i] == pytest.approx(want, rel=1e-12, abs=0), (c, scen)
+            assert curve["ratio"][scen][i] == pytest.approx(want / snn[scen], rel=1e-12, abs=0)
