@@ -80,29 +80,44 @@ def _load():
     return _numba
 
 
-def _blocks(batch: int, channels: int, steps: int) -> tuple[bool, int]:
-    """(parallel?, channel blocks per row): one block per thread when the work pays for a parallel region."""
+def _threads(steps: int) -> int:
+    """Threads for a loop of ``steps`` element steps: torch's intra-op threads (numba's set to match) when the
+    work pays for a parallel region, else 1."""
     threads = torch.get_num_threads()
-    if threads < 2 or batch * channels * steps < PARALLEL_MIN_STEPS:
-        return False, 1
+    if threads < 2 or steps < PARALLEL_MIN_STEPS:
+        return 1
     nb = _numba.numba
     n = min(threads, nb.config.NUMBA_NUM_THREADS)
     if nb.get_num_threads() != n:
         nb.set_num_threads(n)
-    return True, max(1, -(-n // batch))
+    return n
 
 
-def lif_scan(x: torch.Tensor, v0: torch.Tensor, tau: float, threshold: float, reset: float):
-    """(spikes, charges h, last membrane) of the LIF recurrence over x (B, T, C) from v0 (B, C)."""
+def _blocks(batch: int, channels: int, steps: int) -> tuple[bool, int]:
+    """(parallel?, channel blocks per row): one block per thread when the work pays for a parallel region."""
+    n = _threads(batch * channels * steps)
+    return (False, 1) if n == 1 else (True, max(1, -(-n // batch)))
+
+
+def no_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd would record nothing here (the elementwise loops have no backward)."""
+    return not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors)
+
+
+def lif_scan(x: torch.Tensor, v0: torch.Tensor, tau: float, threshold: float, reset: float, charges: bool = True):
+    """(spikes, charges h or None, last membrane) of the LIF recurrence over x (B, T, C) from v0 (B, C);
+    ``charges=False`` skips writing h (no backward will need it)."""
     B, T, C = x.shape
     xn = x.detach().contiguous().numpy()
-    s, h, v = torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(x), torch.empty_like(v0)
+    s, v = torch.empty(B, T, C, dtype=x.dtype), torch.empty(B, C, dtype=x.dtype)
+    h = torch.empty(B, T, C, dtype=x.dtype) if charges else torch.empty(1, 1, 1, dtype=x.dtype)
     par, nblk = _blocks(B, C, T)
     ty = xn.dtype.type
     (_numba.lif_parallel if par else _numba.lif_serial)(
-        xn, v0.detach().contiguous().numpy(), ty(tau), ty(threshold), ty(reset), s.numpy(), h.numpy(), v.numpy(), nblk
-    )
-    return s, h, v
+        xn, v0.detach().contiguous().numpy(), ty(tau), ty(threshold), ty(reset), s.numpy(), h.numpy(), v.numpy(),
+        charges, nblk,
+    )  # fmt: skip
+    return s, (h if charges else None), v
 
 
 def wkv_scan(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, aa, bb, pp):
@@ -111,8 +126,47 @@ def wkv_scan(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     y = torch.empty(B, T, C, dtype=k.dtype)
     aa, bb, pp = (t.detach().clone(memory_format=torch.contiguous_format) for t in (aa, bb, pp))
     par, nblk = _blocks(B, C, T)
+    kn = k.detach().contiguous().numpy()
     (_numba.wkv_parallel if par else _numba.wkv_serial)(
-        w.detach().contiguous().numpy(), u.detach().contiguous().numpy(), k.detach().contiguous().numpy(),
-        v.detach().contiguous().numpy(), aa.numpy(), bb.numpy(), pp.numpy(), y.numpy(), nblk,
+        w.detach().contiguous().numpy(), u.detach().contiguous().numpy(), kn,
+        v.detach().contiguous().numpy(), aa.numpy(), bb.numpy(), pp.numpy(), y.numpy(), kn.dtype.type(1), nblk,
     )  # fmt: skip
     return y, (aa, bb, pp)
+
+
+def _rows(x: torch.Tensor):
+    """x as a contiguous (rows, last dim) numpy array."""
+    return x.detach().contiguous().numpy().reshape(-1, x.shape[-1])
+
+
+def lerp(x: torch.Tensor, xx: torch.Tensor, mix: torch.Tensor) -> torch.Tensor | None:
+    """``x * mix + xx * (1 - mix)`` in one pass, bit for bit (``spikegpt.model.Lerp``), or None where the
+    loop does not apply (then the caller runs the torch ops): ``mix`` one value per channel, x and xx of one
+    shape, no gradient asked for."""
+    C = x.shape[-1]
+    if not (x.dim() >= 2 and x.numel() and xx.shape == x.shape and mix.numel() == C and mix.shape[-1] == C
+            and mix.dim() <= x.dim() and usable(x, xx, mix) and no_grad(x, xx, mix)):  # fmt: skip
+        return None
+    m = mix.detach().reshape(C)
+    om = 1 - m  # as the torch expression computes it
+    out = torch.empty(x.shape, dtype=x.dtype)
+    xr = _rows(x)
+    n = _threads(xr.size)
+    (_numba.lerp_parallel if n > 1 else _numba.lerp_serial)(
+        xr, _rows(xx), m.contiguous().numpy(), om.numpy(), out.numpy().reshape(xr.shape), n
+    )
+    return out
+
+
+def squared_relu(x: torch.Tensor) -> torch.Tensor | None:
+    """``relu(x) ** 2`` in one pass, bit for bit (``spikegpt.model.SquaredReLU``), or None where the loop does
+    not apply (no gradient asked for)."""
+    if not (x.dim() >= 1 and x.numel() and usable(x) and no_grad(x)):
+        return None
+    out = torch.empty(x.shape, dtype=x.dtype)
+    xr = _rows(x)
+    n = _threads(xr.size)
+    (_numba.relu_sq_parallel if n > 1 else _numba.relu_sq_serial)(
+        xr, out.numpy().reshape(xr.shape), xr.dtype.type(0), n
+    )
+    return out
