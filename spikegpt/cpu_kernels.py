@@ -34,6 +34,10 @@ _numba = None  # the loaded kernels, or False when numba is missing or failed
 ENV = "SPIKEGPT_CPU_KERNELS"
 # below this many (batch x channel x token) steps a parallel region costs more than it saves
 PARALLEL_MIN_STEPS = 1 << 16
+# below this many elements the elementwise loops (``lerp``, ``squared_relu``) leave the work to torch: a
+# compiled call costs some 20 us of Python and dispatch, more than torch's few ops on one token's values
+# (streaming), while on a chunk (256 x 768 values) one pass saves the temporaries of the torch expression
+ELEMENTWISE_MIN_NUMEL = 1 << 14
 
 
 def enabled() -> bool:
@@ -144,8 +148,9 @@ def lerp(x: torch.Tensor, xx: torch.Tensor, mix: torch.Tensor) -> torch.Tensor |
     loop does not apply (then the caller runs the torch ops): ``mix`` one value per channel, x and xx of one
     shape, no gradient asked for."""
     C = x.shape[-1]
-    if not (x.dim() >= 2 and x.numel() and xx.shape == x.shape and mix.numel() == C and mix.shape[-1] == C
-            and mix.dim() <= x.dim() and usable(x, xx, mix) and no_grad(x, xx, mix)):  # fmt: skip
+    if not (x.dim() >= 2 and x.numel() >= max(ELEMENTWISE_MIN_NUMEL, 1) and xx.shape == x.shape
+            and mix.numel() == C and mix.shape[-1] == C and mix.dim() <= x.dim()
+            and usable(x, xx, mix) and no_grad(x, xx, mix)):  # fmt: skip
         return None
     m = mix.detach().reshape(C)
     om = 1 - m  # as the torch expression computes it
@@ -161,7 +166,7 @@ def lerp(x: torch.Tensor, xx: torch.Tensor, mix: torch.Tensor) -> torch.Tensor |
 def squared_relu(x: torch.Tensor) -> torch.Tensor | None:
     """``relu(x) ** 2`` in one pass, bit for bit (``spikegpt.model.SquaredReLU``), or None where the loop does
     not apply (no gradient asked for)."""
-    if not (x.dim() >= 1 and x.numel() and usable(x) and no_grad(x)):
+    if not (x.dim() >= 1 and x.numel() >= max(ELEMENTWISE_MIN_NUMEL, 1) and usable(x) and no_grad(x)):
         return None
     out = torch.empty(x.shape, dtype=x.dtype)
     xr = _rows(x)
