@@ -48,3 +48,34 @@ def test_the_census_is_remembered_per_model_and_rerun_when_it_may_differ(monkeyp
     patched = energy.profile(model, ids)
     assert len(calls) == 5
     assert "aten::exp" in set(patched.census.query("module == 'blocks.0.att.key'").aten_op)
+
+
+def test_counting_zeros_counts_what_numpy_counts_as_nonzero():
+    import numpy as np
+
+    from energy.census import count_nonzero as census_count
+    from energy.hooks import count_nonzero
+
+    g = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        a = g.standard_normal((7, 300)).astype(dtype)
+        a[a < 0.3] = 0
+        a[0, :5] = [np.nan, -0.0, np.inf, -np.inf, 1e-45 if dtype == np.float32 else 5e-324]  # subnormal: nonzero
+        assert count_nonzero(a) == np.count_nonzero(a) == census_count(torch.from_numpy(a))
+        assert count_nonzero(a[:, ::3]) == np.count_nonzero(a[:, ::3])  # strided views too
+
+
+def test_spike_counts_of_a_chunk_equal_the_integer_sums():
+    """The per-neuron and per-position spike counts of a 256-token chunk (float sums in numpy) are the int64
+    sums of the spikes."""
+    from energy.hooks import SpikeStats, Tally
+
+    g = torch.Generator().manual_seed(0)
+    s = (torch.rand(2, 300, 200, generator=g) < 0.2).float()
+    st = SpikeStats(200)
+    st.add(s, torch.arange(4), 0, False)
+    t = Tally()
+    st.flush(t, "x")
+    assert (t.neurons["x"] == s.sum(dim=(0, 1), dtype=torch.int64).numpy()).all()
+    assert (t.positions["x"][:300] == s.sum(dim=(0, 2), dtype=torch.int64).numpy()).all()
+    assert t.spikes["x"] == int(s.sum(dtype=torch.int64))
