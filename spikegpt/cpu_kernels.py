@@ -34,6 +34,10 @@ _numba = None  # the loaded kernels, or False when numba is missing or failed
 ENV = "SPIKEGPT_CPU_KERNELS"
 # below this many (batch x channel x token) steps a parallel region costs more than it saves
 PARALLEL_MIN_STEPS = 1 << 16
+# ... for the cheap loops (the LIF scan, the elementwise ones: about 1 ns a step against WKV's 14 ns): the
+# model's torch ops and these loops run on two OpenMP thread pools (torch's and numba's), and each switch of
+# pool can wait for the other's spinning threads, so a loop of 256 x 768 steps (0.1 ms) runs on one thread
+PARALLEL_MIN_CHEAP_STEPS = 1 << 22
 # below this many elements the elementwise loops (``lerp``, ``squared_relu``) leave the work to torch: a
 # compiled call costs some 20 us of Python and dispatch, more than torch's few ops on one token's values
 # (streaming), while on a chunk (256 x 768 values) one pass saves the temporaries of the torch expression
@@ -84,11 +88,11 @@ def _load():
     return _numba
 
 
-def _threads(steps: int) -> int:
+def _threads(steps: int, minimum: int | None = None) -> int:
     """Threads for a loop of ``steps`` element steps: torch's intra-op threads (numba's set to match) when the
     work pays for a parallel region, else 1."""
     threads = torch.get_num_threads()
-    if threads < 2 or steps < PARALLEL_MIN_STEPS:
+    if threads < 2 or steps < (PARALLEL_MIN_STEPS if minimum is None else minimum):
         return 1
     nb = _numba.numba
     n = min(threads, nb.config.NUMBA_NUM_THREADS)
@@ -97,9 +101,9 @@ def _threads(steps: int) -> int:
     return n
 
 
-def _blocks(batch: int, channels: int, steps: int) -> tuple[bool, int]:
+def _blocks(batch: int, channels: int, steps: int, minimum: int | None = None) -> tuple[bool, int]:
     """(parallel?, channel blocks per row): one block per thread when the work pays for a parallel region."""
-    n = _threads(batch * channels * steps)
+    n = _threads(batch * channels * steps, minimum)
     return (False, 1) if n == 1 else (True, max(1, -(-n // batch)))
 
 
@@ -115,7 +119,7 @@ def lif_scan(x: torch.Tensor, v0: torch.Tensor, tau: float, threshold: float, re
     xn = x.detach().contiguous().numpy()
     s, v = torch.empty(B, T, C, dtype=x.dtype), torch.empty(B, C, dtype=x.dtype)
     h = torch.empty(B, T, C, dtype=x.dtype) if charges else torch.empty(1, 1, 1, dtype=x.dtype)
-    par, nblk = _blocks(B, C, T)
+    par, nblk = _blocks(B, C, T, PARALLEL_MIN_CHEAP_STEPS)
     ty = xn.dtype.type
     (_numba.lif_parallel if par else _numba.lif_serial)(
         xn, v0.detach().contiguous().numpy(), ty(tau), ty(threshold), ty(reset), s.numpy(), h.numpy(), v.numpy(),
@@ -156,7 +160,7 @@ def lerp(x: torch.Tensor, xx: torch.Tensor, mix: torch.Tensor) -> torch.Tensor |
     om = 1 - m  # as the torch expression computes it
     out = torch.empty(x.shape, dtype=x.dtype)
     xr = _rows(x)
-    n = _threads(xr.size)
+    n = _threads(xr.size, PARALLEL_MIN_CHEAP_STEPS)
     (_numba.lerp_parallel if n > 1 else _numba.lerp_serial)(
         xr, _rows(xx), m.contiguous().numpy(), om.numpy(), out.numpy().reshape(xr.shape), n
     )
@@ -170,7 +174,7 @@ def squared_relu(x: torch.Tensor) -> torch.Tensor | None:
         return None
     out = torch.empty(x.shape, dtype=x.dtype)
     xr = _rows(x)
-    n = _threads(xr.size)
+    n = _threads(xr.size, PARALLEL_MIN_CHEAP_STEPS)
     (_numba.relu_sq_parallel if n > 1 else _numba.relu_sq_serial)(
         xr, out.numpy().reshape(xr.shape), xr.dtype.type(0), n
     )

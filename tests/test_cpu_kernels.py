@@ -19,12 +19,14 @@ def threading_mode(request, monkeypatch):
     """Run the kernels serially (one thread) or on two threads with every chunk big enough."""
     if request.param == "parallel":
         monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN_STEPS", 0)
+        monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN_CHEAP_STEPS", 0)
         old = torch.get_num_threads()
         torch.set_num_threads(2)
         yield request.param
         torch.set_num_threads(old)
     else:
         monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN_STEPS", 1 << 62)
+        monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN_CHEAP_STEPS", 1 << 62)
         yield request.param
 
 
@@ -43,6 +45,7 @@ def _both(model, idx, mode):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_compiled_and_eager_models_fire_identically(variant, mode, threads, dtype, monkeypatch):
     monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN_STEPS", 0 if threads == "parallel" else 1 << 62)
+    monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN_CHEAP_STEPS", 0 if threads == "parallel" else 1 << 62)
     monkeypatch.setattr(cpu_kernels, "ELEMENTWISE_MIN_NUMEL", 0)  # the tiny model's mixes go through the loops
     old = torch.get_num_threads()
     torch.set_num_threads(2 if threads == "parallel" else old)
