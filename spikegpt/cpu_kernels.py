@@ -1,4 +1,5 @@
-"""Compiled CPU loops for the two recurrences of the model: the LIF scan and the WKV scan.
+"""Compiled CPU loops for the two recurrences of the model (the LIF scan and the WKV scan) and for two
+elementwise modules (token-shift mixing, ReLU^2), each run in one pass instead of several torch ops.
 
 ``spikegpt.model`` states the equations with torch ops, one token at a time (``_LIFScan``
 and ``WKV``). Stepped from Python, each token costs a dozen small tensor ops of a few
@@ -10,8 +11,11 @@ C library's ``exp`` where torch uses its own vectorised one: its outputs agree t
 units in the last place (``tests/test_model.py`` checks both, and that whole models fire
 identically).
 
-Nothing here changes which modules run: the ``LIF`` and ``WKV`` modules keep their inputs
-and outputs (the meter's hooks see the same tensors), only the loop inside them is compiled.
+Nothing here changes which modules run: the ``LIF``, ``WKV``, ``Lerp`` and ``SquaredReLU`` modules
+keep their inputs and outputs (the meter's hooks see the same tensors), only the loop inside them is
+compiled. ``Lerp`` and ``SquaredReLU`` give the torch expressions' values bit for bit (same operations,
+same order, the tensors' dtype, no fused multiply-add); they run without autograd and on chunks of at
+least ``ELEMENTWISE_MIN_NUMEL`` values.
 
 Used when numba can be imported, the tensors are on the CPU in float32 or float64, and (for
 WKV) no gradient is asked for (the LIF scan keeps its hand-written backward; WKV with autograd
