@@ -2,6 +2,7 @@
 
     python benchmarks/bench_corpus.py [--preset 216m] [--tokens 4096] [--doc-tokens 512] [--twin]
     python benchmarks/bench_corpus.py --preset tiny --tokens 2000      # a quick check that it runs
+    python benchmarks/bench_corpus.py --tokens 1024 --doc-tokens 256 --procs 1   # issue 24 target 3, short
 
 The 216M configuration with random weights (the speed does not depend on the weights), a
 synthetic corpus of documents of ``--doc-tokens`` tokens, ``--tokens`` in all. For each
@@ -15,7 +16,9 @@ model included). Profiled tokens/s = all scored tokens / the slowest rank's time
 The GEMM floor (issue 24, target 3: profiled tokens/s >= 0.7x it): the tokens per second that the
 model's projections alone allow on the same cores (every ``nn.Linear`` applied to an input of its
 forward's shape, one thread per process, best of 5, times the process count), printed beside each
-run with the machine's matmul GFLOP/s at 1 and 2 threads and the load average.
+run with the machine's matmul GFLOP/s at 1 and 2 threads and the load average. Each rank also measures
+the floor right after its run, in the same process on the same cores (best of 3), and the script prints
+the ratio to that floor too: on a shared machine the two moments can differ by several times.
 """
 
 from __future__ import annotations
@@ -85,7 +88,10 @@ def child(a) -> None:
     t0 = time.perf_counter()
     state = run.run()
     wall = time.perf_counter() - t0
-    mine = json.dumps({"rank": d.rank, "wall_s": wall, "peak_mb": peak_rss_mb(), "tokens_run": run.done_tokens})
+    peak = peak_rss_mb()
+    floor = gemm_floor_tokens_per_s(a.preset, min(a.doc_tokens, 256), 3, model)  # right after, on the same cores
+    mine = json.dumps({"rank": d.rank, "wall_s": wall, "peak_mb": peak, "tokens_run": run.done_tokens,
+                       "gemm_floor_tokens_per_s": floor})  # fmt: skip
     parts = [json.loads(b) for b in d.gather_bytes(mine.encode())]
     d.close()
     if state is not None:
@@ -106,10 +112,11 @@ def measure(a, procs: int, corpus: Path) -> dict:
     wall = max(p["wall_s"] for p in res["ranks"])
     return {"processes": procs, "tokens": res["tokens"], "wall_s": wall, "tokens_per_s": res["tokens"] / wall,
             "peak_mb_per_process": [p["peak_mb"] for p in sorted(res["ranks"], key=lambda p: p["rank"])],
-            "tokens_per_rank": [p["tokens_run"] for p in sorted(res["ranks"], key=lambda p: p["rank"])]}  # fmt: skip
+            "tokens_per_rank": [p["tokens_run"] for p in sorted(res["ranks"], key=lambda p: p["rank"])],
+            "gemm_floor_after_run": sum(p["gemm_floor_tokens_per_s"] for p in res["ranks"])}  # fmt: skip
 
 
-def gemm_floor_tokens_per_s(preset_name: str, tokens: int = 256, repeats: int = 5) -> float:
+def gemm_floor_tokens_per_s(preset_name: str, tokens: int = 256, repeats: int = 5, model=None) -> float:
     """Tokens per second of one thread running only the model's projections on ``tokens``-token chunks."""
     from spikegpt import SpikeGPT, preset
 
@@ -117,7 +124,7 @@ def gemm_floor_tokens_per_s(preset_name: str, tokens: int = 256, repeats: int = 
     torch.set_num_threads(1)
     try:
         torch.manual_seed(0)
-        pairs = gemm_inputs(SpikeGPT(preset(preset_name)).eval(), 1, tokens)
+        pairs = gemm_inputs(model if model is not None else SpikeGPT(preset(preset_name)).eval(), 1, tokens)
         run_gemms(pairs)
         best = float("inf")
         for _ in range(repeats):
@@ -160,9 +167,12 @@ def main() -> None:
             r["gemm_floor_tokens_per_s"] = floor * n
             r["ratio_to_gemm_floor"] = r["tokens_per_s"] / (floor * n)
             results["runs"].append(r)
+            r["ratio_to_gemm_floor_after_run"] = r["tokens_per_s"] / r["gemm_floor_after_run"]
             print(
                 f"  profiled / GEMM floor ({n} x {floor:.1f} tokens/s): {r['ratio_to_gemm_floor']:.2f} (target >= 0.7)"
             )
+            print(f"  profiled / GEMM floor measured by the ranks after their run ({r['gemm_floor_after_run']:.1f}"
+                  f" tokens/s): {r['ratio_to_gemm_floor_after_run']:.2f} (target >= 0.7)")  # fmt: skip
             print(f"{n} process{'es' if n > 1 else ''}: {r['tokens']} tokens in {r['wall_s']:.1f} s = "
                   f"{r['tokens_per_s']:.1f} tokens/s; peak RSS per process "
                   f"{', '.join(f'{m:.0f}' for m in r['peak_mb_per_process'])} MB; tokens per rank "

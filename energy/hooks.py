@@ -27,8 +27,18 @@ from spikegpt import model as sg
 SPIKING_TYPES = (sg.LIF, sg.Heaviside)
 
 
-SMALL = 1 << 16  # CPU tensors up to this many elements are read through numpy (less overhead per call)
 NUMPY_FLOATS = (torch.float32, torch.float64)
+# Spike counts are float sums of 0/1 values in numpy (4-5x faster than torch's int64 sums): exact while every
+# partial sum, at most the number of values summed, is an integer the float type represents
+EXACT_FLOAT_SUM = {torch.float32: 1 << 24, torch.float64: 1 << 53}
+
+
+def count_nonzero(a: np.ndarray) -> int:
+    """``np.count_nonzero(a)`` for a float array, as its size minus its exact zeros (0.0 and -0.0): the
+    comparison and the count of a boolean array are vectorised, numpy's count of nonzero floats is not
+    (measured 27 us against 113 us for 256 x 768 float32 values, 85 against 482 for 256 x 3072). NaN is
+    nonzero in both."""
+    return a.size - int(np.count_nonzero(a == 0))
 
 
 def classify(x: torch.Tensor) -> Operand:
@@ -70,7 +80,7 @@ def _classify_numpy(x: torch.Tensor) -> Operand:
     fractions; only what is left needs the full integrality test."""
     shape = tuple(x.shape)
     a = (x.detach() if x.requires_grad else x).numpy().reshape(-1)
-    numel, nnz = a.size, int(np.count_nonzero(a))
+    numel, nnz = a.size, count_nonzero(a)
     if nnz == 0:
         return Operand("binary", numel, 0, shape)
     first = a[0] if a[0] != 0 else a[int(np.argmax(a != 0))]
@@ -229,8 +239,8 @@ class SpikeStats:
             if self.neurons is None:
                 self.neurons = np.zeros(C, dtype=np.int64)
                 self.positions = np.zeros(POSITION_CAP, dtype=np.int64)
-            if s.dtype in NUMPY_FLOATS and s.numel() <= SMALL:
-                a = s.numpy().reshape(B * T, C)  # 0/1 values: float sums of at most SMALL of them are exact
+            if s.dtype in NUMPY_FLOATS and max(B * T, B * C) < EXACT_FLOAT_SUM[s.dtype]:
+                a = s.numpy().reshape(B * T, C)  # 0/1 values: float sums of fewer than 2^24 (float32) are exact
                 np.add(self.neurons, a[0] if B * T == 1 else a.sum(axis=0), out=self.neurons, casting="unsafe")
                 if n:
                     per_pos = a.reshape(B, T, C)[:, :n].sum(axis=(0, 2))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import platform
+import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -191,7 +192,7 @@ def profile(
     ``progress``: optional callable ``(tokens_done, tokens_total)`` for a progress bar.
     For a corpus of documents, see ``energy.runner.CorpusRun`` and ``build_profile``.
     """
-    from energy.runner import CorpusRun, RunSettings
+    from energy.runner import CorpusRun, RunSettings, collector_paused
 
     ids = as_batch(tokens, batch)
     settings = RunSettings(
@@ -205,8 +206,12 @@ def profile(
         raster_tokens=raster_tokens,
     )
     run = CorpusRun({"model": model}, None, None, settings, progress=progress, rows=ids)
-    state = run.run()
-    return build_profile(model, state, "model", settings, costs=costs, precision=precision, wall_s=run.wall_s)
+    # The cyclic collector waits until the profile is built: attaching ~500 hooks and building the tables
+    # allocate many small objects, which reference counting frees, and each full collection walks every
+    # object of torch, pandas and the model (measured 0.07-0.3 s per profile of the 216M model, 1 thread).
+    with collector_paused():
+        state = run.run()
+        return build_profile(model, state, "model", settings, costs=costs, precision=precision, wall_s=run.wall_s)
 
 
 def build_profile(
@@ -297,10 +302,23 @@ def build_profile(
 
 
 def run_census(model: nn.Module, state, settings) -> pd.DataFrame:
-    """The dispatch-level coverage census on the first tokens of the first document."""
+    """The dispatch-level coverage census on the first tokens of the first document.
+
+    The census lists which aten ops the forward runs and what accounts for them: a function of the
+    model's structure, the census tokens and the mode, not of the weights' values. It is remembered per
+    model object under a fingerprint of all of these (``_census_key``), so a process that profiles the
+    same model again (a benchmark, a notebook) does not pay for a second dispatch-level pass (about 0.1 s
+    for the 216M model); any change of module, parameter shape or dtype, tokens or mode runs it again."""
     ids = torch.tensor(state.census_ids, dtype=torch.long) if state.census_ids else None
     if ids is None or ids.numel() == 0:
         return pd.DataFrame(columns=["module", "module_type", "aten_op", "calls", "elements", "status", "kind"])
+    key = _census_key(model, ids, settings)
+    try:
+        memo = _CENSUS_MEMO.setdefault(model, {})
+    except TypeError:  # a model that cannot be weakly referenced: no memo
+        memo = {}
+    if key in memo:
+        return memo[key].copy()
     ids = ids.to(next(model.parameters()).device)
     was_training, kernels = model.training, getattr(model, "kernels", None)
     model.eval()
@@ -308,11 +326,28 @@ def run_census(model: nn.Module, state, settings) -> pd.DataFrame:
         model.kernels = "eager"
     try:
         with torch.no_grad():
-            return census(model, lambda: model.run(ids, mode=settings.mode, chunk_len=settings.chunk_len))
+            df = census(model, lambda: model.run(ids, mode=settings.mode, chunk_len=settings.chunk_len))
     finally:
         model.train(was_training)
         if kernels is not None:
             model.kernels = kernels
+    memo.clear()  # one census per model object is enough to remember
+    memo[key] = df
+    return df.copy()
+
+
+_CENSUS_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _census_key(model: nn.Module, ids: torch.Tensor, settings) -> tuple:
+    """What the census depends on: every module's name, type and forward (a patched one counts), every
+    parameter's and buffer's name, shape, dtype and device, the model's kernel choice, the census tokens
+    and the mode."""
+    modules = tuple((n, type(m), type(m).forward, m.__dict__.get("forward")) for n, m in model.named_modules())
+    named = (*model.named_parameters(), *model.named_buffers())
+    tensors = tuple((n, tuple(t.shape), t.dtype, t.device) for n, t in named)
+    return (modules, tensors, getattr(model, "kernels", None), tuple(ids.reshape(-1).tolist()), tuple(ids.shape),
+            settings.mode, settings.chunk_len)  # fmt: skip
 
 
 def frames(model: nn.Module, tally, static: dict) -> tuple[pd.DataFrame, pd.DataFrame]:

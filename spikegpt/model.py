@@ -131,6 +131,9 @@ class LIF(nn.Module):
     def forward(self, x: torch.Tensor, v0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, C = x.shape
         v = torch.full((B, C), self.reset, dtype=x.dtype, device=x.device) if v0 is None else v0
+        if cpu_kernels.usable(x, v) and cpu_kernels.no_grad(x, v):  # no backward to prepare: the compiled loop
+            s, _, v = cpu_kernels.lif_scan(x, v, self.tau, self.threshold, self.reset, charges=False)
+            return s, v
         return _LIFScan.apply(x, v, self.tau, self.threshold, self.reset, self.alpha)  # (B, T, C), (B, C)
 
     def extra_repr(self) -> str:
@@ -161,7 +164,8 @@ class Lerp(nn.Module):
     """Token-shift mixing: x * mix + xx * (1 - mix)."""
 
     def forward(self, x: torch.Tensor, xx: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
-        return x * mix + xx * (1 - mix)
+        out = cpu_kernels.lerp(x, xx, mix)  # the same arithmetic in one compiled pass, where it applies
+        return x * mix + xx * (1 - mix) if out is None else out
 
 
 class Sigmoid(nn.Sigmoid):
@@ -172,7 +176,8 @@ class SquaredReLU(nn.Module):
     """relu(x) ** 2, the ChannelMix activation."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.square(torch.relu(x))
+        out = cpu_kernels.squared_relu(x)  # the same arithmetic in one compiled pass, where it applies
+        return torch.square(torch.relu(x)) if out is None else out
 
 
 class Gate(nn.Module):

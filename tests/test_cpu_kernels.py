@@ -19,12 +19,14 @@ def threading_mode(request, monkeypatch):
     """Run the kernels serially (one thread) or on two threads with every chunk big enough."""
     if request.param == "parallel":
         monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN_STEPS", 0)
+        monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN_CHEAP_STEPS", 0)
         old = torch.get_num_threads()
         torch.set_num_threads(2)
         yield request.param
         torch.set_num_threads(old)
     else:
         monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN_STEPS", 1 << 62)
+        monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN_CHEAP_STEPS", 1 << 62)
         yield request.param
 
 
@@ -43,6 +45,8 @@ def _both(model, idx, mode):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_compiled_and_eager_models_fire_identically(variant, mode, threads, dtype, monkeypatch):
     monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN_STEPS", 0 if threads == "parallel" else 1 << 62)
+    monkeypatch.setattr(cpu_kernels, "PARALLEL_MIN_CHEAP_STEPS", 0 if threads == "parallel" else 1 << 62)
+    monkeypatch.setattr(cpu_kernels, "ELEMENTWISE_MIN_NUMEL", 0)  # the tiny model's mixes go through the loops
     old = torch.get_num_threads()
     torch.set_num_threads(2 if threads == "parallel" else old)
     torch.manual_seed(0)
@@ -159,3 +163,44 @@ def test_the_switch_in_the_environment_selects_the_torch_loops(monkeypatch):
     with cpu_kernels.disabled():
         assert not cpu_kernels.enabled()
     assert cpu_kernels.enabled()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_elementwise_loops_bit_for_bit(dtype, threading_mode, monkeypatch):
+    """Token-shift mixing and ReLU^2 in one compiled pass give the torch expressions' values exactly
+    (no fused multiply-add, the arithmetic in the tensors' dtype), NaN and infinities included."""
+    monkeypatch.setattr(cpu_kernels, "ELEMENTWISE_MIN_NUMEL", 0)
+    from spikegpt.model import Lerp, SquaredReLU
+
+    g = torch.Generator().manual_seed(4)
+    x, xx = (torch.randn(2, 33, 29, generator=g) * 3).to(dtype), (torch.randn(2, 33, 29, generator=g) * 3).to(dtype)
+    x[0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=dtype)
+    mix = torch.rand(1, 1, 29, generator=g).to(dtype)
+    lerp, relu_sq = Lerp(), SquaredReLU()
+    with torch.no_grad():
+        fast = lerp(x, xx, mix), relu_sq(x)
+        with cpu_kernels.disabled():
+            eager = lerp(x, xx, mix), relu_sq(x)
+    assert cpu_kernels.lerp(x, xx, mix) is not None and cpu_kernels.squared_relu(x) is not None  # the loops ran
+    for a, b in zip(fast, eager):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert torch.equal(a.nan_to_num(), b.nan_to_num()) and torch.equal(a.isnan(), b.isnan())
+    assert not torch.equal(eager[0][1], (xx + mix * (x - xx))[1])  # a different rounding would show (row 1: no NaN)
+
+
+def test_elementwise_loops_leave_autograd_and_mixed_dtypes_to_torch(monkeypatch):
+    monkeypatch.setattr(cpu_kernels, "ELEMENTWISE_MIN_NUMEL", 0)
+    x = torch.randn(1, 4, 8, requires_grad=True)
+    mix = torch.nn.Parameter(torch.rand(1, 1, 8))
+    assert cpu_kernels.lerp(x, x.detach(), mix) is None and cpu_kernels.squared_relu(x) is None
+    with torch.no_grad():
+        assert cpu_kernels.lerp(x, x.detach(), mix) is not None
+        assert cpu_kernels.lerp(x.double(), x.double(), mix) is None  # float64 with a float32 mix: torch promotes
+
+
+def test_elementwise_loops_leave_one_token_to_torch():
+    """A single token's mix (streaming) is cheaper as torch's few ops than as a compiled call."""
+    x = torch.randn(1, 1, 768)
+    with torch.no_grad():
+        assert cpu_kernels.lerp(x, x, torch.rand(1, 1, 768)) is None and cpu_kernels.squared_relu(x) is None
+        assert cpu_kernels.squared_relu(torch.randn(1, 256, 768)) is not None
