@@ -2,7 +2,7 @@
 
     python benchmarks/bench_profile.py [--tokens 256] [--streaming-tokens 32] [--repeats 3] [--preset 216m]
     python benchmarks/bench_profile.py --no-busy --repeats 5                  # issue 24, target 2 (quiet)
-    python benchmarks/bench_profile.py --no-busy --repeats 5 --fresh-census   # ... each profile with its census
+    python benchmarks/bench_profile.py --no-busy --repeats 5 --reuse-census   # ... census remembered, as a re-run
 
 The 216M configuration with random weights (timing does not depend on the weights, only the
 firing rates do). Time: plain and profiled passes alternate in one process, median of
@@ -19,10 +19,11 @@ one core busy; peak memory <= 1.5x; issue 24 (target 2): <= 1.1 in both modes, m
 Take the numbers on an otherwise idle machine; the machine's matmul GFLOP/s (1 and 2 threads)
 and the load average are printed beside them.
 
-The coverage census (one token through a dispatch mode, about 0.1 s for the 216M model) is
-remembered per model object (``energy.profile.run_census``): after the warm-up every timed
-profile reuses it, as a process that profiles one model again does. ``--fresh-census`` forgets
-it before each profiled pass, so that every timed pass pays for its census.
+The coverage census (one token through a dispatch mode, about 0.1-0.3 s for the 216M model) is
+remembered per model object (``energy.profile.run_census``). By default the benchmark forgets it
+before each profiled pass, so that every timed pass pays for its census, as a user's single
+``spike-energy profile`` run does: that is the figure the targets are judged on.
+``--reuse-census`` keeps it after the warm-up, as a process that profiles one model again does.
 """
 
 from __future__ import annotations
@@ -107,7 +108,9 @@ def main() -> None:
     p.add_argument("--no-busy", action="store_true", help="skip the runs with one core kept busy")
     p.add_argument("--child", choices=["plain", "profiled"], help=argparse.SUPPRESS)
     p.add_argument("--json", help="write the results here")
-    p.add_argument("--fresh-census", action="store_true", help="every timed profile runs its own census")
+    p.add_argument("--reuse-census", action="store_true",
+                   help="keep the census after the warm-up (a re-run in one process); by default every timed "
+                   "profile runs its own, as a user's single run does")  # fmt: skip
     args = p.parse_args()
     if args.child:
         return child(args)
@@ -129,7 +132,7 @@ def main() -> None:
     results.update(matmul_gflops_1_thread=gf1, matmul_gflops_2_threads=gf2, load_before=load0)
     print(
         f"matmul 1024^3 float32: {gf1:.0f} GFLOP/s at 1 thread, {gf2:.0f} at 2; load average {load0:.2f}; "
-        f"census {'run before each profiled pass' if args.fresh_census else 'remembered after the warm-up'}"
+        f"census {'run before each profiled pass' if not args.reuse_census else 'remembered after the warm-up'}"
     )
     head = ("load", "mode", "tokens", "threads", "plain", "profiled", "ratio", "best")
     print("{:14s} {:9s} {:>6s} {:>7s} {:>8s} {:>9s} {:>6s}  {:>6s}  target".format(*head))
@@ -139,7 +142,7 @@ def main() -> None:
                 spinner = subprocess.Popen([sys.executable, "-c", SPIN, str(cpus[0] if cpus else 0)])
                 time.sleep(1.0)
             torch.set_num_threads(n_threads)
-            mp, mq, prof, best_p, best_q = time_pair(model, ids[mode], mode, args.repeats, args.fresh_census)
+            mp, mq, prof, best_p, best_q = time_pair(model, ids[mode], mode, args.repeats, not args.reuse_census)
             target = 1.1 if load == "quiet" else 1.5
             row = {"load": load, "mode": mode, "tokens": len(ids[mode]) - 1, "threads": n_threads, "plain_s": mp,
                    "profiled_s": mq, "time_ratio": mq / mp, "best_plain_s": best_p, "best_profiled_s": best_q,
