@@ -29,7 +29,7 @@ import time
 import torch
 from common import peak_rss_mb, reset_peak_rss
 
-from energy import profile
+from energy.measuring import profile
 from spikegpt import SpikeGPT, preset
 
 

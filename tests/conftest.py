@@ -25,7 +25,7 @@ def _private_baselines_cache(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("user-cache")
     mp.setenv("XDG_CACHE_HOME", str(root))
-    mp.setattr("energy.cache.cache_dir", lambda: root / "spike-energy" / "baselines")
+    mp.setattr("energy.comparing.cache.cache_dir", lambda: root / "spike-energy" / "baselines")
     yield root
     mp.undo()
 

@@ -46,10 +46,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from energy.corpus import Corpus, Document
-from energy.dist import Dist, ProgressSync
-from energy.hooks import Meter, Tally
-from energy.uncertainty import UNITS
+from energy.comparing.uncertainty import UNITS
+from energy.measuring.corpus import Corpus, Document
+from energy.measuring.dist import Dist, ProgressSync
+from energy.measuring.hooks import Meter, Tally
 from spikegpt.errors import SpikeEnergyError, TextError
 
 logger = logging.getLogger(__name__)
@@ -327,7 +327,7 @@ class CorpusRun:
         # the start, so the total never moves), as progress(done, total, unit="bytes", tokens=scored tokens)
         self.byte_progress = bool(byte_progress and not settings.concat and settings.max_tokens is None
                                   and corpus is not None and corpus.total_bytes and rows is None)  # fmt: skip
-        self.rows = rows  # (batch, T + 1) token ids given directly (``energy.profile``), instead of a corpus
+        self.rows = rows  # (batch, T + 1) token ids given directly (``energy.measuring.profile``), instead of a corpus
         self.d = d or Dist()
         self.progress = progress
         self.block = settings.chunk_len or next(iter(models.values())).config.ctx_len

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from energy.rules import FREE_ATEN, MODULE_RULES, aten_base_name, attention_stage
+from energy.measuring.rules import FREE_ATEN, MODULE_RULES, aten_base_name, attention_stage
 from spikegpt import cpu_kernels
 
 # (activation operand index, weight operand index) of the matrix products
