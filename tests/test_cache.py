@@ -66,7 +66,7 @@ def test_key_covers_what_the_counts_depend_on(cache_dir, monkeypatch):
     monkeypatch.setattr(cache, "code_hash", lambda: "another version of the counting code")
     assert cache.cache_key(NAME, CFG, 16) != k
     monkeypatch.undo()
-    monkeypatch.setattr("energy.app.pipeline._version", lambda: "9.9.9")
+    monkeypatch.setattr("energy.comparing.cache._version", lambda: "9.9.9")
     assert cache.cache_key(NAME, CFG, 16) != k
 
 

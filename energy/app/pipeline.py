@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from energy.comparing import cache
+from energy.comparing import cache, sanafe_check
 from energy.comparing.audit import audit
 from energy.comparing.baselines import (
     BASELINE_NAMES,
@@ -35,6 +35,7 @@ from energy.comparing.baselines import (
     synaptic_ops,
 )
 from energy.comparing.baselines import chars_per_token as chars_per_token_of
+from energy.comparing.cache import _version
 from energy.comparing.decode import at_context, context_curve, decode_mode, keys_per_query
 from energy.comparing.headline import ASYMMETRIES, PAPER_WKV_OPS, decode_sentence, decode_sentences, headline
 from energy.comparing.uncertainty import documents_frame, group_table, run_intervals
@@ -483,15 +484,6 @@ def environment(device: str, command_line: list[str]) -> dict:
     return env
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("spike-energy")
-    except Exception:  # running from a source tree that is not installed
-        return "unknown"
-
-
 def redact_paths(o):
     """summary.json for sharing: every absolute path in every string reduced to its file name (the sha256 of
     the checkpoint and the text stay)."""
@@ -579,6 +571,15 @@ def _twins(r: Result, base: dict, e_tot: dict, cpt: float) -> dict:
                           "ratio": {s: trained["energy_pj_per_char"][s] / mine[s] for s in mine},
                           "what": "a non-spiking RWKV trained alike on the same data"
                           + (" (--twin)" if r.trained_twin else " (bundled)")}  # fmt: skip
+    return out
+
+
+def _platforms(r: Result, base: dict) -> dict | None:
+    """The chips section (``energy.pricing.platforms.section``), with the SANA-FE check of the Loihi preset
+    (``energy.comparing.sanafe_check``) when Loihi is among the chips."""
+    out = platform_section(r, base)
+    if out is not None and "loihi" in resolve_platforms(r.job.platforms):
+        out["sanafe"] = sanafe_check.cached_check(use_cache=r.job.cache)
     return out
 
 
@@ -736,7 +737,7 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
             "modules_without_rule": p.meta["modules_without_rule"],
         },
         "memory": _memory_summary(p, job.zero_skipping),
-        "platforms": platform_section(r, base),
+        "platforms": _platforms(r, base),
         "assumptions": _assumptions(r, base),
         "costs": {"path": r.costs.path, "table": r.costs.df.to_dict("records")},
         "layers": [

@@ -73,6 +73,15 @@ def cache_dir() -> Path:
     return Path(user_cache_dir("spike-energy", appauthor=False)) / "baselines"
 
 
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("spike-energy")
+    except Exception:  # running from a source tree that is not installed
+        return "unknown"
+
+
 @functools.cache
 def code_hash(modules: tuple[str, ...] = COUNTING_MODULES) -> str:
     """SHA-256 of the source files of the counting code."""
@@ -87,8 +96,6 @@ def _versions() -> dict:
     """Versions of what builds and traces the baselines (read from the installed metadata:
     importing transformers only for its version would cost seconds on every warm run)."""
     from importlib.metadata import PackageNotFoundError, version
-
-    from energy.app.pipeline import _version
 
     out = {"spike_energy": _version(), "torch": torch.__version__}
     for dist in ("transformers", "fvcore"):

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from energy.measuring.runner import UNITS
+
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 SEED = 0
-UNITS = 128  # most bootstrap units kept; the runner pools documents (or blocks) into this many
 MIN_UNITS = 10  # below this many units the report says the interval is rough
 MAX_GROUPS = 40  # domains (or sources) compared in the report at most
 

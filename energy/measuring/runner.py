@@ -46,13 +46,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from energy.comparing.uncertainty import UNITS
 from energy.measuring.corpus import Corpus, Document
 from energy.measuring.dist import Dist, ProgressSync
 from energy.measuring.hooks import Meter, Tally
 from spikegpt.errors import SpikeEnergyError, TextError
 
 logger = logging.getLogger(__name__)
+
+UNITS = 128  # most bootstrap units kept; the runner pools documents (or blocks) into this many
 
 STATE_VERSION = 1
 MAX_STATE_BYTES = 4 * 2**30

@@ -37,9 +37,8 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from energy.measuring.rules import SPIKE_CLASSES
 from energy.pricing.costs import CostTable
-from energy.pricing.memory import memory_terms
+from energy.pricing.memory import SPIKE_CLASSES, memory_terms
 
 COLUMNS = ["scenario", "layer", "block", "stage", "primitive", "pj"]
 PAPER_RATE = 0.15

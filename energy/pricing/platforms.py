@@ -56,9 +56,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from energy.measuring.rules import SPIKE_CLASSES
 from energy.pricing.costs import BYTES_PER_VALUE, CostTable, load_costs
 from energy.pricing.estimate import MATRIX_KINDS, Accounting, account, counterfactual_inputs
+from energy.pricing.memory import SPIKE_CLASSES
 from energy.pricing.nodes import MEMORY_RULE, NODES, node_factors, scale_costs, vdd
 from spikegpt.errors import SpikeEnergyError
 
@@ -814,9 +814,4 @@ def section(result, baseline_summaries: Mapping[str, Mapping] | None = None) -> 
         ws.append(Workload(name, label, b.ops, b.layers, b.params, spiking=False,
                            chars_per_token=theirs or cpt, chars_note=note))  # fmt: skip
     neurons = int(prof.layers.out_per_token[prof.layers.kind.isin(NEURON_KINDS)].sum())
-    out = evaluate(ws, result.costs, job.precision, prof.meta["batch"], job.platforms, job.nodes, neurons)
-    if "loihi" in resolve_platforms(job.platforms):
-        from energy.comparing import sanafe_check
-
-        out["sanafe"] = sanafe_check.cached_check(use_cache=job.cache)
-    return out
+    return evaluate(ws, result.costs, job.precision, prof.meta["batch"], job.platforms, job.nodes, neurons)
