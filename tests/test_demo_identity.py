@@ -1,6 +1,8 @@
 """Issue 25: the reorganisation of ``energy/`` into stages moved code without changing behaviour. The demo's
 ``summary.json`` (the README's main command, ``spike-energy profile``) equals a copy made before the move, key by
 key, except the timings, the environment (versions, dates, command line) and the checkout's absolute paths.
+The files that the summary's sources and notes cite moved with the code: ``energy/pricing/data/x.csv`` and
+``energy.pricing.estimate`` are read as ``energy/data/x.csv`` and ``energy.estimate``, the addresses before.
 
 The stored copy (``tests/data/demo_summary_before_reorg.json``) holds a SHA-256 of the canonical JSON of every
 top-level key and of every key one level below (the summary is 1 MB), and the scalar values themselves, so
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,15 +23,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 STORED = ROOT / "tests" / "data" / "demo_summary_before_reorg.json"
 LEFT_OUT = ("timings_s", "environment")  # seconds, versions, dates and the command line: not behaviour
+STAGE = re.compile(r"\benergy([./])(?:pricing|measuring|comparing|app)[./]")  # a cited file's address, by stage
 
 
 def _relative(o, root: str):
-    """Every string with the checkout's absolute path has it replaced by ``<repo>``."""
+    """Every string with the checkout's absolute path has it replaced by ``<repo>``, and a cited file's address
+    read as it was before the stage folders."""
     if isinstance(o, dict):
         return {k: _relative(v, root) for k, v in o.items()}
     if isinstance(o, list):
         return [_relative(v, root) for v in o]
-    return o.replace(root, "<repo>") if isinstance(o, str) else o
+    return STAGE.sub(r"energy\1", o.replace(root, "<repo>")) if isinstance(o, str) else o
 
 
 def _sha(o) -> str:
@@ -58,9 +63,11 @@ def differences(before: dict, after: dict) -> list[str]:
 
 
 def test_the_comparison_names_a_changed_key():
-    s = {"a": {"x": 1.0, "y": [1, 2]}, "b": 3, "timings_s": {"load_s": 1.0}, "p": f"{ROOT}/spikegpt/demo/demo.pth"}
+    s = {"a": {"x": 1.0, "y": [1, 2]}, "b": 3, "timings_s": {"load_s": 1.0}, "p": f"{ROOT}/spikegpt/demo/demo.pth",
+         "c": "energy/pricing/data/parameters.csv (energy.pricing.memory)"}  # fmt: skip
     d = digest(s)
-    assert d["scalars"] == {"b": 3, "p": "<repo>/spikegpt/demo/demo.pth"}
+    assert d["scalars"] == {"b": 3, "p": "<repo>/spikegpt/demo/demo.pth",
+                            "c": "energy/data/parameters.csv (energy.memory)"}  # fmt: skip
     assert differences(d, digest({**s, "timings_s": {"load_s": 2.0}})) == []
     assert differences(d, digest({**s, "a": {"x": 1.0000000001, "y": [1, 2]}})) == ["a: differs", "a/x: differs"]
     assert differences(d, digest({**s, "b": 4})) == ["b: differs", "b: 3 -> 4"]
