@@ -4,7 +4,6 @@ import pandas as pd
 import pytest
 import torch
 
-import energy
 from energy.pricing.costs import load_costs
 from energy.pricing.estimate import SCENARIOS, counterfactual_inputs
 
@@ -12,13 +11,8 @@ E_AC, E_MAC = 0.9, 4.6  # Horowitz 45 nm fp32 add, mul + add
 
 
 @pytest.fixture(scope="module")
-def prof():
-    from spikegpt import SpikeGPT, preset
-
-    torch.manual_seed(0)
-    model = SpikeGPT(preset("tiny")).eval()
-    ids = torch.randint(0, 64, (1, 65), generator=torch.Generator().manual_seed(3))
-    return energy.profile(model, ids, census_tokens=2)
+def prof(tiny_profile):
+    return tiny_profile(65, seed=3, census_tokens=2)[2]
 
 
 def as_executed_by_layer(prof) -> pd.Series:

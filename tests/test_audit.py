@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-import energy
 from energy.comparing import baselines as bl
 from energy.comparing.audit import WATERFALL, audit, paper_mode
 from energy.pricing.costs import load_costs
@@ -11,13 +10,8 @@ from energy.pricing.estimate import Accounting
 
 
 @pytest.fixture(scope="module")
-def tiny_setup():
-    from spikegpt import SpikeGPT, preset
-
-    torch.manual_seed(0)
-    model = SpikeGPT(preset("tiny")).eval()
-    ids = torch.randint(0, 64, (1, 97), generator=torch.Generator().manual_seed(1))
-    prof = energy.profile(model, ids, census_tokens=4)
+def tiny_setup(tiny_profile):
+    model, ids, prof = tiny_profile(97, seed=1, census_tokens=4)
     twin, _ = bl.twin_baseline(model, ids, census_tokens=4)
     same = bl.count_gpt2("transformer-same-dims", 32, n_layer=2, n_embd=32, n_head=1, vocab_size=64)
     return model, ids, prof, {"rwkv-twin": twin, "gpt2-small": same}

@@ -4,7 +4,6 @@ before the fix (accumulator width, duplicated weights, one placement rule for st
 import math
 
 import pytest
-import torch
 
 import energy
 from energy.pricing.costs import load_costs
@@ -15,13 +14,8 @@ FED = "blocks.1.att.key"  # a projection the counterfactual feeds with spikes (t
 
 
 @pytest.fixture(scope="module")
-def prof():
-    from spikegpt import SpikeGPT, preset
-
-    torch.manual_seed(0)
-    model = SpikeGPT(preset("tiny")).eval()
-    ids = torch.randint(0, 64, (1, 33), generator=torch.Generator().manual_seed(3))
-    return energy.profile(model, ids, census_tokens=1)
+def prof(tiny_profile):
+    return tiny_profile(33, seed=3, census_tokens=1)[2]
 
 
 def _stage(terms, layer, stage, col="amount"):

@@ -4,9 +4,7 @@ baseline under the same rule; an asymmetry kept on purpose is named in the repor
 import types
 
 import pytest
-import torch
 
-import energy
 from energy.comparing import baselines as bl
 from energy.pricing.costs import PRECISIONS, load_costs
 from energy.pricing.estimate import MATRIX_KINDS, SPIKE_CLASSES, scenario_energy
@@ -15,13 +13,8 @@ L, D = 2, 32
 
 
 @pytest.fixture(scope="module")
-def sides():
-    from spikegpt import SpikeGPT, preset
-
-    torch.manual_seed(0)
-    model = SpikeGPT(preset("tiny")).eval()
-    ids = torch.randint(0, 64, (1, 33), generator=torch.Generator().manual_seed(1))
-    prof = energy.profile(model, ids, census_tokens=2)
+def sides(tiny_profile):
+    model, ids, prof = tiny_profile(33, seed=1, census_tokens=2)
     twin, _ = bl.twin_baseline(model, ids, census_tokens=2)
     ann = bl.count_gpt2("transformer-same-dims", 32, n_layer=L, n_embd=D, n_head=1, vocab_size=64)
     return {"spikegpt": (prof, True), "rwkv-twin": (twin, False), "transformer": (ann, False)}
