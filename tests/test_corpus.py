@@ -1,7 +1,7 @@
 """Corpus input, exact mergeable counters, per-document results, bootstrap intervals, resume.
 
 Each test builds its own tiny model and corpus; independent computations are profiles of
-each document on its own (``energy.measuring.profile``), or hand-worked statistics.
+each document on its own (``energy.profile``), or hand-worked statistics.
 """
 
 import dataclasses
@@ -148,7 +148,7 @@ def test_devices_and_missing_globs_are_refused(tmp_path):
 
 def test_corpus_run_equals_each_document_profiled_alone(setup, whole):
     """Each document is its own sequence (state reset): the corpus counts are the sum of the
-    counts of ``energy.measuring.profile`` on each document separately (an independent path)."""
+    counts of ``energy.profile`` on each document separately (an independent path)."""
     model, tok, docs, path = setup
     state = whole
     counts, nats, tokens = Counter(), [], 0

@@ -42,7 +42,7 @@ def test_lazy_package_names_still_import():
     import spikegpt
 
     assert spikegpt.SpikeGPT.__name__ == "SpikeGPT" and callable(spikegpt.preset)
-    assert callable(energy.measuring.profile) and energy.SCENARIOS
+    assert callable(energy.profile) and energy.SCENARIOS
     with pytest.raises(AttributeError):
         spikegpt.no_such_name  # noqa: B018
 

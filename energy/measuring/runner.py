@@ -328,7 +328,7 @@ class CorpusRun:
         # the start, so the total never moves), as progress(done, total, unit="bytes", tokens=scored tokens)
         self.byte_progress = bool(byte_progress and not settings.concat and settings.max_tokens is None
                                   and corpus is not None and corpus.total_bytes and rows is None)  # fmt: skip
-        self.rows = rows  # (batch, T + 1) token ids given directly (``energy.measuring.profile``), instead of a corpus
+        self.rows = rows  # (batch, T + 1) token ids given directly (``energy.profile``), instead of a corpus
         self.d = d or Dist()
         self.progress = progress
         self.block = settings.chunk_len or next(iter(models.values())).config.ctx_len
