@@ -498,7 +498,7 @@ def test_json_output_that_cannot_be_written(files, tmp_path, capsys, monkeypatch
 
 @pytest.mark.parametrize("value", ["inf", "1e308", "-1", "nan", "1e400", "2e9"])
 def test_cost_values_must_be_finite_and_bounded(files, tmp_path, capsys, value):
-    rows = (ROOT / "energy" / "data" / "horowitz_45nm.csv").read_text().splitlines()
+    rows = (ROOT / "energy" / "pricing" / "data" / "horowitz_45nm.csv").read_text().splitlines()
     header = rows[0].split(",")
     cells = rows[1].split(",")
     cells[header.index("pj")] = value
