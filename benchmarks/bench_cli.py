@@ -16,7 +16,7 @@ timers of summary.json (``imports_s`` of the pipeline and the report, ``load_s``
 profiling pass, ``profile_pass_s``, and its counting), ``baselines_s``, ``stripped_twin_s``, ``audit_s``,
 ``intervals_s``, ``variants_s``, ``summary_s`` (of which ``summary_baselines_s``, ``summary_decode_s``:
 decode and prefill curves, ``summary_platforms_s``: the chips), ``write_csv_s``, ``write_report_s``: the
-figures and report.html) and what no timer covers (the interpreter, ``energy.cli``'s imports, option
+figures and report.html) and what no timer covers (the interpreter, ``energy.app.cli``'s imports, option
 parsing, the printed summary), with the ratio warm wall / profiling pass. ``--warm-only`` skips the cold runs
 (the user's own cache: one untimed run fills it first).
 """

@@ -8,7 +8,7 @@ The 216M configuration with random weights (the speed does not depend on the wei
 synthetic corpus of documents of ``--doc-tokens`` tokens, ``--tokens`` in all. For each
 process count (``--procs``, default 1,2) the script starts ``torchrun --standalone
 --nproc_per_node=N`` on itself with one thread per process (``OMP_NUM_THREADS=1``); each
-rank builds the model, runs ``energy.runner.CorpusRun`` (documents assigned round-robin,
+rank builds the model, runs ``energy.measuring.runner.CorpusRun`` (documents assigned round-robin,
 merged on rank 0 with gloo), and reports its wall time and peak resident memory (VmHWM,
 model included). Profiled tokens/s = all scored tokens / the slowest rank's time of the run
 (model building excluded); scaling efficiency = tokens/s with N / (N x tokens/s with 1).
@@ -69,9 +69,9 @@ def make_corpus(path: Path, tokens: int, doc_tokens: int) -> None:
 
 def child(a) -> None:
     """One rank under torchrun: build, run, report (rank 0 prints every rank's numbers as JSON)."""
-    from energy.corpus import open_corpus
-    from energy.dist import from_env
-    from energy.runner import CorpusRun, RunSettings
+    from energy.measuring.corpus import open_corpus
+    from energy.measuring.dist import from_env
+    from energy.measuring.runner import CorpusRun, RunSettings
     from spikegpt import SpikeGPT, preset
 
     torch.set_num_threads(1)
@@ -80,7 +80,7 @@ def child(a) -> None:
     model = SpikeGPT(preset(a.preset)).eval()
     models = {"spikegpt": model}
     if a.twin:
-        from energy.baselines import rwkv_twin
+        from energy.comparing.baselines import rwkv_twin
 
         models["rwkv-twin"] = rwkv_twin(model)
     settings = RunSettings(max_tokens=a.tokens, mode=a.mode)

@@ -8,7 +8,7 @@ the weights. Prints a table and the two targets of the fused path:
 * non-matmul time (forward - matmuls alone) at least 5x smaller fused than eager;
 * the whole fused forward within 1.3x of the matmuls alone.
 
-Writes everything ``energy.timing.run_bench`` returns to ``--out`` as JSON. Without a
+Writes everything ``energy.app.timing.run_bench`` returns to ``--out`` as JSON. Without a
 CUDA device it says so and exits with status 0, writing nothing.
 """
 
@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from energy.timing import MAX_COMPILE_STEPS, MODES, run_bench  # noqa: E402
+from energy.app.timing import MAX_COMPILE_STEPS, MODES, run_bench  # noqa: E402
 from spikegpt import preset  # noqa: E402
 
 NONMATMUL_SPEEDUP_TARGET = 5.0  # (eager non-matmul time) / (fused non-matmul time), at least

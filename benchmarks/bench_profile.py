@@ -20,7 +20,7 @@ Take the numbers on an otherwise idle machine; the machine's matmul GFLOP/s (1 a
 and the load average are printed beside them.
 
 The coverage census (one token through a dispatch mode, about 0.1-0.3 s for the 216M model) is
-remembered per model object (``energy.profile.run_census``). By default the benchmark forgets it
+remembered per model object (``energy.measuring.profile.run_census``). By default the benchmark forgets it
 before each profiled pass, so that every timed pass pays for its census, as a user's single
 ``spike-energy profile`` run does: that is the figure the targets are judged on.
 ``--reuse-census`` keeps it after the warm-up, as a process that profiles one model again does.
@@ -39,8 +39,8 @@ import time
 import torch
 from common import load_average, matmul_gflops, peak_rss_mb, reset_peak_rss
 
-from energy import profile
-from energy.profile import _CENSUS_MEMO
+from energy.measuring import profile
+from energy.measuring.profile import _CENSUS_MEMO
 from spikegpt import SpikeGPT, preset
 
 

@@ -1,4 +1,4 @@
-"""The example models (examples/) profiled by energy.generic, beside NeuroBench 2.3 and spikingjelly 2.0's
+"""The example models (examples/) profiled by energy.measuring.generic, beside NeuroBench 2.3 and spikingjelly 2.0's
 op_counter on the same inputs: a markdown table per model (python benchmarks/generic_examples.py).
 
 NeuroBench runs its own Benchmark: SNNTorchModel for the snntorch network, TorchModel (Linear/Conv hooks,
@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from energy.generic import profile_model
+from energy.measuring.generic import profile_model
 
 MODELS = ["snntorch_net", "spikformer_ssa", "sdt_block", "ternary_lm"]
 

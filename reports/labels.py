@@ -29,7 +29,7 @@ MODEL_SHORT = {  # for narrow columns (the terminal's 80): words that wrap at sp
     "gpt2-medium": "GPT-2 medium",
 }
 
-# what each platform workload is priced as (energy.platforms prices the SRAM memory traffic too)
+# what each platform workload is priced as (energy.pricing.platforms prices the SRAM memory traffic too)
 WORKLOAD_NAMES = {
     "spikegpt": "SpikeGPT as executed + memory (SRAM)",
     "spikegpt-counterfactual": "SpikeGPT, spike-input counterfactual + memory (SRAM)",

@@ -4,21 +4,15 @@ import pandas as pd
 import pytest
 import torch
 
-import energy
-from energy.costs import load_costs
-from energy.estimate import SCENARIOS, counterfactual_inputs
+from energy.pricing.costs import load_costs
+from energy.pricing.estimate import SCENARIOS, counterfactual_inputs
 
 E_AC, E_MAC = 0.9, 4.6  # Horowitz 45 nm fp32 add, mul + add
 
 
 @pytest.fixture(scope="module")
-def prof():
-    from spikegpt import SpikeGPT, preset
-
-    torch.manual_seed(0)
-    model = SpikeGPT(preset("tiny")).eval()
-    ids = torch.randint(0, 64, (1, 65), generator=torch.Generator().manual_seed(3))
-    return energy.profile(model, ids, census_tokens=2)
+def prof(tiny_profile):
+    return tiny_profile(65, seed=3, census_tokens=2)[2]
 
 
 def as_executed_by_layer(prof) -> pd.Series:
@@ -106,7 +100,7 @@ def test_accumulators_are_32_bits_wide(prof, precision, mac, ac):
     e = prof.energy("as_executed", precision=precision)
     head = e[(e.layer == "head") & (e.primitive == "effective_mac")].pj.sum()
     assert head == pytest.approx(lin.effective_mac["head"] * mac)
-    from energy.baselines import count_module
+    from energy.comparing.baselines import count_module
 
     ann = torch.nn.Sequential(torch.nn.Embedding(10, 8), torch.nn.Linear(8, 4, bias=False))
     b = count_module(ann, torch.tensor([[1, 2, 3]]), "fc")
@@ -117,7 +111,7 @@ def test_weights_beyond_the_sram_budget_come_from_dram(prof, tmp_path):
     """Item 5: capacity is explicit. Weights that do not fit the on-chip SRAM budget are read from DRAM at
     Horowitz's published 1300 pJ per 64 bits; the SRAM extrapolation above 1 MB is a labelled, overridable
     assumption; the budget is a labelled parameter that users can override."""
-    from energy.memory import memory_terms, placement
+    from energy.pricing.memory import memory_terms, placement
 
     costs = load_costs()
     assert costs.sram_budget_bytes == 24 * 2**20  # TPU v1's Unified Buffer, as the parameters file says
@@ -157,9 +151,9 @@ def test_weights_beyond_the_sram_budget_come_from_dram(prof, tmp_path):
 def test_lemaire_terms_for_spikes_and_floats_alike(prof):
     """Item 7: the terms of Lemaire et al. 2022 by hand, for a float-fed projection (Eq. 4, 6.2f, 12, 17), a
     spike-fed one (the counterfactual's; Eq. 5, 8f, 10 + 15, 13, 17), a LIF layer and a transformer baseline."""
-    from energy.baselines import count_gpt2
-    from energy.estimate import counterfactual_layers
-    from energy.memory import LEFT_OUT, TERMS, memory_terms
+    from energy.comparing.baselines import count_gpt2
+    from energy.pricing.estimate import counterfactual_layers
+    from energy.pricing.memory import LEFT_OUT, TERMS, memory_terms
 
     costs = load_costs()
     sram, add32 = costs.sram_pj_per_byte, 0.1  # Horowitz int32 add, as Lemaire et al. price addressing
@@ -208,7 +202,7 @@ def test_paper_mode_is_an_enumeration_not_a_false_statement():
     """Item 4: the reconstruction is underdetermined. The reviewer's counter-example (d=768, T=1024: GPT 3Td^2 +
     8Td^2 + T^2d at 4.6 pJ against SpikeGPT 13Td^2 x 0.15 x 0.9 + 6Td x 0.9) gives 32.198 and is listed; the note
     is generated from the counts and says that several formulas fit."""
-    from energy.audit import enumeration_note, paper_enumeration
+    from energy.comparing.audit import enumeration_note, paper_enumeration
 
     T, d = 1024, 768
     ratio = (3 * T * d * d + 8 * T * d * d + T * T * d) * 4.6 / (13 * T * d * d * 0.15 * 0.9 + 6 * T * d * 0.9)
@@ -229,8 +223,8 @@ def test_paper_mode_is_an_enumeration_not_a_false_statement():
 def test_causes_are_generated_from_the_attribution(prof):
     """Item 8: SpikeGPT minus twin by part and primitive per scenario; the sentence names the parts in the order
     of the table with the table's numbers."""
-    from energy.audit import attribution, cause_sentences
-    from energy.baselines import rwkv_twin, twin_baseline
+    from energy.comparing.audit import attribution, cause_sentences
+    from energy.comparing.baselines import rwkv_twin, twin_baseline
 
     ids = torch.randint(0, 64, (1, 65), generator=torch.Generator().manual_seed(3))
     model = prof_model()

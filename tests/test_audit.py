@@ -3,21 +3,15 @@
 import pytest
 import torch
 
-import energy
-from energy import baselines as bl
-from energy.audit import WATERFALL, audit, paper_mode
-from energy.costs import load_costs
-from energy.estimate import Accounting
+from energy.comparing import baselines as bl
+from energy.comparing.audit import WATERFALL, audit, paper_mode
+from energy.pricing.costs import load_costs
+from energy.pricing.estimate import Accounting
 
 
 @pytest.fixture(scope="module")
-def tiny_setup():
-    from spikegpt import SpikeGPT, preset
-
-    torch.manual_seed(0)
-    model = SpikeGPT(preset("tiny")).eval()
-    ids = torch.randint(0, 64, (1, 97), generator=torch.Generator().manual_seed(1))
-    prof = energy.profile(model, ids, census_tokens=4)
+def tiny_setup(tiny_profile):
+    model, ids, prof = tiny_profile(97, seed=1, census_tokens=4)
     twin, _ = bl.twin_baseline(model, ids, census_tokens=4)
     same = bl.count_gpt2("transformer-same-dims", 32, n_layer=2, n_embd=32, n_head=1, vocab_size=64)
     return model, ids, prof, {"rwkv-twin": twin, "gpt2-small": same}
@@ -171,8 +165,8 @@ def test_every_projection_on_spikes_at_the_papers_rate_matches_the_paper_figure(
     """Item A: with every block projection reading binary spikes at R = 0.15 and the comparator at the
     checkpoint's context, the measured figure in the paper's metric is the paper's figure for this model, and
     the headline says the claim holds (the old verdict tested the plain operation ratio against 32.2: never)."""
-    from energy.audit import gap_decomposition
-    from energy.headline import headline
+    from energy.comparing.audit import gap_decomposition
+    from energy.comparing.headline import headline
 
     model, ids, prof, bases = tiny_setup
     ann = bases["gpt2-small"]  # the same-size transformer of the fixture, at context 32
@@ -197,9 +191,9 @@ def test_every_projection_on_spikes_at_the_papers_rate_matches_the_paper_figure(
 def test_gap_decomposition_ends_are_the_scenarios_and_shares_multiply(tiny_setup):
     """The decomposition starts at the paper scenario (comparator at ctx_len) and ends at the measured energy
     ratios, as ``account`` prices them; the Shapley shares multiply to the whole gap."""
-    from energy.audit import gap_decomposition
-    from energy.decode import at_context
-    from energy.estimate import scenario_energy
+    from energy.comparing.audit import gap_decomposition
+    from energy.comparing.decode import at_context
+    from energy.pricing.estimate import scenario_energy
 
     model, ids, prof, bases = tiny_setup
     ann, costs = bases["gpt2-small"], load_costs()
@@ -218,7 +212,7 @@ def test_gap_decomposition_ends_are_the_scenarios_and_shares_multiply(tiny_setup
 
 def test_paper_scenario_of_an_ann_prices_no_bias_adds(tiny_setup):
     """Smaller item: the paper counts MACs (and ACs) only; the ANN's paper scenario now does too."""
-    from energy.estimate import scenario_energy
+    from energy.pricing.estimate import scenario_energy
 
     ann = tiny_setup[3]["gpt2-small"]
     e = scenario_energy("paper", ann.ops, ann.layers, load_costs(), spiking=False)
@@ -227,7 +221,7 @@ def test_paper_scenario_of_an_ann_prices_no_bias_adds(tiny_setup):
 
 def _costs_with_ac_at_half_mac():
     """A cost table where E_AC = E_MAC / 2 at fp32 (the multiply costs what the add does)."""
-    from energy.costs import CostTable
+    from energy.pricing.costs import CostTable
 
     c = load_costs()
     df = c.df.copy()
@@ -241,8 +235,8 @@ def _costs_with_ac_at_half_mac():
 def test_beats_note_names_the_price_ratio_only_when_it_decides(tiny_setup):
     """Item C: repriced with E_AC = E_MAC / 2, the counterfactual at r = 1 still beats a transformer whose
     attention dominates (a long context): the note must not name the price ratio as the cause."""
-    from energy.audit import Pricer, _beats_note
-    from energy.decode import at_context
+    from energy.comparing.audit import Pricer, _beats_note
+    from energy.comparing.decode import at_context
 
     model, ids, prof, bases = tiny_setup
     costs = _costs_with_ac_at_half_mac()
@@ -264,7 +258,7 @@ def test_twin_cause_sentences_add_up(tiny_setup):
     "other"), and the stripped twin is named with its bits per character."""
     import re
 
-    from energy.audit import attribution, cause_sentences
+    from energy.comparing.audit import attribution, cause_sentences
 
     model, ids, prof, bases = tiny_setup
     attr = attribution(prof, bases["rwkv-twin"], load_costs())

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from energy import cache
-from energy.baselines import CLOSED_FORM_CONTEXTS, assume_activation_zeros, default_baselines
-from energy.cli import main
+from energy.app.cli import main
+from energy.comparing import cache
+from energy.comparing.baselines import CLOSED_FORM_CONTEXTS, assume_activation_zeros, default_baselines
 from spikegpt import SpikeGPT, SpikeGPTConfig
 from spikegpt.checkpoint import save_checkpoint
 from spikegpt.tokenizer import CharTokenizer
@@ -66,7 +66,7 @@ def test_key_covers_what_the_counts_depend_on(cache_dir, monkeypatch):
     monkeypatch.setattr(cache, "code_hash", lambda: "another version of the counting code")
     assert cache.cache_key(NAME, CFG, 16) != k
     monkeypatch.undo()
-    monkeypatch.setattr("energy.pipeline._version", lambda: "9.9.9")
+    monkeypatch.setattr("energy.comparing.cache._version", lambda: "9.9.9")
     assert cache.cache_key(NAME, CFG, 16) != k
 
 
@@ -76,7 +76,12 @@ def test_code_hash_follows_the_counting_sources(tmp_path, monkeypatch):
     from pathlib import Path
 
     expected = hashlib.sha256()
-    for name in ("energy.baselines", "energy.rules", "energy.census", "energy.hooks"):
+    for name in (
+        "energy.comparing.baselines",
+        "energy.measuring.rules",
+        "energy.measuring.census",
+        "energy.measuring.hooks",
+    ):
         expected.update(name.encode() + b"\0" + Path(importlib.util.find_spec(name).origin).read_bytes() + b"\0")
     assert cache.code_hash() == expected.hexdigest()
 
@@ -149,8 +154,8 @@ def test_second_profile_does_not_rebuild_and_no_cache_does(tmp_path, cache_dir, 
 def test_compared_profiles_are_cached_exactly_and_rebuilt_when_corrupt(tmp_path, cache_dir, monkeypatch, caplog):
     """The models that the demo report and `pareto` compare: a second comparison reads their profiles from
     the cache and reports the same numbers, bit for bit; a corrupt entry is rebuilt; no cache rebuilds."""
-    from energy import variants
-    from energy.costs import load_costs
+    from energy.comparing import variants
+    from energy.pricing.costs import load_costs
 
     tok = CharTokenizer.from_text(TEXT)
     paths = {}
@@ -216,7 +221,7 @@ def test_a_new_context_is_derived_exactly_and_never_recounted(cache_dir, counted
 
 
 def test_a_count_that_is_not_a_polynomial_in_the_context_is_refused():
-    from energy.baselines import NotClosedForm, _derive
+    from energy.comparing.baselines import NotClosedForm, _derive
 
     cubic = {t: 2 * t**3 - t + 7 for t in CLOSED_FORM_CONTEXTS}
     assert _derive(cubic, 1000, "cubic") == 2 * 1000**3 - 1000 + 7

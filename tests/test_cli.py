@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from energy.cli import main
+from energy.app.cli import main
 from spikegpt import SpikeGPT, SpikeGPTConfig
 from spikegpt.checkpoint import save_checkpoint
 

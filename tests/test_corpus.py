@@ -16,13 +16,13 @@ import pytest
 import torch
 
 import energy
-from energy.corpus import open_corpus
-from energy.dist import Dist
-from energy.estimate import SCENARIOS, scenario_energy
-from energy.hooks import Tally
-from energy.profile import build_profile, frames
-from energy.runner import CorpusRun, RunSettings, RunState, read_state
-from energy.uncertainty import _units, ratio_interval, resample_weights, run_intervals, unit_energy
+from energy.comparing.uncertainty import _units, ratio_interval, resample_weights, run_intervals, unit_energy
+from energy.measuring.corpus import open_corpus
+from energy.measuring.dist import Dist
+from energy.measuring.hooks import Tally
+from energy.measuring.profile import build_profile, frames
+from energy.measuring.runner import CorpusRun, RunSettings, RunState, read_state
+from energy.pricing.estimate import SCENARIOS, scenario_energy
 from spikegpt import SpikeGPT, SpikeGPTConfig
 from spikegpt.errors import SpikeEnergyError, TextError
 from spikegpt.tokenizer import CharTokenizer
@@ -102,7 +102,7 @@ def test_corpus_kinds_read_documents_in_order(tmp_path):
 
 
 def test_long_file_streams_in_pieces_cut_at_newlines(tmp_path, monkeypatch):
-    import energy.corpus as corpus
+    import energy.measuring.corpus as corpus
 
     text = "".join(f"línea {i} — ünïcödé\n" for i in range(500))  # multi-byte characters across piece edges
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
@@ -215,7 +215,7 @@ def test_state_file_is_npz_without_pickle(setup, tmp_path):
 
 
 def test_progress_reports_tokens_done(setup, monkeypatch):
-    import energy.runner as runner
+    import energy.measuring.runner as runner
 
     model, tok, docs, path = setup
     seen = []
@@ -246,7 +246,7 @@ def test_max_tokens_caps_the_total_in_corpus_order(setup):
 
 def test_rates_by_domain_match_the_documents_of_each_domain(setup, whole):
     """The by-domain table: each group's rates are its own documents' spikes / steps (by hand)."""
-    from energy.uncertainty import group_table
+    from energy.comparing.uncertainty import group_table
 
     model, tok, docs, path = setup
     tr = whole.tracks["m"]
@@ -321,7 +321,7 @@ def test_unit_energies_add_up_and_match_units_priced_alone(setup, whole):
 
 def test_single_sequence_uses_a_block_bootstrap(tiny32):
     ids = torch.randint(0, 64, (1, 16 * 12 + 1), generator=torch.Generator().manual_seed(0))
-    from energy.runner import CorpusRun as Run
+    from energy.measuring.runner import CorpusRun as Run
 
     s = RunSettings(concat=True, tokens=16 * 12, chunk_len=16)
     state = Run({"m": tiny32}, None, None, s, rows=ids).run()

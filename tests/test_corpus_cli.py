@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from energy.cli import main
+from energy.app.cli import main
 from spikegpt import SpikeGPT, SpikeGPTConfig
 from spikegpt.checkpoint import save_checkpoint
 from spikegpt.tokenizer import CharTokenizer
@@ -127,7 +127,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(model_files, tmp_path, 
 MEMORY_SCRIPT = """
 import sys
 from pathlib import Path
-from energy.cli import main
+from energy.app.cli import main
 code = main(sys.argv[1:])
 for line in Path('/proc/self/status').read_text().splitlines():
     if line.startswith('VmHWM:'):

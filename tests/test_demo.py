@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from energy.pipeline import demo_paths
+from energy.app.pipeline import demo_paths
 from spikegpt.checkpoint import load_checkpoint
 from spikegpt.evaluate import evaluate, unigram_entropy_bits
 from spikegpt.tokenizer import read_text, resolve_tokenizer

@@ -9,10 +9,10 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import energy
-from energy.census import census
-from energy.costs import load_costs
-from energy.hooks import Meter, classify
-from energy.rules import KINDS, register_cost
+from energy.measuring.census import census
+from energy.measuring.hooks import Meter, classify
+from energy.measuring.rules import KINDS, register_cost
+from energy.pricing.costs import load_costs
 from spikegpt import LIF, WKV
 from spikegpt import model as sg
 
@@ -317,7 +317,7 @@ def test_assumptions_are_labelled():
 def test_bad_cost_tables(tmp_path, content, match):
     p = tmp_path / "c.csv"
     p.write_text(content)
-    with pytest.raises(energy.costs.SpikeEnergyError, match=match):
+    with pytest.raises(energy.pricing.costs.SpikeEnergyError, match=match):
         load_costs(p)
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from energy.cli import BENCH_DEFAULTS, main, make_parser
+from energy.app.cli import BENCH_DEFAULTS, main, make_parser
 from spikegpt import SpikeGPT, SpikeGPTConfig
 from spikegpt.checkpoint import save_checkpoint
 
@@ -58,7 +58,7 @@ def test_audit_of_an_existing_summary_prints_every_table(summary_path, capsys, m
     def no_profiling(*a, **k):
         raise AssertionError("audit SUMMARY must not profile again")
 
-    monkeypatch.setattr("energy.pipeline.run", no_profiling)
+    monkeypatch.setattr("energy.app.pipeline.run", no_profiling)
     code, out, err = run(["audit", summary_path], capsys)
     assert code == 0, err
     a = json.loads(summary_path.read_text())["audit"]
@@ -160,7 +160,7 @@ def test_bench_without_gpu_picks_the_cpu_defaults(tmp_path, capsys, monkeypatch)
         raise KeyboardInterrupt  # stop here: only the choice is under test
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr("energy.timing.run_bench", fake_run_bench)
+    monkeypatch.setattr("energy.app.timing.run_bench", fake_run_bench)
     code, _, _ = run(["bench", "--out", tmp_path / "b.json"], capsys)
     assert code == 130
     cpu = BENCH_DEFAULTS["cpu"]

@@ -7,12 +7,12 @@ import sys
 import pytest
 import torch
 
-from energy.baseline_names import BASELINE_NAMES
+from energy.comparing.baseline_names import BASELINE_NAMES
 
 PROBE = """
 import sys
 sys.argv = ["spike-energy", *sys.argv[1:]]
-from energy import cli
+from energy.app import cli
 try:
     cli.main()
 except SystemExit:
@@ -31,8 +31,8 @@ def test_help_imports_no_torch(command):
 
 
 def test_the_light_list_of_baseline_names_is_the_real_one():
-    from energy import pipeline
-    from energy.baselines import BASELINE_NAMES as real
+    from energy.app import pipeline
+    from energy.comparing.baselines import BASELINE_NAMES as real
 
     assert BASELINE_NAMES == real == pipeline.DEFAULT_BASELINES
 

@@ -1,4 +1,4 @@
-"""The model-agnostic profiler (energy.generic): closed-form counts of the example models, neurons found
+"""The model-agnostic profiler (energy.measuring.generic): closed-form counts of the example models, neurons found
 without code changes, the cost kinds it adds, and ``spike-energy profile --model``."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from energy.generic import profile_model
-from energy.rules import KINDS, Operand
+from energy.measuring.generic import profile_model
+from energy.measuring.rules import KINDS, Operand
 
 
 def _nnz(t) -> int:
@@ -291,7 +291,7 @@ def test_cli_profiles_example(name, tmp_path, capsys):
         pytest.importorskip("snntorch")
     if name == "spikformer_ssa":
         pytest.importorskip("spikingjelly")
-    from energy.cli import main
+    from energy.app.cli import main
 
     out = tmp_path / "out"
     assert main(["profile", "--model", f"examples.{name}:make", "--out", str(out)]) == 0
@@ -316,7 +316,7 @@ def test_cli_profiles_example(name, tmp_path, capsys):
      ("examples.sdt_block:nothing", "no callable")],
 )  # fmt: skip
 def test_cli_model_bad_input(spec, message, tmp_path, capsys):
-    from energy.cli import main
+    from energy.app.cli import main
 
     out = tmp_path / "out"
     assert main(["profile", "--model", spec, "--out", str(out)]) == 2
@@ -334,7 +334,7 @@ def test_generic_core_equals_spikegpt_path(tiny64):
     setup in both. By definition apart: the LIF (the rule counts the update as a neuron implements it, 5 ops
     per step; the core counts the 9 aten ops the eager code executes) and the WKV (the rule counts the reference
     kernel's recurrence; the core the eager code's ops: 46,848 against 47,104 here)."""
-    from energy.profile import profile
+    from energy.measuring.profile import profile
 
     torch.manual_seed(1)
     ids = torch.randint(0, tiny64.config.vocab_size, (1, 25))
@@ -365,7 +365,7 @@ def test_spikegpt_adapter_counterfactual_is_the_twin(tiny64):
     no neurons left, and the outputs of the twin built by the model itself (``variant="twin"``)."""
     from dataclasses import replace
 
-    from energy.adapters import SPIKEGPT
+    from energy.measuring.adapters import SPIKEGPT
     from spikegpt import SpikeGPT
 
     twin = SPIKEGPT.make_counterfactual(tiny64)
@@ -392,7 +392,7 @@ def test_factory_with_text_and_tokenizer(tmp_path, monkeypatch, capsys):
         "            'tokenizer': lambda s: [ord(c) % 64 for c in s]}\n"
     )
     monkeypatch.chdir(tmp_path)
-    from energy.cli import main
+    from energy.app.cli import main
 
     assert main(["profile", "--model", "my_lm:make", "--out", "out"]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from energy.cli import main
+from energy.app.cli import main
 from spikegpt import SpikeGPT, SpikeGPTConfig
 
 TEXT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer. " * 12
@@ -451,8 +451,8 @@ def _never_run(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("the run started before the output path was checked")
 
-    monkeypatch.setattr("energy.pipeline.run", fail)
-    monkeypatch.setattr("energy.timing.run_bench", fail)
+    monkeypatch.setattr("energy.app.pipeline.run", fail)
+    monkeypatch.setattr("energy.app.timing.run_bench", fail)
 
 
 @pytest.mark.parametrize("case", ["below-a-file", "dangling-symlink", "not-writable"])
@@ -498,7 +498,7 @@ def test_json_output_that_cannot_be_written(files, tmp_path, capsys, monkeypatch
 
 @pytest.mark.parametrize("value", ["inf", "1e308", "-1", "nan", "1e400", "2e9"])
 def test_cost_values_must_be_finite_and_bounded(files, tmp_path, capsys, value):
-    rows = (ROOT / "energy" / "data" / "horowitz_45nm.csv").read_text().splitlines()
+    rows = (ROOT / "energy" / "pricing" / "data" / "horowitz_45nm.csv").read_text().splitlines()
     header = rows[0].split(",")
     cells = rows[1].split(",")
     cells[header.index("pj")] = value
@@ -544,7 +544,7 @@ def test_sigint_and_sigterm_leave_nothing_behind(files, tmp_path):
     script = textwrap.dedent(f"""
         import json, os, signal, sys
         import reports.html
-        from energy.cli import main
+        from energy.app.cli import main
         results = {{}}
         for name in ("SIGINT", "SIGTERM"):
             def write_report(summary, path, helper=None, sig=getattr(signal, name)):
@@ -603,7 +603,7 @@ def test_unexpected_errors_are_one_line_with_a_hint(files, tmp_path, capsys, mon
     def boom(*a, **k):
         raise ZeroDivisionError("float division by zero\nsecond line")
 
-    monkeypatch.setattr("energy.pipeline.run", boom)
+    monkeypatch.setattr("energy.app.pipeline.run", boom)
     code, _, err = run(profile_args(files, tmp_path / "out"), capsys)
     assert code == 1
     lines = err.strip().splitlines()

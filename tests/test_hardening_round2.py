@@ -13,7 +13,7 @@ import tomllib
 from test_hardening import ROOT, TEXT, bounded, one_error_line, profile_args, tiny_sd, with_vocab
 from test_hardening import run as run_capped
 
-import energy.cli as cli
+import energy.app.cli as cli
 from spikegpt.safeio import without_dirs
 
 
@@ -48,7 +48,7 @@ def nothing_written(d: Path) -> bool:
 
 def test_sidecar_sizes_are_checked_before_anything_is_built(files, tmp_path, capsys, monkeypatch):
     built = []
-    monkeypatch.setattr("energy.cache.baselines", lambda *a, **k: built.append(a) or {})
+    monkeypatch.setattr("energy.comparing.cache.baselines", lambda *a, **k: built.append(a) or {})
     monkeypatch.setattr("spikegpt.checkpoint.build_uninitialised", lambda *a: built.append(a))
     ckpt = with_vocab(files, tmp_path, "side", tiny_sd(files))
     (tmp_path / "side.config.json").write_text(json.dumps({"ctx_len": 10**8}))
@@ -90,7 +90,7 @@ def test_tokens_beyond_the_text_warn_and_use_the_whole_text(files, tmp_path, cap
 def _bench():
     import torch
 
-    from energy.timing import run_bench
+    from energy.app.timing import run_bench
     from spikegpt import preset
 
     return run_bench(preset("tiny"), batch=1, tokens=8, device=torch.device("cpu"), modes=("eager",),
@@ -255,8 +255,8 @@ def test_sigterm_says_once_what_was_kept(files, tmp_path):
     corpus = _jsonl(tmp_path, [{"text": TEXT[i : i + 80]} for i in range(6)])
     script = textwrap.dedent("""
         import os, signal, sys
-        import energy.runner as runner
-        from energy.cli import main
+        import energy.measuring.runner as runner
+        from energy.app.cli import main
         end = runner.CorpusRun._end
         def _end(self, *a, **k):
             end(self, *a, **k)

@@ -8,11 +8,11 @@ import subprocess
 
 import pytest
 
-from energy import baselines as bl
-from energy.cli import main
-from energy.costs import load_costs
-from energy.decode import _at_position, energy_by_position, transformer_energy
-from energy.memory import memory_terms
+from energy.app.cli import main
+from energy.comparing import baselines as bl
+from energy.comparing.decode import _at_position, energy_by_position, transformer_energy
+from energy.pricing.costs import load_costs
+from energy.pricing.memory import memory_terms
 
 L, D, V, T = 2, 32, 64, 24  # a tiny same-size transformer: layers, width, vocabulary, sequence
 
@@ -144,7 +144,7 @@ def test_census_note_counts_its_tokens_in_words(demo_report):
 def _head(**kw):
     import pandas as pd
 
-    from energy.headline import headline
+    from energy.comparing.headline import headline
 
     base = {
         "transformer-same-dims": {
@@ -221,7 +221,7 @@ def test_headline_twin_is_the_trained_one_and_the_stripped_one_shows_its_bpc():
 
 def test_every_comparator_gets_its_decode_sentence():
     """Issue 21.4: one decode sentence per comparator, generated from its crossover."""
-    from energy.headline import decode_sentence, decode_sentences
+    from energy.comparing.headline import decode_sentence, decode_sentences
 
     def cross(ex, mem):
         return {"spikegpt": {"as_executed": {"position": ex, "within_context": True},
@@ -248,7 +248,7 @@ def test_every_comparator_gets_its_decode_sentence():
 def test_at_context_equals_counting_at_that_context():
     """Item D / G: the comparator at another context, in closed form, has the dense counts of the comparator
     counted at that context (attention over the causal triangle), and the same memory terms' shape."""
-    from energy.decode import at_context
+    from energy.comparing.decode import at_context
 
     b24 = bl.count_gpt2("transformer-same-dims", T, n_layer=L, n_embd=D, n_head=1, vocab_size=V)
     b9 = bl.count_gpt2("transformer-same-dims", 9, n_layer=L, n_embd=D, n_head=1, vocab_size=V)
@@ -265,7 +265,7 @@ def test_corpus_comparator_reads_token_weighted_keys_per_query():
     """Item G: documents of 100 and 3,900 tokens give sum T(T+1)/2 / sum T = 1,903 keys per query (not
     (mean + 1) / 2 = 1,000.5), and the comparator's attention MACs per token are that many per layer, for
     Q K^T and for P V."""
-    from energy.decode import at_context, keys_per_query
+    from energy.comparing.decode import at_context, keys_per_query
 
     k = keys_per_query([100, 3900])
     assert k == pytest.approx((100 * 101 / 2 + 3900 * 3901 / 2) / 4000) and round(k) == 1903
@@ -370,7 +370,7 @@ def test_twin_option_puts_the_users_trained_twin_in_the_headline(tmp_path, write
 
 
 def _decomposition(restores: bool = False) -> dict:
-    """A gap decomposition as ``energy.audit.gap_decomposition`` returns it: 30.7x in the paper's accounting at
+    """A gap decomposition as ``audit.gap_decomposition`` returns it: 30.7x in the paper's accounting at
     128 tokens, three factors whose shares multiply to the measured ratio with memory traffic."""
     rows = [("projections read floats", 0.32, 31.0 if restores else 3.26), ("memory traffic", 0.39, 2.24),
             ("comparator's context", 2.0, 1.35), ("comparator as executed", 1.0003, 2.99)]  # fmt: skip
@@ -427,7 +427,7 @@ def test_factor_sentence_is_read_from_the_decomposition():
 
 def test_demo_factor_sentence_matches_its_table(demo_summary):
     """On the demo: every share the factors sentence names is the table's, and its ends are the table's ends."""
-    from energy.headline import _share
+    from energy.comparing.headline import _share
 
     h = demo_summary["headline"]
     rows = h["verdict"]["decomposition"]

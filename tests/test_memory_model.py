@@ -4,24 +4,18 @@ before the fix (accumulator width, duplicated weights, one placement rule for st
 import math
 
 import pytest
-import torch
 
 import energy
-from energy.costs import load_costs
-from energy.estimate import counterfactual_layers
-from energy.memory import memory_terms
+from energy.pricing.costs import load_costs
+from energy.pricing.estimate import counterfactual_layers
+from energy.pricing.memory import memory_terms
 
 FED = "blocks.1.att.key"  # a projection the counterfactual feeds with spikes (two spike vectors)
 
 
 @pytest.fixture(scope="module")
-def prof():
-    from spikegpt import SpikeGPT, preset
-
-    torch.manual_seed(0)
-    model = SpikeGPT(preset("tiny")).eval()
-    ids = torch.randint(0, 64, (1, 33), generator=torch.Generator().manual_seed(3))
-    return energy.profile(model, ids, census_tokens=1)
+def prof(tiny_profile):
+    return tiny_profile(33, seed=3, census_tokens=1)[2]
 
 
 def _stage(terms, layer, stage, col="amount"):
@@ -68,7 +62,7 @@ def test_state_is_placed_by_one_rule_for_spikegpt_and_the_transformer(prof):
     """Item 3: weights in DRAM, state where the budget puts it, for both models. With the budget at 0 every
     state (K/V cache; membranes, WKV sums, token-shift inputs) is in DRAM; with the default budget and the
     weights in DRAM, every state of these tiny models is in SRAM, for both alike."""
-    from energy.baselines import count_gpt2
+    from energy.comparing.baselines import count_gpt2
 
     costs = load_costs()
     gpt = count_gpt2("transformer-same-dims", 16, n_layer=1, n_embd=32, n_head=1, vocab_size=64)
@@ -105,11 +99,11 @@ def test_lemaire_linear_memory_model_as_published(prof):
         t = memory_terms(prof.layers, lin, prec)
         want = r.synaptic_ops_per_token * (1.09e-5 * r.weight_elems * b * 8 + 13.2)
         assert _stage(t, "head", "memory.weights (SRAM)", "pj") == pytest.approx(want)
-    with pytest.raises(energy.costs.SpikeEnergyError, match="memory model"):
+    with pytest.raises(energy.pricing.costs.SpikeEnergyError, match="memory model"):
         load_costs(memory_model="cacti")
     assert not any("interpolate between the same points" in (f.__doc__ or "") for f in (log.sram_pj_per_byte,))
     # the node scaling keeps the model (and the SRAM budget) of the table it scales
-    from energy.nodes import scale_costs
+    from energy.pricing.nodes import scale_costs
 
     s7 = scale_costs(load_costs(sram_budget_bytes=1e6, memory_model="lemaire-linear"), 7)
     assert s7.memory_model == "lemaire-linear" and s7.sram_budget_bytes == 1e6

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from energy.generic import MATMULS, profile_model
+from energy.measuring.generic import MATMULS, profile_model
 
 
 def _neurobench(model, x, samples):

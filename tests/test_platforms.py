@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import energy
-from energy import nodes, platforms
-from energy.costs import STATUSES, load_costs
-from energy.estimate import scenario_energy
-from energy.platforms import Workload, capacity, events, load_platform, price_digital, price_neuromorphic
+from energy.pricing import nodes, platforms
+from energy.pricing.costs import STATUSES, load_costs
+from energy.pricing.estimate import scenario_energy
+from energy.pricing.platforms import Workload, capacity, events, load_platform, price_digital, price_neuromorphic
 from spikegpt import SpikeGPT, preset
 from spikegpt.errors import SpikeEnergyError
 
@@ -297,7 +297,7 @@ def tiny_ckpt(tmp_path_factory):
 
 
 def _cli(argv, capsys):
-    from energy.cli import main
+    from energy.app.cli import main
 
     code = main([str(a) for a in argv])
     out = capsys.readouterr()
@@ -446,7 +446,7 @@ def test_ranking_shows_what_each_platform_leaves_out_and_counterfactual_cause_fr
     """Issue 21 items 5 and 9, on hand-made results: a platform that leaves an event unpriced does not 'cover' the
     workload and the ranking says what each leaves out; the sentence on why the counterfactual costs more is the
     largest differences of its terms, computed here."""
-    from energy.platforms import counterfactual_notes, ranking
+    from energy.pricing.platforms import counterfactual_notes, ranking
 
     res = [
         {"platform": "a", "workload": "spikegpt", "node_nm": 5, "pj_per_token": 10.0, "left_out": ["static power"]},

@@ -8,7 +8,7 @@ import torch
 import energy
 from spikegpt import SpikeGPT, preset
 
-profile_module = importlib.import_module("energy.profile")  # the module, not the function of that name
+profile_module = importlib.import_module("energy.measuring.profile")  # the module, not the function of that name
 
 
 def _census_calls(monkeypatch) -> list:
@@ -53,8 +53,8 @@ def test_the_census_is_remembered_per_model_and_rerun_when_it_may_differ(monkeyp
 def test_counting_zeros_counts_what_numpy_counts_as_nonzero():
     import numpy as np
 
-    from energy.census import count_nonzero as census_count
-    from energy.hooks import count_nonzero
+    from energy.measuring.census import count_nonzero as census_count
+    from energy.measuring.hooks import count_nonzero
 
     g = np.random.default_rng(0)
     for dtype in (np.float32, np.float64):
@@ -68,7 +68,7 @@ def test_counting_zeros_counts_what_numpy_counts_as_nonzero():
 def test_spike_counts_of_a_chunk_equal_the_integer_sums():
     """The per-neuron and per-position spike counts of a 256-token chunk (float sums in numpy) are the int64
     sums of the spikes."""
-    from energy.hooks import SpikeStats, Tally
+    from energy.measuring.hooks import SpikeStats, Tally
 
     g = torch.Generator().manual_seed(0)
     s = (torch.rand(2, 300, 200, generator=g) < 0.2).float()

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from energy import pipeline
+from energy.app import pipeline
 from reports.compare import compare_table, load_summary
 from reports.html import energy, ratio, render_report, si, write_report
 from reports.schema import REQUIRED_KEYS, validate_summary
@@ -65,7 +65,7 @@ def report(summary):
 @pytest.fixture(scope="module")
 def bench():
     """A real (tiny, CPU) ``spike-energy bench`` result: eager timed, fused skipped."""
-    from energy.timing import run_bench
+    from energy.app.timing import run_bench
 
     cfg = SpikeGPTConfig(vocab_size=40, n_layer=1, n_embd=16, ctx_len=8)
     return run_bench(cfg, batch=1, tokens=4, device="cpu", modes=("eager", "fused"), decode_batches=(1,),
@@ -412,7 +412,7 @@ def test_every_section_below_the_verdict_is_closed_with_a_line(report):
 def test_chip_figures_are_named_by_their_scenario(report, summary, capsys):
     """Issue 21.2: the chips price memory traffic, so their SpikeGPT figure is 'as executed + memory (SRAM)', in the
     report and in the CLI's chip table; 'as executed' alone never names it."""
-    from energy.cli import _print_platforms
+    from energy.app.cli import _print_platforms
 
     chips = _section(report, "platforms")
     assert "SpikeGPT as executed + memory (SRAM)" in chips
@@ -554,7 +554,7 @@ def test_audit_in_80_columns_says_impossible_rates_in_words(summary):
 
 
 def test_pareto_table_fits_80_columns(capsys):
-    from energy.cli import _print_pareto
+    from energy.app.cli import _print_pareto
 
     m = {"variant": "spike-input", "bpc": 2.91, "firing_rate_overall": 0.2, "projections": {"spike": 29, "total": 29},
          "ops_per_token": {"ac": 1234567.0}, "energy_pj_per_char": {"as_executed": 7.5e6, "as_executed_memory": 6.3e7},
@@ -656,7 +656,7 @@ def test_baselines_line_names_the_twin_the_headline_uses(summary):
 def test_cli_summary_names_the_metric_and_the_stripped_twins_quality(summary, capsys, monkeypatch):
     """The CLI's per-character line set the paper's "32.2x fewer ops" beside energy ratios as if one metric, and
     named the stripped twin without its bits per character."""
-    from energy.cli import _print_summary
+    from energy.app.cli import _print_summary
 
     monkeypatch.setenv("COLUMNS", "400")  # one line per paragraph, so the phrases can be found whole
     s = copy.deepcopy(summary)

@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("sanafe")
 
-from energy import sanafe_check  # noqa: E402
-from energy.platforms import load_platform  # noqa: E402
+from energy.comparing import sanafe_check  # noqa: E402
+from energy.pricing.platforms import load_platform  # noqa: E402
 
 
 @pytest.fixture(scope="module")

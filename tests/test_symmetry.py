@@ -4,24 +4,17 @@ baseline under the same rule; an asymmetry kept on purpose is named in the repor
 import types
 
 import pytest
-import torch
 
-import energy
-from energy import baselines as bl
-from energy.costs import PRECISIONS, load_costs
-from energy.estimate import MATRIX_KINDS, SPIKE_CLASSES, scenario_energy
+from energy.comparing import baselines as bl
+from energy.pricing.costs import PRECISIONS, load_costs
+from energy.pricing.estimate import MATRIX_KINDS, SPIKE_CLASSES, scenario_energy
 
 L, D = 2, 32
 
 
 @pytest.fixture(scope="module")
-def sides():
-    from spikegpt import SpikeGPT, preset
-
-    torch.manual_seed(0)
-    model = SpikeGPT(preset("tiny")).eval()
-    ids = torch.randint(0, 64, (1, 33), generator=torch.Generator().manual_seed(1))
-    prof = energy.profile(model, ids, census_tokens=2)
+def sides(tiny_profile):
+    model, ids, prof = tiny_profile(33, seed=1, census_tokens=2)
     twin, _ = bl.twin_baseline(model, ids, census_tokens=2)
     ann = bl.count_gpt2("transformer-same-dims", 32, n_layer=L, n_embd=D, n_head=1, vocab_size=64)
     return {"spikegpt": (prof, True), "rwkv-twin": (twin, False), "transformer": (ann, False)}
@@ -67,8 +60,8 @@ def test_zero_skipping_moves_every_side_alike(sides):
 def test_sram_budget_moves_every_sides_weights_alike(sides):
     """An SRAM budget of 0 sends every weight of every side (and the transformer's K/V cache) to DRAM; the
     recurrent state stays in its own SRAM, an asymmetry named in the assumptions."""
-    from energy.headline import ASYMMETRIES
-    from energy.pipeline import _assumptions
+    from energy.app.pipeline import _assumptions
+    from energy.comparing.headline import ASYMMETRIES
 
     none = load_costs(sram_budget_bytes=0)
     for name, (model, spiking) in sides.items():
@@ -95,7 +88,7 @@ def test_state_is_priced_on_both_sides_in_the_memory_scenario_only(sides):
 def test_context_every_baseline_reads_the_same_characters():
     """Context: the same-vocabulary baselines run SpikeGPT's tokens per sequence; a baseline with another
     tokenizer runs the same characters (its context x its characters per token = SpikeGPT's)."""
-    from energy.pipeline import Job, baseline_contexts
+    from energy.app.pipeline import Job, baseline_contexts
 
     text = "Hello world, this is the same text for every model. " * 40
     job = Job(baselines=("transformer-same-dims", "gpt2-small", "transformer-paper-table2"))
@@ -110,7 +103,7 @@ def test_context_every_baseline_reads_the_same_characters():
 def test_context_changes_only_the_attention(sides):
     """Context: moving the transformer to another context changes only its attention (and K/V cache), as
     SpikeGPT's per-token cost does not depend on it (the named asymmetry)."""
-    from energy.decode import at_context
+    from energy.comparing.decode import at_context
 
     ann = sides["transformer"][0]
     longer = at_context(ann, 128)
@@ -124,7 +117,7 @@ def test_tokenizer_per_character_divides_each_side_by_its_own(sides):
     """Tokenizer: per character, each side's energy per token is divided by its own characters per token."""
     import pandas as pd
 
-    from energy.headline import headline
+    from energy.comparing.headline import headline
 
     base = {"gpt2-small": {"energy_pj_per_token": {"as_executed": 300.0, "as_executed_memory": 600.0},
                            "chars_per_token": 3.0, "context": 10}}  # fmt: skip

@@ -1,4 +1,4 @@
-"""energy.timing.run_bench on CPU, and the fused kernels in the model against eager (Triton interpreter on CPU)."""
+"""energy.app.timing.run_bench on CPU, and the fused kernels in the model against eager (Triton interpreter on CPU)."""
 
 import json
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from energy import timing
+from energy.app import timing
 from spikegpt import kernels, preset
 
 REPO = Path(__file__).resolve().parents[1]

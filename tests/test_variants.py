@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import energy
-from energy.cli import main
-from energy.variants import BUNDLED, bundled_models
+from energy.app.cli import main
+from energy.comparing.variants import BUNDLED, bundled_models
 from spikegpt import SpikeGPT, preset
 from spikegpt.card import card_paths
 from spikegpt.checkpoint import load_checkpoint, save_checkpoint
@@ -156,9 +156,9 @@ def test_a_model_without_lifs_is_priced_as_a_non_spiking_model(tmp_path):
     """Issue 20, item F: the trained twin (no LIF) is priced as the rwkv-twin baseline is: its "paper" scenario
     is every projection as a MAC (no AC at R = 0.15), and its spike-input counterfactual is itself as executed
     (no LIF, so no spikes to feed; the binary embedding's are not a LIF's)."""
-    from energy.costs import load_costs
-    from energy.estimate import MATRIX_KINDS
-    from energy.variants import measure_model
+    from energy.comparing.variants import measure_model
+    from energy.pricing.costs import load_costs
+    from energy.pricing.estimate import MATRIX_KINDS
 
     tok = CharTokenizer.from_text(TEXT)
     torch.manual_seed(0)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import energy
-from energy.costs import load_costs
-from energy.decode import at_context, context_curve
-from energy.estimate import (
+from energy.comparing.decode import at_context, context_curve
+from energy.pricing.costs import load_costs
+from energy.pricing.estimate import (
     COLUMNS,
     MATRIX_KINDS,
     PAPER_WKV_OPS,
@@ -93,7 +93,7 @@ def account_reference(ops, layers, costs, precision, acc, *, spiking=True, batch
 
 @pytest.fixture(scope="module")
 def models():
-    from energy.baselines import count_gpt2
+    from energy.comparing.baselines import count_gpt2
     from spikegpt import SpikeGPT, preset
 
     torch.manual_seed(0)

@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from energy.costs import PRECISIONS, CostTable
-from energy.estimate import (
+from energy.pricing.costs import PRECISIONS, CostTable
+from energy.pricing.estimate import (
     PAPER_RATE,
     SCENARIO_ACCOUNTING,
     SCENARIO_LABELS,
@@ -528,7 +528,7 @@ MATCH_TOLERANCE = 0.01  # the measured figure "matches" the paper's within 1% (t
 
 def _parts_snn(profile, costs: CostTable, precision: str, batch: int, zero_skipping: bool) -> list:
     """SpikeGPT's energy per token as (pJ, condition) parts; condition: a function of the set of switches on."""
-    from energy.estimate import MATRIX_KINDS, PAPER_WKV_OPS, compute_rows, memory_rows
+    from energy.pricing.estimate import MATRIX_KINDS, PAPER_WKV_OPS, compute_rows, memory_rows
 
     pj = costs.primitives(precision)
     ops, lay = profile.ops, profile.layers
@@ -571,8 +571,8 @@ def _parts_snn(profile, costs: CostTable, precision: str, batch: int, zero_skipp
 
 def _parts_ann(ann, costs: CostTable, precision: str, batch: int, zero_skipping: bool, ctx_len: int | None) -> list:
     """The comparator's energy per token as (pJ, condition) parts, at the run's context and at ``ctx_len``."""
-    from energy.decode import at_context
-    from energy.estimate import MATRIX_KINDS, compute_rows, memory_rows
+    from energy.comparing.decode import at_context
+    from energy.pricing.estimate import MATRIX_KINDS, compute_rows, memory_rows
 
     pj = costs.primitives(precision)
     parts = []

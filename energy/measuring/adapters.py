@@ -1,6 +1,6 @@
 """Model adapters: what a profiler cannot infer from values, behind one small interface.
 
-The measuring core (``energy.generic``) needs nothing model-specific: it counts every aten op and classifies
+The measuring core (``energy.measuring.generic``) needs nothing model-specific: it counts every aten op and classifies
 operands from the values. An adapter adds the four facts a model's author knows:
 
 - ``neurons(model)``: which modules are neurons (name -> ``NeuronInfo``, with where the state lives);
@@ -8,7 +8,7 @@ operands from the values. An adapter adds the four facts a model's author knows:
 - ``token_shift``: module types that carry the previous token's input (state read and written per step);
 - ``counterfactual``: the comparison model, defined in words, and ``make_counterfactual(model)`` building it.
 
-``GENERIC`` serves any model (neurons found by class from the libraries, ``energy.spiking_neurons``);
+``GENERIC`` serves any model (neurons found by class from the libraries, ``energy.measuring.spiking_neurons``);
 ``SPIKEGPT`` states SpikeGPT's knowledge, which the SpikeGPT pipeline (hooks, rules, variants) also uses.
 A second model implements the same five fields.
 """
@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 
 import torch.nn as nn
 
-from energy.hooks import preceding_spike_source
-from energy.spiking_neurons import NeuronInfo, find_neurons
+from energy.measuring.hooks import preceding_spike_source
+from energy.measuring.spiking_neurons import NeuronInfo, find_neurons
 from spikegpt import model as sg
 
 

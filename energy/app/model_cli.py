@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from energy.costs import load_costs
-from energy.generic import profile_model
+from energy.measuring.generic import profile_model
+from energy.pricing.costs import load_costs
 from spikegpt.errors import SpikeEnergyError
 from spikegpt.safeio import check_output_dir, strict_dumps, write_csv
 
@@ -76,7 +76,7 @@ def load_factory(spec: str) -> dict:
 
 
 def _plain_seconds(model: nn.Module, inputs, repeats: int = 3) -> float:
-    from energy.generic import _call
+    from energy.measuring.generic import _call
 
     best = float("inf")
     with torch.no_grad():

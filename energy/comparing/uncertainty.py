@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from energy.measuring.runner import UNITS
+
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 SEED = 0
-UNITS = 128  # most bootstrap units kept; the runner pools documents (or blocks) into this many
 MIN_UNITS = 10  # below this many units the report says the interval is rough
 MAX_GROUPS = 40  # domains (or sources) compared in the report at most
 
@@ -105,8 +106,8 @@ def unit_energy(model, tallies, static: dict, scenarios, costs, precision: str, 
     weights that fit the SRAM budget are placed over the whole model, and the counterfactual looks up each
     projection's producer by name), so a single call would place ``units`` copies of the model.
     """
-    from energy.estimate import scenario_energy
-    from energy.profile import frames
+    from energy.measuring.profile import frames
+    from energy.pricing.estimate import scenario_energy
 
     out = {s: np.zeros(len(tallies)) for s in scenarios}
     for i, t in enumerate(tallies):
@@ -123,7 +124,7 @@ def run_intervals(state, settings, models: dict, profiles: dict, baselines: dict
     token by scenario and every headline ratio (``summary.json["uncertainty"]``)."""
     import math
 
-    from energy.estimate import ANN_SCENARIOS, SCENARIOS
+    from energy.pricing.estimate import ANN_SCENARIOS, SCENARIOS
 
     main = next(iter(models))
     kind, keys, tallies, tokens, nats, chars = _units(state, settings)

@@ -10,7 +10,7 @@ updated every step and never firing (a projection's output is read as a potentia
 synapse is a dense synapse (the layout of a dense projection).
 
 SANA-FE counts the events (synaptic events, packets, hops, compartment updates) and prices them at its
-description's figures; our estimate prices the same counted events at our preset's figures (``energy/data/
+description's figures; our estimate prices the same counted events at our preset's figures (``energy/pricing/data/
 platforms/``). The difference is decomposed term by term, exactly (the terms sum to Y - X):
 
 - synaptic events: our default per-event figure (Loihi: Davies 2018 Table 2's 23.6 pJ pre-silicon minimum)
@@ -23,7 +23,7 @@ platforms/``). The difference is decomposed term by term, exactly (the terms sum
 - static power (leakage): ours prices it over the derived step; SANA-FE models none. Shown beside, never
   in the ratio of dynamic energies;
 - timing: SANA-FE's detailed timing model gives its own time per step; ours derives the step from the same
-  busy times (``energy.platforms.step_time_us``). Shown beside.
+  busy times (``energy.pricing.platforms.step_time_us``). Shown beside.
 
 ``sanafe`` is optional (``pip install '.[sanafe]'``): without it ``check`` returns ``{"run": False, ...}`` and
 the report says that the check was not run.
@@ -140,7 +140,7 @@ def simulate_loihi(trains: np.ndarray, weights: np.ndarray) -> dict:
 
 def compare_loihi(data: dict, sim: dict) -> dict:
     """Ours (X) against SANA-FE (Y) on the events SANA-FE counted, per token, with the exact decomposition."""
-    from energy.platforms import load_platform, step_time_us
+    from energy.pricing.platforms import load_platform, step_time_us
 
     p = load_platform("loihi")
     f = arch_figures("loihi")
@@ -269,13 +269,17 @@ def cached_check(tokens: int = 64, use_cache: bool = True) -> dict:
         return check(tokens)
     from importlib.metadata import version
 
-    from energy.cache import cache_dir
+    from energy.comparing.cache import cache_dir
 
     h = hashlib.sha256()
     h.update(version("sanafe").encode() + str(tokens).encode())
-    for pkg, name in (("energy", "sanafe_check.py"), ("energy", "platforms.py"), ("spikegpt", "demo/spike-input.pth")):
+    for pkg, name in (
+        ("energy.comparing", "sanafe_check.py"),
+        ("energy.pricing", "platforms.py"),
+        ("spikegpt", "demo/spike-input.pth"),
+    ):
         h.update((resources.files(pkg) / name).read_bytes())
-    h.update((resources.files("energy") / "data" / "platforms" / "loihi.csv").read_bytes())
+    h.update((resources.files("energy.pricing") / "data" / "platforms" / "loihi.csv").read_bytes())
     path = cache_dir().parent / "sanafe" / f"{h.hexdigest()}.json"
     if use_cache and path.is_file():
         try:

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from energy import cache
-from energy.audit import audit
-from energy.baselines import (
+from energy.comparing import cache, sanafe_check
+from energy.comparing.audit import audit
+from energy.comparing.baselines import (
     BASELINE_NAMES,
     DESCRIPTIONS,
     SCALE_BASELINES,
@@ -34,22 +34,23 @@ from energy.baselines import (
     rwkv_twin,
     synaptic_ops,
 )
-from energy.baselines import chars_per_token as chars_per_token_of
-from energy.corpus import Corpus, open_corpus
-from energy.costs import BYTES_PER_VALUE, CostTable, load_costs
-from energy.decode import at_context, context_curve, decode_mode, keys_per_query
-from energy.dist import from_env as dist_from_env
-from energy.estimate import SCENARIO_LABELS, SCENARIOS
-from energy.headline import ASYMMETRIES, PAPER_WKV_OPS, decode_sentence, decode_sentences, headline
-from energy.memory import LEFT_OUT, TERMS
-from energy.platforms import CHOICES as _CHOICES
-from energy.platforms import resolve_nodes, resolve_platforms
-from energy.platforms import section as platform_section
-from energy.profile import Profile, build_profile
-from energy.runner import CorpusRun, RunSettings, RunState
-from energy.uncertainty import documents_frame, group_table, run_intervals
-from energy.variants import bundled_models
-from energy.variants import compare as compare_models
+from energy.comparing.baselines import chars_per_token as chars_per_token_of
+from energy.comparing.cache import _version
+from energy.comparing.decode import at_context, context_curve, decode_mode, keys_per_query
+from energy.comparing.headline import ASYMMETRIES, PAPER_WKV_OPS, decode_sentence, decode_sentences, headline
+from energy.comparing.uncertainty import documents_frame, group_table, run_intervals
+from energy.comparing.variants import bundled_models
+from energy.comparing.variants import compare as compare_models
+from energy.measuring.corpus import Corpus, open_corpus
+from energy.measuring.dist import from_env as dist_from_env
+from energy.measuring.profile import Profile, build_profile
+from energy.measuring.runner import CorpusRun, RunSettings, RunState
+from energy.pricing.costs import BYTES_PER_VALUE, CostTable, load_costs
+from energy.pricing.estimate import SCENARIO_LABELS, SCENARIOS
+from energy.pricing.memory import LEFT_OUT, TERMS
+from energy.pricing.platforms import CHOICES as _CHOICES
+from energy.pricing.platforms import resolve_nodes, resolve_platforms
+from energy.pricing.platforms import section as platform_section
 from spikegpt.checkpoint import CheckpointInfo, load_checkpoint
 from spikegpt.errors import SpikeEnergyError
 from spikegpt.limits import check_device, check_memory, spikegpt_run_bytes
@@ -95,16 +96,16 @@ class Job:
     context: int | None = None  # transformer baselines' sequence length (default: SpikeGPT's tokens per sequence)
     zero_skipping: bool = True  # MACs with a zero input are skipped, for SpikeGPT and every baseline alike
     relu_zero_fraction: float | None = None  # the ReLU^2 transformer's assumed sparsity (default: SpikeGPT's)
-    sram_budget_mb: float | None = None  # on-chip SRAM budget (default: energy/data/parameters.csv)
-    memory_model: str = "horowitz-log"  # SRAM access model (energy.costs.MEMORY_MODELS)
+    sram_budget_mb: float | None = None  # on-chip SRAM budget (default: energy/pricing/data/parameters.csv)
+    memory_model: str = "horowitz-log"  # SRAM access model (energy.pricing.costs.MEMORY_MODELS)
     redact_paths: bool = False  # summary.json without local paths, for sharing
     variants: bool = True  # the bundled demo: also profile the bundled twin and spike-input models
-    platforms: tuple[str, ...] = ("all",)  # energy/platforms.py presets, "all", "none" or platform CSV files
+    platforms: tuple[str, ...] = ("all",)  # energy/pricing/platforms.py presets, "all", "none" or platform CSV files
     nodes: tuple = ("all",)  # process nodes (nm) of the digital reference: 45, 28, 16, 7, 5
     command_line: list[str] = field(default_factory=list)
     max_memory: int | None = None  # memory budget in bytes (default: spikegpt.limits.DEFAULT_MEMORY_BUDGET)
-    cache: bool = True  # read and write the on-disk baselines cache (energy/cache.py)
-    # corpora (energy.corpus, energy.runner)
+    cache: bool = True  # read and write the on-disk baselines cache (energy/comparing/cache.py)
+    # corpora (energy.measuring.corpus, energy.measuring.runner)
     max_tokens: int | None = None  # cap on the scored tokens of a corpus run
     concat: bool | None = None  # one sequence of the first tokens x batch tokens; None: for a single text file
     checkpoint_every: int | None = None  # tokens between merged checkpoints
@@ -133,9 +134,9 @@ class Result:
     uncertainty: dict = field(default_factory=dict)  # summary.json["uncertainty"]
     documents: pd.DataFrame | None = None  # one row per document (documents.csv)
     scored_text: str = ""  # the text the scored tokens stand for, up to SAMPLE_CHARS (baselines' tokenizers read it)
-    variants: dict | None = None  # energy.variants.compare: the bundled models side by side
+    variants: dict | None = None  # energy.comparing.variants.compare: the bundled models side by side
     stripped_twin: dict | None = None  # the stripped twin's bits per character (twin_quality)
-    trained_twin: dict | None = None  # --twin: the user's trained twin, measured (energy.variants.measure_model)
+    trained_twin: dict | None = None  # --twin: the user's trained twin, measured (variants.measure_model)
 
 
 def load(job: Job) -> tuple[SpikeGPT, CheckpointInfo, object, Corpus]:
@@ -370,7 +371,7 @@ def run(job: Job, progress=None) -> Result | None:
         timings["variants_s"] = time.perf_counter() - t0
     trained = None
     if job.twin_checkpoint:  # the user's trained twin, on the same tokens as the variants section reads them
-        from energy.variants import measure_model
+        from energy.comparing.variants import measure_model
 
         trained = measure_model("twin", Path(job.twin_checkpoint), sample_text(corpus, state.chars + 64),
                                 prof.meta["tokens_per_sequence"], costs, job.precision, job.zero_skipping, job.mode,
@@ -487,15 +488,6 @@ def environment(device: str, command_line: list[str]) -> dict:
     return env
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("spike-energy")
-    except Exception:  # running from a source tree that is not installed
-        return "unknown"
-
-
 def redact_paths(o):
     """summary.json for sharing: every absolute path in every string reduced to its file name (the sha256 of
     the checkpoint and the text stay)."""
@@ -522,7 +514,7 @@ def _memory_summary(p: Profile, zero_skipping: bool) -> dict:
         "left_out": [{"what": what, "why": why} for what, why in LEFT_OUT],
         "sram_budget_bytes": p.costs.sram_budget_bytes,
         "bytes_per_value": BYTES_PER_VALUE[p.precision],
-        "model": "Lemaire et al., ICONIP 2022 (energy/memory.py)",
+        "model": "Lemaire et al., ICONIP 2022 (energy/pricing/memory.py)",
     }
 
 
@@ -586,6 +578,15 @@ def _twins(r: Result, base: dict, e_tot: dict, cpt: float) -> dict:
     return out
 
 
+def _platforms(r: Result, base: dict) -> dict | None:
+    """The chips section (``energy.pricing.platforms.section``), with the SANA-FE check of the Loihi preset
+    (``energy.comparing.sanafe_check``) when Loihi is among the chips."""
+    out = platform_section(r, base)
+    if out is not None and "loihi" in resolve_platforms(r.job.platforms):
+        out["sanafe"] = sanafe_check.cached_check(use_cache=r.job.cache)
+    return out
+
+
 def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict:
     """Everything the report, compare and the user's own scripts need, as plain data."""
     p, cfg, job = r.profile, r.model.config, r.job
@@ -629,7 +630,7 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
         int8 = r.baselines[name].summary(r.costs, "int8", p.meta["batch"], job.zero_skipping)
         cpt = base[name]["chars_per_token"]
         base[f"{name}-int8"] = {**int8, "description": f"{name} at int8: int8 weights and activations, int32 "
-                                "accumulation (energy/data/precisions.csv)", "chars_per_token": cpt,
+                                "accumulation (energy/pricing/data/precisions.csv)", "chars_per_token": cpt,
                                 "chars_per_token_source": base[name]["chars_per_token_source"],
                                 "energy_pj_per_char": {k: v / cpt for k, v in int8["energy_pj_per_token"].items()}
                                 if cpt else None}  # fmt: skip
@@ -658,7 +659,7 @@ def summary(r: Result, raster_layers: int = 4, raster_tokens: int = 128) -> dict
                                              "label": "int8 against SpikeGPT at int8 (like for like)"}  # fmt: skip
     r.timings["summary_decode_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    platforms = platform_section(r, base)
+    platforms = _platforms(r, base)
     r.timings["summary_platforms_s"] = time.perf_counter() - t0
     head = headline(
         claim=r.audit["claim"], snn_ops=snn_ops, snn_energy=e_tot, snn_chars_per_token=chars_per_token,

@@ -19,8 +19,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from energy.costs import CostTable
-from energy.estimate import Accounting, account, memory_rows
+from energy.pricing.costs import CostTable
+from energy.pricing.estimate import Accounting, account, memory_rows
 
 
 def _layers_at(baseline, t: int) -> pd.DataFrame:

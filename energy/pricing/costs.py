@@ -1,17 +1,17 @@
 """Energy per operation: the cost table (a data file with a source for every number).
 
-``energy/data/horowitz_45nm.csv`` has the columns op, dtype, pj, status, source,
+``energy/pricing/data/horowitz_45nm.csv`` has the columns op, dtype, pj, status, source,
 table, note. ``status`` is ``published`` (Horowitz 2014), ``derived`` (a sum of
 published numbers), ``assumption`` (no published 45 nm figure: exp, div, sigmoid,
 rsqrt, compare, SRAM above 1 MB) or ``memory-only``. Users pass their own file with
 the same columns (``--costs FILE``); it is validated on load.
 
-Precision presets (``energy/data/precisions.csv``) name the operand and the accumulator
+Precision presets (``energy/pricing/data/precisions.csv``) name the operand and the accumulator
 width: a MAC is a multiply at the operand width plus an add at the accumulator width,
 an AC is one add at the accumulator width (int8 operands accumulate in int32, fp16 in
 fp32). Both are derived here from the table's mul and add rows, never stored.
 
-The same format carries event-level platform presets (``energy/data/platforms/``) and
+The same format carries event-level platform presets (``energy/pricing/data/platforms/``) and
 process-node factors. Those files may name the value column ``value`` instead of ``pj``
 and add the optional columns ``EXTENDED`` (filled with their defaults when absent, so
 older files load unchanged): ``unit`` (pJ unless stated: mW, ns, bytes...), ``basis``
@@ -57,7 +57,7 @@ MEMORY_MODEL_LABELS = {
 
 
 def _data_csv(name: str) -> pd.DataFrame:
-    with resources.as_file(resources.files("energy") / "data" / name) as p:
+    with resources.as_file(resources.files("energy.pricing") / "data" / name) as p:
         return pd.read_csv(p, keep_default_na=False)
 
 
@@ -82,7 +82,7 @@ class CostTable:
     path: str
     sram_budget_bytes: float = SRAM_BUDGET_BYTES  # on-chip SRAM for weights, K/V caches and state (memory scenarios)
     memory_model: str = "horowitz-log"  # how an SRAM access is priced (MEMORY_MODELS)
-    sram_node_factors: dict | None = None  # Horowitz SRAM point -> factor, set by energy.nodes.scale_costs
+    sram_node_factors: dict | None = None  # Horowitz SRAM point -> factor, set by energy.pricing.nodes.scale_costs
 
     def __post_init__(self) -> None:
         df = self.df
@@ -147,7 +147,7 @@ class CostTable:
         - ``horowitz-log``: value_bytes x ``sram_pj_per_byte(size_bytes)``, i.e. E64(size) / 8 per byte;
         - ``lemaire-linear``: e = a x size_bits + c per access, whatever the value's width (Lemaire et al.'s
           implementation: ``1.09e-5 * mem_params * bits + 13.2``, mem_params x bits = the memory's size in
-          bits); a and c from ``energy/data/parameters.csv``.
+          bits); a and c from ``energy/pricing/data/parameters.csv``.
         """
         if self.memory_model == "lemaire-linear":
             a = float(PARAMETERS.loc["lemaire_sram_slope", "value"])
@@ -194,7 +194,7 @@ def load_costs(
     memory_model: str | None = None,
 ) -> CostTable:
     """The bundled Horowitz table, or a user's file with the same columns; ``sram_budget_bytes``
-    replaces the on-chip SRAM budget of ``energy/data/parameters.csv``; ``memory_model`` selects how an
+    replaces the on-chip SRAM budget of ``energy/pricing/data/parameters.csv``; ``memory_model`` selects how an
     SRAM access is priced (``MEMORY_MODELS``). ``complete=False`` loads an event table (a platform
     preset, node factors) that has no per-precision primitives."""
     table = _bundled_costs() if path is None else _load_costs(path, complete)
@@ -216,10 +216,10 @@ def _bundled_costs() -> CostTable:
 
 def _load_costs(path: str | Path | None, complete: bool = True) -> CostTable:
     if path is None:
-        src = resources.files("energy") / "data" / "horowitz_45nm.csv"
+        src = resources.files("energy.pricing") / "data" / "horowitz_45nm.csv"
         with resources.as_file(src) as p:
             df = pd.read_csv(p, dtype={"pj": float}, keep_default_na=False)
-        name = "energy/data/horowitz_45nm.csv"
+        name = "energy/pricing/data/horowitz_45nm.csv"
     else:
         p = check_regular_file(path, "--costs", MAX_COST_TABLE_BYTES)
         try:
@@ -257,7 +257,7 @@ def _load_costs(path: str | Path | None, complete: bool = True) -> CostTable:
     if not derived.empty:
         raise SpikeEnergyError(
             f"cost table {name}: remove the {derived.op.iloc[0]!r} rows: MAC and AC are derived from the mul and add "
-            "rows and the precision preset's accumulator width (energy/data/precisions.csv)"
+            "rows and the precision preset's accumulator width (energy/pricing/data/precisions.csv)"
         )
     bad_default = df[df.status.isin(NEVER_DEFAULT) & (df["default"].astype(str).str.lower() != "no")]
     if not bad_default.empty:

@@ -46,13 +46,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from energy.corpus import Corpus, Document
-from energy.dist import Dist, ProgressSync
-from energy.hooks import Meter, Tally
-from energy.uncertainty import UNITS
+from energy.measuring.corpus import Corpus, Document
+from energy.measuring.dist import Dist, ProgressSync
+from energy.measuring.hooks import Meter, Tally
 from spikegpt.errors import SpikeEnergyError, TextError
 
 logger = logging.getLogger(__name__)
+
+UNITS = 128  # most bootstrap units kept; the runner pools documents (or blocks) into this many
 
 STATE_VERSION = 1
 MAX_STATE_BYTES = 4 * 2**30
@@ -327,7 +328,7 @@ class CorpusRun:
         # the start, so the total never moves), as progress(done, total, unit="bytes", tokens=scored tokens)
         self.byte_progress = bool(byte_progress and not settings.concat and settings.max_tokens is None
                                   and corpus is not None and corpus.total_bytes and rows is None)  # fmt: skip
-        self.rows = rows  # (batch, T + 1) token ids given directly (``energy.profile``), instead of a corpus
+        self.rows = rows  # (batch, T + 1) token ids given directly (``energy.measuring.profile``), instead of a corpus
         self.d = d or Dist()
         self.progress = progress
         self.block = settings.chunk_len or next(iter(models.values())).config.ctx_len

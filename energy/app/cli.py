@@ -104,7 +104,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                         "feed-forward sparsity, measured)")  # fmt: skip
     e.add_argument("--sram-budget-mb", type=float, metavar="MB",
                    help="on-chip SRAM for weights and K/V caches in the memory scenario (default 24 MiB, the TPU "
-                        "v1 Unified Buffer; energy/data/parameters.csv)")  # fmt: skip
+                        "v1 Unified Buffer; energy/pricing/data/parameters.csv)")  # fmt: skip
     e.add_argument("--memory-model", choices=("horowitz-log", "lemaire-linear"), default="horowitz-log",
                    help="SRAM access energy: horowitz-log (per byte, Horowitz's points in log2 size; default) or "
                         "lemaire-linear (Lemaire et al.'s own fit, 1.09e-5 pJ/bit x size + 13.2 pJ per access); the "
@@ -146,7 +146,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _default_baselines():
-    from energy.baseline_names import BASELINE_NAMES  # no torch import on the --help path
+    from energy.comparing.baseline_names import BASELINE_NAMES  # no torch import on the --help path
 
     return BASELINE_NAMES
 
@@ -186,7 +186,8 @@ def make_parser() -> argparse.ArgumentParser:
                           help="measure a checkpoint on text; write report.html, summary.json, CSVs")  # fmt: skip
     _model_options(prof)
     prof.add_argument("--model", metavar="PKG.MODULE:FACTORY",
-                      help="profile any model: a factory returning {'model', 'inputs'} (energy.model_cli)")  # fmt: skip
+                      help="profile any model: a factory returning {'model', 'inputs'} "
+                      "(energy.app.model_cli)")  # fmt: skip
     prof.add_argument("--out", default="spike-energy-report", help="output directory (default spike-energy-report/)")
     prof.add_argument("--bench", help="a bench JSON (spike-energy bench --out) to show in the report")
     prof.add_argument(
@@ -307,13 +308,13 @@ def _max_memory(a) -> int | None:
 
 
 def _job(a: argparse.Namespace):
-    from energy.pipeline import Job
+    from energy.app.pipeline import Job
     from spikegpt.limits import check_device
 
     check_device(a.device)
 
     baselines = () if a.baselines.strip().lower() == "none" else tuple(b.strip() for b in a.baselines.split(",") if b)
-    from energy.baselines import BASELINE_NAMES
+    from energy.comparing.baselines import BASELINE_NAMES
 
     unknown = [b for b in baselines if b not in BASELINE_NAMES]
     if unknown:
@@ -327,7 +328,7 @@ def _job(a: argparse.Namespace):
     for name in ("tokens", "batch", "census_tokens", "max_tokens", "checkpoint_every", "workers"):
         if getattr(a, name, None) is not None and getattr(a, name) < 1:
             raise SpikeEnergyError(f"--{name.replace('_', '-')} must be a positive integer")
-    from energy.platforms import resolve_nodes, resolve_platforms
+    from energy.pricing.platforms import resolve_nodes, resolve_platforms
 
     platforms = resolve_platforms(a.platform or ("all",))
     nodes = resolve_nodes(a.node or ("all",))
@@ -474,7 +475,7 @@ class _Bars:
 def _check_node_applies(node: list, platforms: tuple) -> None:
     """``--node`` sets the process node of the digital platforms (``horowitz``, digital platform files); refuse
     it, with the reason, when none of the chosen platforms is digital (it would change nothing)."""
-    from energy.platforms import load_platform
+    from energy.pricing.platforms import load_platform
 
     if any(load_platform(p).kind == "digital" for p in platforms):
         return
@@ -569,7 +570,7 @@ def _distributed_checks(a) -> None:
 
 def cmd_profile(a) -> int:
     if getattr(a, "model", None):
-        from energy import model_cli
+        from energy.app import model_cli
 
         return model_cli.run(a)
 
@@ -583,7 +584,7 @@ def cmd_profile(a) -> int:
             if int(os.environ.get("RANK", "0") or 0) == 0:
                 bar.start("importing torch and pandas, checking the options")
             t_imports = time.perf_counter()
-            from energy import pipeline
+            from energy.app import pipeline
             from reports.html import figure_helper
 
             t_imports = time.perf_counter() - t_imports
@@ -753,7 +754,7 @@ def _print_summary(s: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from energy.estimate import SCENARIO_LABELS
+    from energy.pricing.estimate import SCENARIO_LABELS
 
     c = Console()
     m = s["model"]
@@ -844,7 +845,7 @@ def cmd_audit(a) -> int:
             print(f"audit: {json_path}")
         return 0
 
-    from energy import pipeline
+    from energy.app import pipeline
 
     _distributed_checks(a)
     if a.workers > 1 and "WORLD_SIZE" not in os.environ:
@@ -868,7 +869,7 @@ def cmd_audit(a) -> int:
 
 
 def cmd_eval(a) -> int:
-    from energy.pipeline import demo_paths
+    from energy.app.pipeline import demo_paths
     from spikegpt.checkpoint import load_checkpoint
     from spikegpt.evaluate import evaluate, unigram_entropy_bits
     from spikegpt.limits import check_device, check_memory, spikegpt_run_bytes
@@ -969,7 +970,7 @@ def cmd_train(a) -> int:
 def cmd_bench(a) -> int:
     import torch
 
-    from energy.timing import run_bench
+    from energy.app.timing import run_bench
     from spikegpt import preset
     from spikegpt.limits import check_device, check_memory, spikegpt_run_bytes
 
@@ -1041,9 +1042,9 @@ def _print_bench(res: dict) -> None:
 
 
 def cmd_pareto(a) -> int:
-    from energy.costs import load_costs
-    from energy.platforms import resolve_platforms
-    from energy.variants import bundled_models, compare
+    from energy.comparing.variants import bundled_models, compare
+    from energy.pricing.costs import load_costs
+    from energy.pricing.platforms import resolve_platforms
     from reports.plots import figure_to_data_uri, pareto
     from spikegpt.safeio import check_regular_file, strict_dumps
     from spikegpt.tokenizer import read_text
@@ -1062,7 +1063,7 @@ def cmd_pareto(a) -> int:
         raise SpikeEnergyError("pareto compares at least two checkpoints: pass --checkpoint twice or more")
     platforms = resolve_platforms(a.platform or ("all",))
     out = check_output_dir(a.out, "--out")
-    from energy.pipeline import demo_paths
+    from energy.app.pipeline import demo_paths
 
     text = read_text(a.text or demo_paths()[1])
     costs = load_costs(a.costs)

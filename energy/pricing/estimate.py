@@ -38,9 +38,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from energy.costs import CostTable
-from energy.memory import memory_terms
-from energy.rules import SPIKE_CLASSES
+from energy.pricing.costs import CostTable
+from energy.pricing.memory import SPIKE_CLASSES, memory_terms
 
 COLUMNS = ["scenario", "layer", "block", "stage", "primitive", "pj"]
 PAPER_RATE = 0.15
@@ -204,7 +203,7 @@ def _projection_quantities(ops, layers, acc: Accounting, spiking: bool, cf: pd.D
 def memory_rows(
     layers: pd.DataFrame, costs: CostTable, precision: str, batch: int, dram: bool, zero_skipping: bool = True
 ) -> pd.DataFrame:
-    """Memory traffic in pJ per token (``energy.memory``): weights and state within the SRAM budget from SRAM,
+    """Memory traffic in pJ per token (``energy.pricing.memory``): weights and state within the SRAM budget from SRAM,
     the rest from DRAM (``dram``: every weight from DRAM, state where the budget puts it, for every model)."""
     terms = memory_terms(layers, costs, precision, batch=batch, weights_dram=dram, zero_skipping=zero_skipping)
     return terms[["layer", "block", "stage", "primitive", "pj"]]

@@ -4,7 +4,7 @@
 The paper's comparator is a transformer of the same size, vocabulary and context. Its 32.2 comes out only when
 operations are weighted by their energy (E_MAC against E_AC), so the verdict compares like with like: the
 paper's accounting put through this checkpoint's own sizes (the paper's figure for this model) against the
-measured figure in that same metric (``energy.audit.gap_decomposition``), and names the largest factors
+measured figure in that same metric (``energy.comparing.audit.gap_decomposition``), and names the largest factors
 between them with their multiplicative (Shapley) shares. The plain operation ratio is kept, labelled. The
 ratio is given at the run's length and at the checkpoint's training context. Two twins, two names: the
 stripped twin (the released weights, every LIF replaced by identity, not trained) and the trained twin (a
@@ -19,7 +19,7 @@ import math
 
 import pandas as pd
 
-from energy.estimate import SPIKE_CLASSES
+from energy.pricing.estimate import SPIKE_CLASSES
 
 PAPER_WKV_OPS = 6  # the paper counts the WKV as 6 MACs per channel per token (section 3.7)
 
@@ -133,7 +133,7 @@ def headline(
 ) -> dict:
     """All headline numbers and the sentences made from them. ``baselines``: name -> the baseline summary
     (``energy_pj_per_token``, ``synaptic_ops_per_token``, ``chars_per_token``, ``context``, ``params``).
-    ``decomposition``: ``energy.audit.gap_decomposition`` (the paper's figure for this model, the measured one
+    ``decomposition``: ``energy.comparing.audit.gap_decomposition`` (the paper's figure for this model, the measured one
     in the same metric, and the factors between them); ``context_ratios``: the comparator's energy ratio at
     the checkpoint's training context and at the run's ({"ctx_len": {...}, "run": {...}}, by scenario);
     ``twins``: {"stripped": {...}, "trained": {...}}, each with ``bpc`` and ``ratio`` (by scenario, twin /

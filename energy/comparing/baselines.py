@@ -4,7 +4,7 @@
   ``GPT2Config`` (architecture only, random weights, eager attention), and any
   ``nn.Module`` a user passes (``count_module``): counted with fvcore's
   ``FlopCountAnalysis``, with a handle for every arithmetic aten op that calls the kinds
-  of ``energy.rules`` (so a LayerNorm or an exp costs the same as in SpikeGPT). fvcore
+  of ``energy.measuring.rules`` (so a LayerNorm or an exp costs the same as in SpikeGPT). fvcore
   still reports any op without a handle; those are kept as ``uncounted``.
 - The plain RWKV-4 twin: the SpikeGPT itself with every LIF replaced by identity,
   measured by the same hooks on the same tokens.
@@ -28,11 +28,11 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from energy.census import run_with_module_stack
-from energy.costs import CostTable
-from energy.estimate import ANN_SCENARIOS, scenario_energy
-from energy.hooks import block_index
-from energy.rules import KINDS, Cost, attention_stage
+from energy.measuring.census import run_with_module_stack
+from energy.measuring.hooks import block_index
+from energy.measuring.rules import KINDS, Cost, attention_stage
+from energy.pricing.costs import CostTable
+from energy.pricing.estimate import ANN_SCENARIOS, scenario_energy
 from spikegpt import model as sg
 
 logger = logging.getLogger(__name__)
@@ -520,7 +520,7 @@ def rwkv_twin(model: sg.SpikeGPT) -> sg.SpikeGPT:
 
 def twin_baseline(model: sg.SpikeGPT, tokens, *, batch: int = 1, mode: str = "parallel", census_tokens: int = 8):
     """Profile the twin on the same tokens; returns (Baseline, its Profile)."""
-    from energy.profile import profile
+    from energy.measuring.profile import profile
 
     prof = profile(rwkv_twin(model), tokens, batch=batch, mode=mode, census_tokens=census_tokens)
     return baseline_from_profile(prof), prof

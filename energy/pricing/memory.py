@@ -40,7 +40,7 @@ import math
 
 import pandas as pd
 
-from energy.costs import BYTES_PER_VALUE, PRESETS, CostTable
+from energy.pricing.costs import BYTES_PER_VALUE, PRESETS, CostTable
 
 MATRIX_KINDS = ("linear", "matmul")
 SPIKE_CLASSES = ("binary", "ternary")

@@ -11,7 +11,7 @@ Found by class, without a change to the model, for the libraries the field uses:
 
 A library that is not installed is skipped. Anything else that spikes (a custom ``torch.autograd.Function``
 or module whose output is binary or ternary while its input is not) is found from the values by
-``energy.generic`` and reported as "not recognised as a neuron".
+``energy.measuring.generic`` and reported as "not recognised as a neuron".
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """On-disk cache of the baselines' counts (and of the bundled comparison models' profiles): a second run
 does not rebuild them.
 
-The counts of a transformer baseline (``energy.baselines.default_baselines``) depend only
+The counts of a transformer baseline (``energy.comparing.baselines.default_baselines``) depend only
 on its architecture, its context length, and the code and libraries that count them; the
 cost table and the precision are applied afterwards, to the cached counts. An entry is
 keyed by a SHA-256 of all of that:
@@ -19,8 +19,8 @@ On load the file is size-limited, parsed as strict JSON, validated against ``Cac
 and its checksum and key compared; an entry that fails is logged, deleted and rebuilt.
 
 The RWKV twin is not cached: it runs in the same pass as SpikeGPT, on the same documents
-(``energy.runner``), which its paired bootstrap needs. The profiles of the models that the demo
-report and ``spike-energy pareto`` compare (``energy.variants``) are cached in ``profiles/`` beside
+(``energy.measuring.runner``), which its paired bootstrap needs. The profiles of the models that the demo
+report and ``spike-energy pareto`` compare (``energy.comparing.variants``) are cached in ``profiles/`` beside
 ``baselines/``, keyed by the checkpoint's SHA-256, the token ids, the run settings, the source of
 the profiling and model code, and the library versions; the cost table is applied after loading.
 """
@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from energy.baselines import (
+from energy.comparing.baselines import (
     CLOSED_FORM_CONTEXTS,
     GPT2_PRESETS,
     Baseline,
@@ -56,7 +56,12 @@ from spikegpt.safeio import atomic_write_text, load_json, strict_dumps
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-COUNTING_MODULES = ("energy.baselines", "energy.rules", "energy.census", "energy.hooks")
+COUNTING_MODULES = (
+    "energy.comparing.baselines",
+    "energy.measuring.rules",
+    "energy.measuring.census",
+    "energy.measuring.hooks",
+)
 MAX_ENTRY_BYTES = 64 * 2**20
 _DTYPES = {"int64", "float64", "bool", "object", "str", "string"}
 
@@ -66,6 +71,15 @@ def cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("spike-energy", appauthor=False)) / "baselines"
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("spike-energy")
+    except Exception:  # running from a source tree that is not installed
+        return "unknown"
 
 
 @functools.cache
@@ -82,8 +96,6 @@ def _versions() -> dict:
     """Versions of what builds and traces the baselines (read from the installed metadata:
     importing transformers only for its version would cost seconds on every warm run)."""
     from importlib.metadata import PackageNotFoundError, version
-
-    from energy.pipeline import _version
 
     out = {"spike_energy": _version(), "torch": torch.__version__}
     for dist in ("transformers", "fvcore"):
@@ -233,10 +245,10 @@ def _counted(name: str, config, context: int, use_cache: bool) -> Baseline:
 
 
 def baselines(config, context: int, include, use_cache: bool = True) -> dict[str, Baseline]:
-    """``energy.baselines.default_baselines`` through the cache (``use_cache=False``: no reading, no writing).
+    """``energy.comparing.baselines.default_baselines`` through the cache (``use_cache=False``: no reading, no writing).
 
     Each architecture is counted once, at the small contexts ``CLOSED_FORM_CONTEXTS`` (a second each), and
-    any other context is derived from them exactly (``energy.baselines.derive_baseline``): a new corpus or
+    any other context is derived from them exactly (``energy.comparing.baselines.derive_baseline``): a new corpus or
     ``--max-tokens`` never recounts. A context at or below the largest of them is counted directly, as is a
     baseline whose counts turn out not to be a polynomial in T (logged), and any context without the cache."""
     out = {}
@@ -256,7 +268,7 @@ def baselines(config, context: int, include, use_cache: bool = True) -> dict[str
 def check_memory(config, context: int, include, budget: int | None) -> None:
     """Refuse, before anything runs, a baseline whose counting cannot fit the memory budget
     (e.g. a context of 10^8 from ``--context`` or a checkpoint's sidecar)."""
-    from energy.baselines import _heads_for
+    from energy.comparing.baselines import _heads_for
     from spikegpt.limits import check_memory as check
     from spikegpt.limits import transformer_bytes
 
@@ -274,8 +286,9 @@ def check_memory(config, context: int, include, budget: int | None) -> None:
 # Profiles of the bundled comparison models
 # ---------------------------------------------------------------------------------
 
-PROFILING_MODULES = ("energy.profile", "energy.runner", "energy.hooks", "energy.rules", "energy.census",
-                     "energy.classify", "spikegpt.model", "spikegpt.config", "spikegpt.checkpoint")  # fmt: skip
+PROFILING_MODULES = ("energy.measuring.profile", "energy.measuring.runner", "energy.measuring.hooks",
+                     "energy.measuring.rules", "energy.measuring.census", "energy.classify", "spikegpt.model",
+                     "spikegpt.config", "spikegpt.checkpoint")  # fmt: skip
 PROFILE_SKIP = ("costs", "precision")  # applied after loading, like a baseline's cost table
 
 
@@ -291,7 +304,7 @@ def profile_key(checkpoint_sha256: str, ids: list[int], **settings) -> str:
 
 def cached_profile(key: str | None, build, costs, precision: str):
     """The profile under ``key`` from the cache, else ``build()`` (then stored); ``key`` None: no cache."""
-    from energy.profile import Profile
+    from energy.measuring.profile import Profile
 
     if key is not None:
         hit = read(key, "profiles", Profile, {"costs": costs, "precision": precision})

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from energy.costs import CostTable
-from energy.estimate import SCENARIOS
-from energy.headline import projection_inputs
-from energy.profile import profile
+from energy.comparing.headline import projection_inputs
+from energy.measuring.profile import profile
+from energy.pricing.costs import CostTable
+from energy.pricing.estimate import SCENARIOS
 from spikegpt.card import card_paths
 
 logger = logging.getLogger(__name__)
@@ -56,8 +56,8 @@ def measure_model(name: str, checkpoint: Path, text: str, tokens: int, costs: Co
                   zero_skipping: bool = True, mode: str = "parallel", use_cache: bool = True) -> dict:  # fmt: skip
     """One checkpoint on the first ``tokens`` tokens of ``text``: quality, rates, what projections read,
     energy per token and per character in every scenario. The profile comes from the on-disk cache when
-    the same checkpoint (by SHA-256) ran on the same token ids with the same code (``energy.cache``)."""
-    from energy.cache import cached_profile, profile_key
+    the same checkpoint (by SHA-256) ran on the same token ids with the same code (``energy.comparing.cache``)."""
+    from energy.comparing.cache import cached_profile, profile_key
     from spikegpt.checkpoint import load_checkpoint
     from spikegpt.tokenizer import resolve_tokenizer
 
@@ -107,7 +107,7 @@ def priced(prof, zero_skipping: bool = True) -> dict[str, float]:
     """pJ per token in every scenario, each model under its own kind: a model without LIF layers (the twin) is
     priced as a non-spiking model, as the ``rwkv-twin`` baseline is (the paper's scenario: every projection a
     MAC), and its spike-input counterfactual is itself as executed (no LIF, so no spikes to feed)."""
-    from energy.estimate import scenario_energy
+    from energy.pricing.estimate import scenario_energy
 
     spiking = bool((prof.layers.kind == "lif").any())
     if spiking:
@@ -161,7 +161,7 @@ def _measured_counterfactual(released: dict, spiking: dict) -> dict:
     """The released model's counterfactual (projections priced as if they read spikes, at the rates of the
     LIF layers before them) beside the spike-input model, where they really do."""
     prof = released["_profile"]
-    from energy.estimate import counterfactual_inputs
+    from energy.pricing.estimate import counterfactual_inputs
 
     cf = counterfactual_inputs(prof.layers)
     fed = cf[cf.fed]
@@ -192,7 +192,7 @@ def _measured_counterfactual(released: dict, spiking: dict) -> dict:
 
 def _best_platforms(models: list[dict], costs: CostTable, precision: str, platforms) -> None:
     """For each model, the platform (and node) with the lowest energy per character, if any is priced."""
-    from energy.platforms import NEURON_KINDS, Workload, evaluate, resolve_platforms
+    from energy.pricing.platforms import NEURON_KINDS, Workload, evaluate, resolve_platforms
 
     if not resolve_platforms(platforms):
         return

@@ -1,8 +1,8 @@
 """What would it cost on real chips? Event-level platform presets, the split of the model's
 work into what neuromorphic cores run and what they cannot, capacity, and a GPU reference.
 
-A platform is a data file in the cost-table format (``energy/data/platforms/NAME.csv``,
-read by ``energy.costs.load_costs``): every number with its source, year, process node and
+A platform is a data file in the cost-table format (``energy/pricing/data/platforms/NAME.csv``,
+read by ``energy.pricing.costs.load_costs``): every number with its source, year, process node and
 basis; conflicting figures all kept, one marked ``default``; unpublished ones ``missing``.
 
 Units: pJ per token unless named otherwise; a synaptic event is one spike delivered
@@ -13,20 +13,20 @@ through one synapse (one weight read and accumulated).
 - *synaptic events*: every AC (a projection that reads spikes: one per spike per output
   weight) and every spike-driven residual add (a spike delivered through a fixed weight-1
   synapse). In the spike-input counterfactual, each projection that would read spikes gets
-  dense MACs x the measured rate of the layer before it, as ``energy.estimate`` prices it.
+  dense MACs x the measured rate of the layer before it, as ``energy.pricing.estimate`` prices it.
 - *neuron updates*: one per LIF neuron per step, and one per threshold unit of a binary
   embedding (a neuron without leak).
 - *spikes*: neurons x firing rate; each is routed once to the layer that reads it (within
   a tile, plus ``hops_per_spike`` tile hops: placement is not modelled).
 
-**Split.** The model is priced with ``energy.estimate.account`` (as executed, or the
+**Split.** The model is priced with ``energy.pricing.estimate.account`` (as executed, or the
 counterfactual, with SRAM memory traffic Lemaire-style). The rows of the events above are
 *native*: they are taken out and priced at the chip's event costs (whose figures include
 the chip's own synapse-memory and membrane traffic). Every other row (float MACs, exp,
 division, sigmoid, LayerNorm, the WKV recurrence, the head, their memory traffic) is the
 *fallback*: the chip's embedded processors where a per-operation energy is published (for
 none of the bundled chips), else a digital accelerator at the chip's process node (the
-Horowitz table scaled by ``energy.nodes``), a labelled assumption shown apart.
+Horowitz table scaled by ``energy.pricing.nodes``), a labelled assumption shown apart.
 
 **Static energy**: the chip's static power x chips needed x the time per step (one step per
 token): derived from the workload where the chip's per-event busy times are published
@@ -56,10 +56,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from energy.costs import BYTES_PER_VALUE, CostTable, load_costs
-from energy.estimate import MATRIX_KINDS, Accounting, account, counterfactual_inputs
-from energy.nodes import MEMORY_RULE, NODES, SB_FAMILY, node_factors, scale_costs, vdd
-from energy.rules import SPIKE_CLASSES
+from energy.pricing.costs import BYTES_PER_VALUE, CostTable, load_costs
+from energy.pricing.estimate import MATRIX_KINDS, Accounting, account, counterfactual_inputs
+from energy.pricing.memory import SPIKE_CLASSES
+from energy.pricing.nodes import MEMORY_RULE, NODES, SB_FAMILY, node_factors, scale_costs, vdd
 from spikegpt.errors import SpikeEnergyError
 
 logger = logging.getLogger(__name__)
@@ -85,34 +85,45 @@ FALLBACK = "digital accelerator at the chip's node (Horowitz 45 nm scaled by Sti
 
 # Issue 22: every choice of the memory model and the chip presets, listed in summary.json["assumptions"]
 CHOICES = (
-    ("memory: potential width", "energy/memory.py", "potentials and LIF membranes are stored at the accumulator width "
+    ("memory: potential width", "energy/pricing/memory.py",
+     "potentials and LIF membranes are stored at the accumulator width "
      "(4 bytes: int32 / fp32), the width their ACs are priced at, at every precision"),
-    ("memory: counterfactual weights", "energy/estimate.py counterfactual_layers", "a projection fed two spike vectors "
+    ("memory: counterfactual weights", "energy/pricing/estimate.py counterfactual_layers",
+     "a projection fed two spike vectors "
      "stores W diag(m) and W diag(1 - m): twice its weights, in the SRAM banks and the budget"),
-    ("memory: placement of state", "energy/memory.py placement", "one rule for every model: weights, K/V caches and "
+    ("memory: placement of state", "energy/pricing/memory.py placement",
+     "one rule for every model: weights, K/V caches and "
      "recurrent state (membranes, WKV sums, token-shift inputs) share the SRAM budget; 'DRAM weights' moves weights "
      "only, state stays where the budget puts it"),
-    ("memory: SRAM model", "energy/costs.py sram_access_pj", "horowitz-log (default: per byte, Horowitz's points in "
+    ("memory: SRAM model", "energy/pricing/costs.py sram_access_pj",
+     "horowitz-log (default: per byte, Horowitz's points in "
      "log2 size) or lemaire-linear (Lemaire et al.'s implementation: 1.09e-5 pJ/bit x size + 13.2 pJ per access); "
      "the chips section shows both"),
-    ("truenorth: weight events", "energy/platforms.py events_per_weight_event", "a b-bit weight is b binary synapses "
+    ("truenorth: weight events", "energy/pricing/platforms.py events_per_weight_event",
+     "a b-bit weight is b binary synapses "
      "(capacity), so one weight event is b synaptic events (int8: 8)"),
-    ("truenorth: static", "energy/data/platforms/truenorth.csv", "no verified split of the 65 mW into static and "
+    ("truenorth: static", "energy/pricing/data/platforms/truenorth.csv",
+     "no verified split of the 65 mW into static and "
      "dynamic: the default prices the all-in 26 pJ only; the range adds 65 mW over the 1 ms tick"),
-    ("spinnaker2: default pair", "energy/data/platforms/spinnaker2.csv", "450 pJ per synaptic event and 2.19 nJ per "
+    ("spinnaker2: default pair", "energy/pricing/data/platforms/spinnaker2.csv",
+     "450 pJ per synaptic event and 2.19 nJ per "
      "neuron update, both from the 28 nm test chip (Hoppner 2019); the 22 nm chip's 10 pJ is the range's low end"),
-    ("spinnaker: outlier", "energy/data/platforms/spinnaker.csv", "45 pJ (a survey's transcription, ~1000x below "
+    ("spinnaker: outlier", "energy/pricing/data/platforms/spinnaker.csv",
+     "45 pJ (a survey's transcription, ~1000x below "
      "every other figure) is kept visible and out of the range"),
-    ("loihi: time step", "energy/platforms.py step_time_us", "derived from the workload: (synaptic events x 3.8 ns + "
+    ("loihi: time step", "energy/pricing/platforms.py step_time_us",
+     "derived from the workload: (synaptic events x 3.8 ns + "
      "neuron updates x 9.7 ns) / cores + 0.6 us barrier (SANA-FE's silicon-fitted times); the range runs to the 1 ms "
      "real-time step"),
-    ("chips: supply voltage", "energy/nodes.py chip_logic_factor", "each chip's fallback is scaled from Horowitz's "
+    ("chips: supply voltage", "energy/pricing/nodes.py chip_logic_factor",
+     "each chip's fallback is scaled from Horowitz's "
      "45 nm at 0.9 V to the chip's node at its own supply (Loihi 0.75, TrueNorth 0.775, SpiNNaker 1.2, Tianjic "
      "0.9 V; SpiNNaker 2: not stated, 0.8 V)"),
-    ("nodes: device family", "energy/data/node_scaling.csv sb_hp_*", "Stillmaker & Baas 2017 Table 5, one family at "
-     "every node: HP (high performance) from 45 to 7 nm, the paper's single bulk fit at 130-65 nm; the LP rows (the "
-     "45 and 32 nm rows used before, mixed with HP below) are kept in the data file, unused"),
-    ("chips: static upper bounds", "energy/platforms.py price_neuromorphic", "where no static power is published "
+    ("nodes: device family", "energy/pricing/data/node_scaling.csv sb_hp_*", "Stillmaker & Baas 2017 Table 5, one "
+     "family at every node: HP (high performance) from 45 to 7 nm, the paper's single bulk fit at 130-65 nm; the LP "
+     "rows (the 45 and 32 nm rows used before, mixed with HP below) are kept in the data file, unused"),
+    ("chips: static upper bounds", "energy/pricing/platforms.py price_neuromorphic",
+     "where no static power is published "
      "(SpiNNaker, Tianjic), the whole chip's power over the step is listed as an upper bound and in the range, not "
      "in the default sum; SpiNNaker 2 has no bound"),
 )  # fmt: skip
@@ -168,7 +179,7 @@ class Platform:
 
 
 def _data_dir():
-    return resources.files("energy") / "data" / "platforms"
+    return resources.files("energy.pricing") / "data" / "platforms"
 
 
 def _kind(table: CostTable) -> str:
@@ -179,7 +190,7 @@ def _kind(table: CostTable) -> str:
         return "neuromorphic"
     raise SpikeEnergyError(
         f"platform file {table.path}: neither event costs (a synaptic_op row) nor a GPU preset (power and "
-        "tensor_peak rows); see energy/data/platforms/ for the format"
+        "tensor_peak rows); see energy/pricing/data/platforms/ for the format"
     )
 
 
@@ -187,7 +198,7 @@ def _kind(table: CostTable) -> str:
 def _load_bundled(name: str) -> Platform:
     with resources.as_file(_data_dir() / f"{name}.csv") as p:
         table = load_costs(p, complete=False)
-    table = CostTable(table.df, f"energy/data/platforms/{name}.csv")
+    table = CostTable(table.df, f"energy/pricing/data/platforms/{name}.csv")
     return Platform(name, TITLES[name], _kind(table), table)
 
 
@@ -266,7 +277,7 @@ def _lif_layers(layers: pd.DataFrame) -> set:
 
 def _fed(w: Workload) -> pd.Series:
     """layer -> spike events per dense MAC of the projections that read spikes in the counterfactual
-    (rate x spike vectors, see ``energy.estimate.counterfactual_inputs``)."""
+    (rate x spike vectors, see ``energy.pricing.estimate.counterfactual_inputs``)."""
     if w.projections != "counterfactual":
         return pd.Series(dtype=float)
     cf = counterfactual_inputs(w.layers).set_index("layer")
@@ -679,7 +690,7 @@ def evaluate(
 
 def _other_memory_model(workloads, costs, precision, batch, plats, nodes, deploy, deploy_cores, results) -> dict:
     """SpikeGPT's pJ per token on every platform under the other SRAM memory model, beside the selected one."""
-    from energy.costs import MEMORY_MODEL_LABELS, MEMORY_MODELS
+    from energy.pricing.costs import MEMORY_MODEL_LABELS, MEMORY_MODELS
 
     other = next(m for m in MEMORY_MODELS if m != costs.memory_model)
     alt = dataclasses.replace(costs, memory_model=other)
@@ -807,9 +818,4 @@ def section(result, baseline_summaries: Mapping[str, Mapping] | None = None) -> 
         ws.append(Workload(name, label, b.ops, b.layers, b.params, spiking=False,
                            chars_per_token=theirs or cpt, chars_note=note))  # fmt: skip
     neurons = int(prof.layers.out_per_token[prof.layers.kind.isin(NEURON_KINDS)].sum())
-    out = evaluate(ws, result.costs, job.precision, prof.meta["batch"], job.platforms, job.nodes, neurons)
-    if "loihi" in resolve_platforms(job.platforms):
-        from energy import sanafe_check
-
-        out["sanafe"] = sanafe_check.cached_check(use_cache=job.cache)
-    return out
+    return evaluate(ws, result.costs, job.precision, prof.meta["batch"], job.platforms, job.nodes, neurons)

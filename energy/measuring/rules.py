@@ -437,7 +437,7 @@ def aten_base_name(op) -> str:
 
 
 # ---------------------------------------------------------------------------------
-# Dispatch bindings of the model-agnostic profiler (``energy.generic``): aten ops by base name
+# Dispatch bindings of the model-agnostic profiler (``energy.measuring.generic``): aten ops by base name
 # ---------------------------------------------------------------------------------
 
 # elementwise aten ops -> (primitive, stage), one primitive per output element. Judgement calls: a compare,

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from energy.rules import FREE_ATEN, MODULE_RULES, aten_base_name, attention_stage
+from energy.measuring.rules import FREE_ATEN, MODULE_RULES, aten_base_name, attention_stage
 from spikegpt import cpu_kernels
 
 # (activation operand index, weight operand index) of the matrix products
@@ -76,7 +76,7 @@ def count_nonzero(t: torch.Tensor) -> int:
     """Nonzero elements of a tensor. A float CPU tensor is counted by numpy: for values with many zeros
     (spikes, ReLU^2) torch's count_nonzero measured 7-10x slower (3.6 ms against 0.34 ms for 256 x 3072),
     and numpy's count of the exact zeros (a vectorised comparison) 4-5x faster than its count of nonzero
-    floats (``energy.hooks.count_nonzero``)."""
+    floats (``energy.measuring.hooks.count_nonzero``)."""
     if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and t.layout == torch.strided:
         a = (t.detach() if t.requires_grad else t).numpy()
         return a.size - int(np.count_nonzero(a == 0))

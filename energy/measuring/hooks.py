@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from energy.rules import MODULE_RULES, Operand
+from energy.measuring.rules import MODULE_RULES, Operand
 from spikegpt import model as sg
 
 SPIKING_TYPES = (sg.LIF, sg.Heaviside)
@@ -73,7 +73,7 @@ def classify(x: torch.Tensor) -> Operand:
 def _classify_numpy(x: torch.Tensor) -> Operand:
     """``classify`` for a float CPU tensor, the same tests on a numpy view: no per-op dispatch (streaming
     mode calls this hundreds of times per token), and numpy's count of nonzeros is 7-10x faster than
-    torch's on values with many zeros (``energy.census.count_nonzero``).
+    torch's on values with many zeros (``energy.measuring.census.count_nonzero``).
 
     The cheap tests come first: the first nonzero value, if it is not an integer (NaN and inf are
     not), settles "float"; all nonzeros equal to 1 settle "binary" (spikes) without looking for

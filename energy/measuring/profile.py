@@ -18,12 +18,12 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from energy.census import census
-from energy.costs import CostTable, load_costs
-from energy.estimate import SCENARIOS, scenario_energy
-from energy.hooks import POSITION_CAP, block_index, operand_class, preceding_spike_source
-from energy.memory import memory_terms
-from energy.rules import MODULE_RULES, PRIMITIVES
+from energy.measuring.census import census
+from energy.measuring.hooks import POSITION_CAP, block_index, operand_class, preceding_spike_source
+from energy.measuring.rules import MODULE_RULES, PRIMITIVES
+from energy.pricing.costs import CostTable, load_costs
+from energy.pricing.estimate import SCENARIOS, scenario_energy
+from energy.pricing.memory import memory_terms
 from spikegpt.safeio import strict_dumps, write_csv
 
 SATURATED_RATE = 0.5  # a neuron that fires on more than half of the steps is "saturated"
@@ -85,7 +85,7 @@ class Profile:
         return self.ops.groupby(["layer", "stage", "primitive"], sort=False).per_token.sum().reset_index()
 
     def memory(self, *, dram: bool = False, zero_skipping: bool = True) -> pd.DataFrame:
-        """Memory traffic per token by layer and term (``energy.memory``): bytes (adds for addressing) and pJ,
+        """Memory traffic per token by layer and term (``energy.pricing.memory``): bytes (adds for addressing) and pJ,
         in the memory scenario (``dram``: every weight from DRAM)."""
         return memory_terms(self.layers, self.costs, self.precision, batch=self.meta["batch"],
                             budget_bytes=0 if dram else None, zero_skipping=zero_skipping)  # fmt: skip
@@ -190,9 +190,9 @@ def profile(
     """Run ``model`` on ``tokens`` (one sequence, or ``batch`` rows) with the meter attached.
 
     ``progress``: optional callable ``(tokens_done, tokens_total)`` for a progress bar.
-    For a corpus of documents, see ``energy.runner.CorpusRun`` and ``build_profile``.
+    For a corpus of documents, see ``energy.measuring.runner.CorpusRun`` and ``build_profile``.
     """
-    from energy.runner import CorpusRun, RunSettings, collector_paused
+    from energy.measuring.runner import CorpusRun, RunSettings, collector_paused
 
     ids = as_batch(tokens, batch)
     settings = RunSettings(

@@ -1,6 +1,6 @@
 """Process-node scaling of a cost table: a new ``CostTable`` at another node, never a mutation.
 
-The factors live in ``energy/data/node_scaling.csv`` (the cost-table format, one source per
+The factors live in ``energy/pricing/data/node_scaling.csv`` (the cost-table format, one source per
 number):
 
 - **logic** (every arithmetic primitive: add, mul, MAC, AC, exp, ...): Stillmaker & Baas
@@ -28,7 +28,7 @@ from importlib import resources
 
 import pandas as pd
 
-from energy.costs import SRAM_POINTS, CostTable, load_costs
+from energy.pricing.costs import SRAM_POINTS, CostTable, load_costs
 from spikegpt.errors import SpikeEnergyError
 
 NODES = (45, 28, 16, 7, 5)  # the --node choices
@@ -41,13 +41,13 @@ MEMORY_RULE = (
     "assumption: SRAM between the published points (45 nm Horowitz, 7 nm Jouppi) moves the same fraction of "
     "its 45->7 nm way, on a log scale, as logic does; at 5 nm it stays at its 7 nm factor"
 )
-# Horowitz's 45 nm figures that the 7 nm points are compared with (energy/data/horowitz_45nm.csv)
+# Horowitz's 45 nm figures that the 7 nm points are compared with (energy/pricing/data/horowitz_45nm.csv)
 _HOROWITZ_45 = {"mul.int8": 0.2, "add.int32": 0.1, "mul.fp16": 1.1, "mul.fp32": 3.7}
 
 
 @functools.cache
 def node_table() -> CostTable:
-    src = resources.files("energy") / "data" / "node_scaling.csv"
+    src = resources.files("energy.pricing") / "data" / "node_scaling.csv"
     with resources.as_file(src) as p:
         return load_costs(p, complete=False)
 

@@ -1,8 +1,8 @@
-"""``energy.generic.profile_model(model, inputs)``: profile any ``nn.Module``, unchanged.
+"""``energy.measuring.generic.profile_model(model, inputs)``: profile any ``nn.Module``, unchanged.
 
 Every aten op the forward executes is seen at the dispatch level (a ``TorchDispatchMode``), charged to the
 innermost running module (forward pre-/post-hooks keep the stack), and priced by the cost kinds of
-``energy.rules`` (each op's cost is declared there once):
+``energy.measuring.rules`` (each op's cost is declared there once):
 
 - matrix products (``mm``, ``addmm``, ``bmm``, ``baddbmm``; ``linear`` and ``matmul`` reach them), every
   convolution and the fused scaled-dot-product attention, whether a module or a functional call made them;
@@ -11,7 +11,7 @@ innermost running module (forward pre-/post-hooks keep the stack), and priced by
 - elementwise ops, reductions, softmax, layer and batch norm, embeddings (``rules.DISPATCH_ELEMENTWISE`` and
   the kinds); data movement is free (``rules.DISPATCH_FREE``); any other op is listed as uncounted.
 
-Neurons are found by class (``energy.spiking_neurons``) with their state: per neuron layer the spikes, the
+Neurons are found by class (``energy.measuring.spiking_neurons``) with their state: per neuron layer the spikes, the
 firing rate, the neuron steps (one membrane update per neuron per step) and NeuroBench's count of membrane
 updates (state elements that changed). A module or a custom ``torch.autograd.Function`` whose output is
 spikes (binary or ternary) while its input is not is reported as spiking but "not recognised as a neuron";
@@ -37,10 +37,9 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_flatten
 
-from energy.adapters import Adapter, adapter_for
-from energy.costs import CostTable, load_costs
-from energy.hooks import classify
-from energy.rules import (
+from energy.measuring.adapters import Adapter, adapter_for
+from energy.measuring.hooks import classify
+from energy.measuring.rules import (
     DISPATCH_ELEMENTWISE,
     DISPATCH_FREE,
     KINDS,
@@ -50,7 +49,8 @@ from energy.rules import (
     aten_base_name,
     attention_stage,
 )
-from energy.spiking_neurons import NeuronInfo
+from energy.measuring.spiking_neurons import NeuronInfo
+from energy.pricing.costs import CostTable, load_costs
 
 MATMULS = {"mm": (0, 1, None), "addmm": (1, 2, 0), "bmm": (0, 1, None), "baddbmm": (1, 2, 0)}
 SDPA = {
@@ -104,7 +104,7 @@ class _Record:
 class _Mode(TorchDispatchMode):
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
-        return False  # never under torch.compile (see energy.census)
+        return False  # never under torch.compile (see energy.measuring.census)
 
     def __init__(self, stack: list[str], rec: _Record, params: list[torch.Tensor]):
         super().__init__()
@@ -332,7 +332,7 @@ def _samples(inputs) -> int:
 
 def measure(model: nn.Module, inputs, adapter: Adapter | None = None) -> tuple[_Record, dict[str, NeuronInfo]]:
     """One forward of ``model`` on ``inputs`` under the dispatch mode and the hooks (all removed on exit);
-    the neurons are the adapter's (default: ``energy.adapters.adapter_for(model)``)."""
+    the neurons are the adapter's (default: ``energy.measuring.adapters.adapter_for(model)``)."""
     rec = _Record()
     adapter = adapter or adapter_for(model)
     neurons = adapter.neurons(model)
@@ -456,7 +456,7 @@ class ModelProfile:
 
     def energy(self) -> dict:
         """pJ by primitive and in all, for the whole call and per sample: the compute ops only (no memory
-        traffic), at ``precision`` on the cost table (``energy/data/horowitz_45nm.csv`` unless replaced)."""
+        traffic), at ``precision`` on the cost table (``energy/pricing/data/horowitz_45nm.csv`` unless replaced)."""
         pj = self.costs.primitives(self.precision)
         t = self.totals()
         executed = {p: t[p] * pj[p] for p in PRIMITIVES if p != "mac"}  # effective MACs and ACs, not dense
