@@ -7,7 +7,7 @@ The files that the summary's sources and notes cite moved with the code: ``energ
 The stored copy (``tests/data/demo_summary_before_reorg.json``) holds a SHA-256 of the canonical JSON of every
 top-level key and of every key one level below (the summary is 1 MB), and the scalar values themselves, so
 that a difference names its key. Made with ``python tests/test_demo_identity.py SUMMARY.json`` on the code
-before the move (commit 0565215)."""
+before the move (commit 1d260db, main with the other branches of that session merged)."""
 
 from __future__ import annotations
 
