@@ -94,8 +94,9 @@ def test_workers_option_launches_the_same(model_files, tmp_path):
     assert s["corpus"]["processes"] == 2 and s["tokens"] == 700
 
 
-# SIGINT (a clean stop) goes to the slow run (CI runs it): SIGKILL, the harder case, stays in the fast suite
-@pytest.mark.parametrize("sig", [signal.SIGKILL, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
+# Three CLI runs each (about 30 s on 2 quiet cores): in the slow run, which CI runs too
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_resume_after_a_kill_equals_an_uninterrupted_run(model_files, tmp_path, sig):
     d = model_files
     docs = [json.loads(line) for line in CORPUS.read_text().splitlines()]

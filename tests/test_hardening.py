@@ -538,6 +538,7 @@ def test_csv_cells_that_are_formulas_are_neutralised(tmp_path, tiny32):
 # ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a CLI run per signal (11-13 s on 2 quiet cores); CI runs the slow checks too
 def test_sigint_and_sigterm_leave_nothing_behind(files, tmp_path):
     """SIGINT and SIGTERM while the report is being written (the default SIGTERM action would kill
     the process without cleaning up). A subprocess, so that a test failure cannot kill pytest."""

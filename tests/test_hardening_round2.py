@@ -249,6 +249,7 @@ def test_partial_state_is_advised_only_when_resuming_can_help(files, tmp_path, c
     assert resumed["tokens"] == whole["tokens"] and resumed["ops_per_token"] == whole["ops_per_token"]
 
 
+@pytest.mark.slow  # a CLI run per signal (11-13 s on 2 quiet cores); CI runs the slow checks too
 def test_sigterm_says_once_what_was_kept(files, tmp_path):
     """SIGTERM after two documents: one line, which says what was kept and that --resume continues (it used to
     say "partial state ... written" and then "nothing was written"). A subprocess: the signal is real."""
