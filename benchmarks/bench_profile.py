@@ -39,8 +39,7 @@ import time
 import torch
 from common import load_average, matmul_gflops, peak_rss_mb, reset_peak_rss
 
-from energy.measuring import profile
-from energy.measuring.profile import _CENSUS_MEMO
+from energy.measuring.profile import _CENSUS_MEMO, profile
 from spikegpt import SpikeGPT, preset
 
 

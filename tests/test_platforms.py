@@ -479,3 +479,23 @@ def test_ranking_shows_what_each_platform_leaves_out_and_counterfactual_cause_fr
         < n.index("compute: mac -1.0 nJ")
     )
     assert counterfactual_notes([ex, {**cf, "pj_per_token": 9_000.0}], {"loihi": load_platform("loihi")}) == []
+
+
+def test_a_bundled_chip_is_one_file(tmp_path):
+    """A CSV put in energy/pricing/data/platforms/ is a preset named by its file, in ``all``, with no code change
+    (the README's architecture section says a chip is one file)."""
+    import shutil
+    import subprocess
+    import sys
+
+    folder = Path(platforms.__file__).parent / "data" / "platforms"
+    new = folder / "zz_one_file_chip.csv"
+    shutil.copy(folder / "tianjic.csv", new)
+    try:
+        code = ("from energy.pricing import platforms as p; t = p.load_platform('zz_one_file_chip'); "
+                "print(p.resolve_platforms(['all'])[-1], t.title, t.kind, t.node_nm)")  # fmt: skip
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    finally:
+        new.unlink()
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["zz_one_file_chip", "zz_one_file_chip", "neuromorphic", "28.0"]

@@ -74,7 +74,11 @@ TITLES = {
     "tianjic": "Tianjic",
     "h100": "NVIDIA H100 SXM (derived upper bound)",
 }
-PLATFORMS = tuple(TITLES)
+# A bundled chip is one file: any CSV in data/platforms/ is a preset named by its stem (titled here if listed)
+PLATFORMS = tuple(TITLES) + tuple(
+    sorted(f.name[:-4] for f in (resources.files("energy.pricing") / "data" / "platforms").iterdir()
+           if f.name.endswith(".csv") and f.name[:-4] not in TITLES)
+)  # fmt: skip
 EVENTS = ("synaptic_op", "neuron_update", "spike_tile", "spike_hop")
 READABLE = {"synaptic_events": "synaptic events", "neuron_updates": "neuron updates",
             "spikes_within_tile": "spike routing", "spike_hops": "spike routing"}  # fmt: skip
@@ -199,14 +203,14 @@ def _load_bundled(name: str) -> Platform:
     with resources.as_file(_data_dir() / f"{name}.csv") as p:
         table = load_costs(p, complete=False)
     table = CostTable(table.df, f"energy/pricing/data/platforms/{name}.csv")
-    return Platform(name, TITLES[name], _kind(table), table)
+    return Platform(name, TITLES.get(name, name), _kind(table), table)
 
 
 def load_platform(name: str) -> Platform:
     """A bundled preset by name, ``horowitz`` (the cost table itself), or a platform CSV file."""
     if name == "horowitz":
         return Platform("horowitz", TITLES["horowitz"], "digital")
-    if name in TITLES:
+    if name in PLATFORMS:
         return _load_bundled(name)
     p = Path(name)
     if p.suffix.lower() == ".csv" and p.is_file():
