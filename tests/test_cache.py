@@ -227,3 +227,31 @@ def test_a_count_that_is_not_a_polynomial_in_the_context_is_refused():
     assert _derive(cubic, 1000, "cubic") == 2 * 1000**3 - 1000 + 7
     with pytest.raises(NotClosedForm):
         _derive({t: t**4 for t in CLOSED_FORM_CONTEXTS}, 1000, "quartic")
+
+
+def test_the_two_context_mechanisms_agree_where_their_questions_coincide():
+    """``baselines.derive_baseline`` answers "the transformer built for context T" (its learned position table has T
+    rows); ``decode.at_context`` answers "the same built transformer on sequences of c tokens" (its parameters
+    unchanged). Every per-token count is the same for both: only the position table's size may differ. Checked on
+    fresh counts: a model counted at 41 and taken to 29 by ``at_context`` counts what a model counted at 29 does."""
+    from energy.comparing.decode import at_context
+
+    at41 = default_baselines(CFG, 41, include=(NAME,))[NAME]
+    at29 = default_baselines(CFG, 29, include=(NAME,))[NAME]
+    moved = at_context(at41, 29)
+    assert moved.context == 29
+    cols = ["layer", "block", "kind", "stage", "primitive", "operand", "count", "per_token"]
+    # Known limit of the closed form: it scales every row but attention as per token; a row counted once per
+    # sequence (GPT-2's one scalar ``sub`` on the attention mask) is taken as 1/41 per token instead of 1/29
+    once = (at29.ops.kind == "sub") & (at29.ops["count"] == 1)
+    assert once.sum() == 1 and (at41.ops.loc[once.to_numpy(), "count"] == 1).all()
+    assert moved.ops.loc[once.to_numpy(), "per_token"].item() == pytest.approx(1 / 41)
+    pd.testing.assert_frame_equal(moved.ops[cols][~once.to_numpy()].reset_index(drop=True),
+                                  at29.ops[cols][~once.to_numpy()].reset_index(drop=True),
+                                  check_exact=False, rtol=1e-12, check_dtype=False)  # fmt: skip
+    a, b = moved.layers.set_index("layer"), at29.layers.set_index("layer")
+    position_table = [n for n in a.index if n.endswith("wpe")]
+    assert position_table and (a.loc[position_table, "weight_elems"] > b.loc[position_table, "weight_elems"]).all()
+    rest = a.drop(index=position_table)
+    pd.testing.assert_frame_equal(rest, b.drop(index=position_table)[rest.columns], check_exact=False, rtol=1e-12,
+                                  check_dtype=False)  # fmt: skip

@@ -152,7 +152,12 @@ def at_context(baseline, context: float, keys: float | None = None):
     attention count scales by (context + 1) / (T + 1); the K/V cache holds ``context`` positions; nothing
     else depends on the context). ``keys``: keys per query to scale to instead (documents of several
     lengths, ``keys_per_query``); the K/V cache then holds 2 keys - 1 positions. The full-square counts
-    (``eager_ops``) do not survive the change and are dropped."""
+    (``eager_ops``) do not survive the change and are dropped.
+
+    The other way to a count at another context, ``baselines.derive_baseline``, answers another question: the
+    transformer *built* for that context (a position table of that many rows), exact from its polynomials in T.
+    Both give the same per-token counts except the position table's size and a row counted once per sequence
+    (GPT-2's one scalar ``sub``), which this closed form takes per token (``tests/test_cache.py``)."""
     import dataclasses
 
     T = baseline.context
