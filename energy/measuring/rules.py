@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 
 import torch.nn as nn
 
+from energy.pricing.memory import SPIKE_CLASSES  # operand classes that are spikes (one definition)
 from spikegpt import model as sg
 
 PRIMITIVES = ("mac", "effective_mac", "ac", "add", "mul", "div", "exp", "sigmoid", "max", "rsqrt", "lookup")
-SPIKE_CLASSES = ("binary", "ternary")
 
 
 @dataclass(frozen=True)
