@@ -165,3 +165,26 @@ def test_prefill_curve_matches_at_context_priced_one_by_one(models):
             want = float(account_reference(at.ops, at.layers, costs, "fp32", acc, spiking=False, batch=2).pj.sum())
             assert curve["energy_pj"][scen][i] == pytest.approx(want, rel=1e-12, abs=0), (c, scen)
             assert curve["ratio"][scen][i] == pytest.approx(want / snn[scen], rel=1e-12, abs=0)
+
+
+def test_a_text_column_changed_in_place_is_planned_again(models):
+    """The plan also depends on text columns (which projection reads spikes, its operand class): the
+    counterfactual with every projection's input source changed in place is priced anew, not from the plan of
+    the table as it was (the review reproduced 72,473 pJ stale against 140,802 pJ fresh)."""
+    ops, layers, spiking = models["snn"]
+    ops, layers = ops.copy(), layers.copy()
+    costs, acc = load_costs(), Accounting("counterfactual")
+    account(ops, layers, costs, "fp32", acc, spiking=spiking)
+    fed = layers.input_from.notna() & (layers.input_from != "")
+    assert fed.any()
+    layers.loc[fed, "input_from"] = None  # no projection reads spikes any more
+    after = account(ops, layers, costs, "fp32", acc, spiking=spiking)
+    pd.testing.assert_frame_equal(after, account_reference(ops, layers, costs, "fp32", acc, spiking=spiking))
+    for col, value in (("operand", "float"), ("primitive", "mac")):  # an ops text column likewise
+        ops2 = ops.copy()
+        account(ops2, layers, costs, "fp32", Accounting(), spiking=spiking)
+        ops2[col] = value
+        pd.testing.assert_frame_equal(
+            account(ops2, layers, costs, "fp32", Accounting(), spiking=spiking),
+            account_reference(ops2, layers, costs, "fp32", Accounting(), spiking=spiking),
+        )

@@ -259,9 +259,18 @@ _PLANS: dict[tuple, tuple] = {}
 
 
 def _fingerprint(df: pd.DataFrame) -> tuple:
-    """A cheap check that a table kept by identity was not changed in place since: its shape and its numbers."""
+    """A cheap check that a table kept by identity was not changed in place since: its columns, its numbers and
+    its text (operand classes, primitives, ``input_from``: the plan depends on them too)."""
     num = [c for c, t in df.dtypes.items() if t.kind in "fiub"]
-    return df.shape, hash(df[num].to_numpy(dtype=np.float64, na_value=np.nan).tobytes()) if num else 0
+    numbers = hash(df[num].to_numpy(dtype=np.float64, na_value=np.nan).tobytes()) if num else 0
+    text = []
+    for c in df.columns.difference(num, sort=False):
+        values = df[c].tolist()
+        try:
+            text.append(hash(tuple(values)))
+        except TypeError:  # unhashable cells (lists): their text
+            text.append(hash(repr(values)))
+    return df.shape, tuple(df.columns), numbers, tuple(text)
 
 
 def _plan(ops: pd.DataFrame, layers: pd.DataFrame, acc: Accounting, spiking: bool) -> _Plan:
