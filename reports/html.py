@@ -347,8 +347,11 @@ def headline(s: Mapping) -> dict:
         "comparator": h.get("comparator") or h.get("reference"),
         "twin": h.get("twin") or _twin(s),
         "op_ratio": h.get("op_ratio"),
-        # the verdict's figure: the measured ratio in the paper's metric (energy-weighted operations)
+        # the measured ratio in the paper's metric (energy-weighted operations) at the run's length, and the
+        # verdict's figure: the same with the transformer at the paper figure's context (like for like)
         "weighted_ratio": (h.get("paper_metric") or {}).get("measured_paper_metric"),
+        "weighted_like": _finite((h.get("paper_metric") or {}).get("measured_paper_metric_at_paper_context")),
+        "paper_context": _finite((h.get("paper_metric") or {}).get("paper_figure_context")),
         "run_context": _finite((h.get("context") or {}).get("comparator")),
         "energy_ex": energy.get("as_executed"),
         "energy_mem": energy.get("as_executed_memory"),

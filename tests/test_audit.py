@@ -271,3 +271,23 @@ def test_twin_cause_sentences_add_up(tiny_setup):
         total = sum(float(m.group(2).replace(",", "")) * (1 if m.group(1) == "+" else -1) for m in parts)
         assert total == pytest.approx(delta, abs=0.006 * len(parts)), text
         assert "stripped twin (7.13 bits/char)" in text
+
+
+def test_the_verdict_compares_both_figures_at_the_paper_figures_context(tiny_setup):
+    """Second hostile review: the paper's figure is put through the checkpoint at its training context, so the
+    verdict's measured figure is taken there too (a longer run must not turn "does not hold" into "holds" by the
+    comparator's attention alone); the run-length figure stays beside it."""
+    from energy.comparing.audit import gap_decomposition
+
+    model, ids, prof, bases = tiny_setup
+    ann = bases["gpt2-small"]  # at context 32
+    synth = _all_block_projections_on_spikes(prof)
+    at_paper = gap_decomposition(synth, ann, load_costs(), ctx_len=ann.context)
+    shorter = gap_decomposition(synth, ann, load_costs(), ctx_len=8)  # the paper's figure at 8 tokens, run at 32
+    ctx = next(r for r in shorter["factors"] if r["factor"] == "comparator's context")
+    assert ctx["share"] > 1.01  # the longer run favours SpikeGPT
+    assert shorter["measured_paper_metric"] > shorter["measured_paper_metric_at_paper_context"]
+    assert shorter["measured_paper_metric_at_paper_context"] == pytest.approx(shorter["paper_figure"], rel=0.01)
+    assert shorter["matches"] and shorter["holds"]  # like for like it matches; at the run's length it would not
+    assert abs(shorter["measured_paper_metric"] / shorter["paper_figure"] - 1) > 0.01
+    assert at_paper["measured_paper_metric_at_paper_context"] == at_paper["measured_paper_metric"]

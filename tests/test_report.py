@@ -636,6 +636,11 @@ def test_comparator_card_shows_the_verdicts_metric(report, summary):
     assert f"plain ops (MACs + ACs, unweighted): {ratio(h['op_ratio'])}" in sub
     assert f"energy (pJ): {ratio(h['energy_ratio']['as_executed'])} as executed" in sub
     assert f"at {h['context']['comparator']:,} tokens" in sub
+    like, pc = h["paper_metric"]["measured_paper_metric_at_paper_context"], h["paper_metric"]["paper_figure_context"]
+    if pc != h["context"]["comparator"]:  # the verdict's own figure is the like-for-like one, named as such
+        assert f"at the checkpoint's {pc:,}-token training context: {ratio(like)}, the verdict's figure" in sub
+    else:
+        assert ": the verdict's figure" in sub
     assert "Operations are MACs + ACs as the paper counts them" not in _section(report, "verdict")
 
 
