@@ -255,3 +255,15 @@ def test_the_two_context_mechanisms_agree_where_their_questions_coincide():
     rest = a.drop(index=position_table)
     pd.testing.assert_frame_equal(rest, b.drop(index=position_table)[rest.columns], check_exact=False, rtol=1e-12,
                                   check_dtype=False)  # fmt: skip
+
+
+def test_every_module_a_cache_key_hashes_exists():
+    """A cached profile or baseline is keyed on the source of the code that made it; a name that does not resolve
+    (a module renamed away, or never there: ``energy.classify`` was listed) must not drop out of the key silently.
+    The compiled CPU kernels compute the spikes, so they are in the profiles' key."""
+    import importlib.util
+
+    for name in (*cache.PROFILING_MODULES, *cache.COUNTING_MODULES):
+        assert importlib.util.find_spec(name) is not None, name
+    assert {"spikegpt.cpu_kernels", "spikegpt._numba_loops"} <= set(cache.PROFILING_MODULES)
+    assert len(cache.code_hash(cache.PROFILING_MODULES)) == 64

@@ -481,21 +481,24 @@ def test_ranking_shows_what_each_platform_leaves_out_and_counterfactual_cause_fr
     assert counterfactual_notes([ex, {**cf, "pj_per_token": 9_000.0}], {"loihi": load_platform("loihi")}) == []
 
 
-def test_a_bundled_chip_is_one_file(tmp_path):
+def test_a_bundled_chip_is_one_file(tmp_path, monkeypatch):
     """A CSV put in energy/pricing/data/platforms/ is a preset named by its file, in ``all``, with no code change
-    (the README's architecture section says a chip is one file)."""
+    (the README's architecture section says a chip is one file). Done on a copy of that folder, so that the
+    checkout's own data never holds the test's file, even if the run is killed."""
     import shutil
-    import subprocess
-    import sys
 
-    folder = Path(platforms.__file__).parent / "data" / "platforms"
-    new = folder / "zz_one_file_chip.csv"
-    shutil.copy(folder / "tianjic.csv", new)
+    real = platforms.PLATFORMS
+    folder = tmp_path / "platforms"
+    shutil.copytree(platforms._data_dir(), folder)
+    shutil.copy(folder / "tianjic.csv", folder / "zz_one_file_chip.csv")
+    monkeypatch.setattr(platforms, "_data_dir", lambda: folder)
+    monkeypatch.setattr(platforms, "PLATFORMS", platforms._bundled(folder))
+    platforms._load_bundled.cache_clear()
     try:
-        code = ("from energy.pricing import platforms as p; t = p.load_platform('zz_one_file_chip'); "
-                "print(p.resolve_platforms(['all'])[-1], t.title, t.kind, t.node_nm)")  # fmt: skip
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        t = platforms.load_platform("zz_one_file_chip")
+        assert platforms.resolve_platforms(["all"])[-1] == "zz_one_file_chip"
+        assert (t.title, t.kind, t.node_nm) == ("zz_one_file_chip", "neuromorphic", 28.0)
+        assert t.table.path == "energy/pricing/data/platforms/zz_one_file_chip.csv"
     finally:
-        new.unlink()
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.split() == ["zz_one_file_chip", "zz_one_file_chip", "neuromorphic", "28.0"]
+        platforms._load_bundled.cache_clear()
+    assert (*real, "zz_one_file_chip") == platforms.PLATFORMS  # the copy: one chip more, and only that

@@ -287,15 +287,15 @@ def check_memory(config, context: int, include, budget: int | None) -> None:
 # ---------------------------------------------------------------------------------
 
 PROFILING_MODULES = ("energy.measuring.profile", "energy.measuring.runner", "energy.measuring.hooks",
-                     "energy.measuring.rules", "energy.measuring.census", "energy.classify", "spikegpt.model",
-                     "spikegpt.config", "spikegpt.checkpoint")  # fmt: skip
+                     "energy.measuring.rules", "energy.measuring.census", "spikegpt.model", "spikegpt.config",
+                     "spikegpt.checkpoint", "spikegpt.cpu_kernels", "spikegpt._numba_loops")  # fmt: skip
 PROFILE_SKIP = ("costs", "precision")  # applied after loading, like a baseline's cost table
 
 
 def profile_key(checkpoint_sha256: str, ids: list[int], **settings) -> str:
     """SHA-256 of everything a profile depends on: the checkpoint's bytes, the token ids, the run's settings,
     the source of the profiling and model code, and the library versions."""
-    code = code_hash(tuple(m for m in PROFILING_MODULES if importlib.util.find_spec(m)))
+    code = code_hash(PROFILING_MODULES)  # every name must exist: a module renamed away fails here, not silently
     spec = {"format": CACHE_FORMAT, "checkpoint": checkpoint_sha256,
             "ids": hashlib.sha256(json.dumps(ids).encode()).hexdigest(), "settings": settings, "code": code,
             **_versions()}  # fmt: skip

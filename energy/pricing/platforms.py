@@ -74,11 +74,16 @@ TITLES = {
     "tianjic": "Tianjic",
     "h100": "NVIDIA H100 SXM (derived upper bound)",
 }
-# A bundled chip is one file: any CSV in data/platforms/ is a preset named by its stem (titled here if listed)
-PLATFORMS = tuple(TITLES) + tuple(
-    sorted(f.name[:-4] for f in (resources.files("energy.pricing") / "data" / "platforms").iterdir()
-           if f.name.endswith(".csv") and f.name[:-4] not in TITLES)
-)  # fmt: skip
+
+
+def _bundled(folder) -> tuple[str, ...]:
+    """A bundled chip is one file: any CSV in data/platforms/ is a preset named by its stem (titled if listed)."""
+    return tuple(TITLES) + tuple(
+        sorted(f.name[:-4] for f in folder.iterdir() if f.name.endswith(".csv") and f.name[:-4] not in TITLES)
+    )
+
+
+PLATFORMS = _bundled(resources.files("energy.pricing") / "data" / "platforms")
 EVENTS = ("synaptic_op", "neuron_update", "spike_tile", "spike_hop")
 READABLE = {"synaptic_events": "synaptic events", "neuron_updates": "neuron updates",
             "spikes_within_tile": "spike routing", "spike_hops": "spike routing"}  # fmt: skip
