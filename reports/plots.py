@@ -625,7 +625,7 @@ def audit_waterfall(waterfall: Sequence[Mapping], claim: float = PAPER_CLAIM) ->
             continue
         lo, hi = min(lo, np.nanmin(r)), max(hi, np.nanmax(r))
         ax_r.plot(xs, r, marker="o", ms=5, lw=1.8, color=model_color(b, k), label=f"vs {model_name(b, short=True)}")
-    ax_r.axhline(claim, color=CLAIM, ls="--", lw=1.3, label=f"paper: {claim:g}×")
+    ax_r.axhline(claim, color=CLAIM, ls="--", lw=1.3, label=f"paper: {claim:g}× (energy-weighted ops)")
     ax_r.axhline(1.0, color=INK, ls="-", lw=0.9, label="1× (break-even)")
     ax_r.set_yscale("log")
     _log_axis(ax_r.yaxis, _times_tick)
@@ -663,7 +663,7 @@ def sensitivity_curves(
         lo, hi = min(lo, ys[ok].min()), max(hi, ys[ok].max())
         ax.plot(rates[ok], ys[ok], marker="o", ms=3.5, lw=1.8, color=model_color(b, k),
                 label=f"vs {model_name(b, short=True)}")  # fmt: skip
-    ax.axhline(claim, color=CLAIM, ls="--", lw=1.3, label=f"paper: {claim:g}×")
+    ax.axhline(claim, color=CLAIM, ls="--", lw=1.3, label=f"paper: {claim:g}× (energy-weighted ops)")
     ax.axhline(1.0, color=INK, lw=0.9, label="1× (break-even)")
     ax.axvline(PAPER_RATE, color=MUTED, ls=":", lw=1.1, label=f"paper's R = {PAPER_RATE:g}")
     m = _num(measured_rate)
@@ -843,10 +843,10 @@ def prefill_ratio(
     ax.axhline(1.0, color=INK, lw=0.9, label="1× (parity: equal energy per token)")
     note = None
     if lo / 1.3 <= claim <= hi * 1.3:
-        ax.axhline(claim, color=CLAIM, ls="--", lw=1.3, label=f"paper: {claim:g}×")
+        ax.axhline(claim, color=CLAIM, ls="--", lw=1.3, label=f"paper: {claim:g}× (energy-weighted ops, other metric)")
         hi = max(hi, claim)
     else:
-        note = f"the paper's {claim:g}× lies {'above' if claim > hi else 'below'} this range"
+        note = f"the paper's {claim:g}× (energy-weighted ops) lies {'above' if claim > hi else 'below'} this range"
     marks = ((ctx_len, "checkpoint's training context", "training", MUTED),
              (run_context, "this run's context", "this run", INK))  # fmt: skip
     for x, what, short, color in marks:
