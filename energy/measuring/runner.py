@@ -13,7 +13,9 @@ merges to the run over A + B: counts exactly, floats to rounding, whatever the s
 Across processes (``torch.distributed``): every rank reads the whole corpus in the same
 order and tokenizes it (that is cheap, and it is how each rank knows the global token
 budget and where checkpoints fall), runs the model on the documents it owns (index mod
-world size), and rank 0 gathers the states and merges them.
+world size), and rank 0 gathers the states and merges them (its own as it is, the others' as bytes). The
+raster, census tokens and excerpt come from the first document that scores tokens: only its owner
+records them (every rank knows which document that is, having read the ones before it).
 
 Long runs: ``checkpoint_every`` tokens (counted in corpus order) the ranks merge what they
 have into ``<checkpoint_dir>/state.npz`` (atomically). On an interrupt (SIGINT, or SIGTERM
