@@ -215,6 +215,15 @@ def test_only_the_owner_of_the_first_scored_document_records_the_raster(setup, w
             assert (part.raster_doc, part.raster, part.census_ids, part.excerpt) == (-1, {}, [], ""), keep
 
 
+def test_phase_timers_add_up_to_the_run(setup):
+    """``CorpusRun.phase_s``: the blocks lie within the documents, which with the wait lie within the run."""
+    model, tok, docs, path = setup
+    run = CorpusRun({"m": model}, tok, open_corpus(path), RunSettings())
+    run.run()
+    ph = run.phase_s
+    assert 0 < ph["blocks"] <= ph["documents"] and ph["documents"] + ph["wait"] <= run.wall_s and ph["merge"] >= 0
+
+
 class Rank0Of2(Only):
     """Rank 0 of two in one process: the other rank's state arrives as the bytes given."""
 
