@@ -9,7 +9,7 @@ synthetic corpus of documents of ``--doc-tokens`` tokens, ``--tokens`` in all. F
 process count (``--procs``, default 1,2) the script starts ``torchrun --standalone
 --nproc_per_node=N`` on itself with one thread per process (``OMP_NUM_THREADS=1``); each
 rank builds the model, runs ``energy.measuring.runner.CorpusRun`` (documents assigned round-robin,
-merged on rank 0 with gloo), and reports its wall time and peak resident memory (VmHWM,
+merged on rank 0 with gloo), and reports its wall time and peak resident memory (VmHWM reset at its start,
 model included). Profiled tokens/s = all scored tokens / the slowest rank's time of the run
 (model building excluded); scaling efficiency = tokens/s with N / (N x tokens/s with 1).
 
@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import gemm_inputs, load_average, matmul_gflops, peak_rss_mb, run_gemms
+from common import gemm_inputs, load_average, matmul_gflops, peak_rss_mb, reset_peak_rss, run_gemms
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,8 +101,8 @@ def child(a) -> None:
         models["rwkv-twin"] = rwkv_twin(model)
     kernel_load = load_kernels(models)
     tokens = min(a.doc_tokens, 256)
-    pairs = gemm_inputs(model, 1, tokens)
-    before = concurrent_floor(d, pairs, tokens)
+    before = concurrent_floor(d, gemm_inputs(model, 1, tokens), tokens)  # its inputs freed before the run
+    reset_peak_rss()  # the peak of the run alone (model included), not of the floor's inputs
     settings = RunSettings(max_tokens=a.tokens, mode=a.mode)
     run = CorpusRun(models, ModTokenizer(model.config.vocab_size), open_corpus(a.corpus), settings, d)
     d.barrier()  # every rank starts its run at once: a rank that waits at the end waits only for the run
@@ -110,7 +110,7 @@ def child(a) -> None:
     state = run.run()
     wall = time.perf_counter() - t0
     peak = peak_rss_mb()
-    after = concurrent_floor(d, pairs, tokens)
+    after = concurrent_floor(d, gemm_inputs(model, 1, tokens), tokens)
     mine = json.dumps({"rank": d.rank, "wall_s": wall, "peak_mb": peak, "tokens_run": run.done_tokens,
                        "kernel_load_s": kernel_load, "phase_s": getattr(run, "phase_s", None),
                        "floor_before": before, "floor_after": after})  # fmt: skip
