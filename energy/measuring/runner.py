@@ -13,7 +13,9 @@ merges to the run over A + B: counts exactly, floats to rounding, whatever the s
 Across processes (``torch.distributed``): every rank reads the whole corpus in the same
 order and tokenizes it (that is cheap, and it is how each rank knows the global token
 budget and where checkpoints fall), runs the model on the documents it owns (index mod
-world size), and rank 0 gathers the states and merges them.
+world size), and rank 0 gathers the states and merges them (its own as it is, the others' as bytes). The
+raster, census tokens and excerpt come from the first document that scores tokens: only its owner
+records them (every rank knows which document that is, having read the ones before it).
 
 Long runs: ``checkpoint_every`` tokens (counted in corpus order) the ranks merge what they
 have into ``<checkpoint_dir>/state.npz`` (atomically). On an interrupt (SIGINT, or SIGTERM
@@ -344,8 +346,15 @@ class CorpusRun:
         self._resumed_tokens = 0
         self._known_total: int | None = None
         self._recording = False  # this document gives the raster, the census tokens and the excerpt
-        self._recorded = False
+        # whether a document before this one (in corpus order, whichever rank owns it, done in this session or an
+        # earlier one) scored tokens: the merged state keeps the raster of the first document that did, so only
+        # its owner records one (every rank reads every document, so every rank knows which one that is)
+        self._scored_before = False
         self._first_piece = ""
+        # seconds this rank spent in each part of ``run()`` (perf_counter): ``documents`` (reading every
+        # document, running its own), ``blocks`` (of which: the model's blocks with the meter on, scoring),
+        # ``wait`` (for the other ranks to finish their documents), ``merge`` (the states gathered and merged)
+        self.phase_s: dict[str, float] = {"documents": 0.0, "blocks": 0.0, "wait": 0.0, "merge": 0.0}
 
     # ---------------------------------------------------------------- public
     def run(self) -> RunState | None:
@@ -366,11 +375,13 @@ class CorpusRun:
         try:
             for tr in tracks.values():
                 tr.meter.__enter__()
+            t_docs = time.perf_counter()
             with torch.no_grad():
                 if self.s.concat:
                     self._run_concat()
                 else:
                     self._run_documents()
+            self.phase_s["documents"] = time.perf_counter() - t_docs
             completed = True
         except BaseException as e:
             failure = e
@@ -389,10 +400,14 @@ class CorpusRun:
                         failure.partial_documents = kept
                 if self._sync is not None:
                     self._sync.stop(wait=False)
+        t_wait = time.perf_counter()
         if self._sync is not None:
             self._sync.stop()
-        self.wall_s = time.perf_counter() - t0
+        t_merge = time.perf_counter()
+        self.phase_s["wait"] = t_merge - t_wait
+        self.wall_s = t_merge - t0
         merged = self._merge_all()
+        self.phase_s["merge"] = time.perf_counter() - t_merge
         if merged is not None:
             merged.tracks = {name: merged.tracks.get(name, TrackState()) for name in self.models}
             for name, tr in tracks.items():  # every rank knows the modules; a rank that ran nothing did not record them
@@ -432,7 +447,7 @@ class CorpusRun:
             mine = self.d.owns(doc.index) and doc.index not in self.skip
             pieces = _capped(self._tokens(doc), budget)
             if mine:
-                scored = self._run_document(doc, pieces)
+                scored = self._run_document(doc, pieces, record_raster=not self._scored_before)
             else:
                 n, crc = 0, 0
                 for ids in pieces:
@@ -442,6 +457,7 @@ class CorpusRun:
                 self._check_done(doc, scored, crc)
             before = self.corpus_tokens
             self.corpus_tokens += scored
+            self._scored_before = self._scored_before or scored > 0
             if every and self.corpus_tokens // every > before // every:
                 self._checkpoint()
             self._report()
@@ -458,11 +474,12 @@ class CorpusRun:
             raise SpikeEnergyError(f"document {doc.index} ({doc.name}) differs from the one in the checkpoint: the "
                                    "corpus changed; delete the checkpoint folder or restore the corpus")  # fmt: skip
 
-    def _run_document(self, doc: Document, pieces: Iterator[list[int]]) -> int:
-        """Run one document (batch 1) block by block; returns its scored tokens."""
+    def _run_document(self, doc: Document, pieces: Iterator[list[int]], record_raster: bool) -> int:
+        """Run one document (batch 1) block by block; returns its scored tokens. ``record_raster``: no earlier
+        document scored tokens, so this one (if it scores any) gives the raster, census tokens and excerpt."""
         buf: list[int] = []
         crc, pos, chars, nats = 0, 0, 0, 0.0
-        self._begin(record_raster=not self._recorded)
+        self._begin(record_raster=record_raster)
         for ids in pieces:
             crc = zlib.crc32(np.asarray(ids, dtype=np.int64).tobytes(), crc)
             buf.extend(ids)
@@ -533,6 +550,7 @@ class CorpusRun:
     @collector_paused()
     def _step(self, ids: torch.Tensor, pos: int) -> tuple[float, int]:
         """Run ``ids[:, :-1]`` (one block) through every model, scored on ``ids[:, 1:]``."""
+        t0 = time.perf_counter()
         main = next(iter(self.tracks.values()))
         device = next(main.model.parameters()).device
         ids = ids.to(device)
@@ -565,6 +583,7 @@ class CorpusRun:
         self._block_index += 1
         self.done_tokens += x.numel()
         self._report()
+        self.phase_s["blocks"] += time.perf_counter() - t0
         return nats, chars
 
     @collector_paused()  # the raster's lists are millions of small objects: 13 collections, 0.1 s
@@ -581,7 +600,6 @@ class CorpusRun:
             self.delta.raster = {n: main.meter.raster(n).int().tolist() for n in main.meter.spike_stats}
             self.delta.raster_doc = doc.index
             self.delta.excerpt = self._first_piece
-            self._recorded = True
             for tr in self.tracks.values():
                 for st in tr.meter.spike_stats.values():
                     st.raster, st.raster_tokens = [], 0
@@ -631,11 +649,13 @@ class CorpusRun:
     def _merge_all(self) -> RunState | None:
         """Gather every rank's delta on rank 0 and add them to the merged state (rank order)."""
         if self.d.active:
-            parts = self.d.gather_bytes(self.delta.to_bytes())
+            # rank 0 keeps its own delta as it is (as one process does: the bytes round trip is exact and only
+            # costs time, some 0.3 s for a raster of the 216M) and sends nothing; the others send theirs
+            parts = self.d.gather_bytes(b"" if self.d.is_main else self.delta.to_bytes())
             if not self.d.is_main:
                 self.delta = self._new_state(self.delta.since_seq)
                 return None
-            deltas = [RunState.from_bytes(b, f"rank {i}'s state") for i, b in enumerate(parts)]
+            deltas = [self.delta] + [RunState.from_bytes(b, f"rank {i}'s state") for i, b in enumerate(parts) if i]
         else:  # one process: its delta as it is (the bytes round trip is exact, and only costs time)
             deltas = [self.delta]
         merged = self.base or RunState(fingerprint=self.s.fingerprint)
