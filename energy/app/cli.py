@@ -635,7 +635,12 @@ def _write_profile(out: Path, summary: dict, result, helper, cb=None) -> None:
         if cb:
             cb("report", 2, 3, "figures and report.html", eta=False)
         t0 = time.perf_counter()
-        write_report(summary, tmp / "report.html", helper=helper)
+        figures = None
+        if getattr(result.job, "cache", True):  # figures kept from earlier runs (reports.figure_cache)
+            from energy.comparing.cache import cache_dir
+
+            figures = cache_dir().parent / "figures"
+        write_report(summary, tmp / "report.html", helper=helper, figure_cache=figures)
         if isinstance(timings, dict):  # written last, so that it holds the writing's own times
             timings.update(write_csv_s=csv_s, write_report_s=time.perf_counter() - t0)
         (tmp / "summary.json").write_text(strict_dumps(summary, indent=1))
