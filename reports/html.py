@@ -521,7 +521,7 @@ def _ops_by_layer_table(s: Mapping) -> dict:
 
 
 def _energy_tables(s: Mapping) -> dict:
-    from reports.plots import ENERGY_CATEGORIES, energy_categories
+    from reports.labels import ENERGY_CATEGORIES, energy_categories
 
     labels = s.get("scenarios") or {}
     breakdown = s.get("energy_breakdown") or {}

@@ -720,3 +720,18 @@ def test_kept_figures_are_the_drawn_ones_and_any_change_draws_again(summary, tmp
     assert html._figures(summary, parallel=False, cache=tmp_path) == fresh and drawn[n:] == ["spike_raster"]
     assert "ignoring the corrupt figure cache entry" in caplog.text
     assert figure_cache.figure_key("x", "t", "svg", "f", (float("nan"),), {}) is None  # not plain data: never kept
+
+
+def test_a_report_whose_figures_are_all_kept_imports_no_matplotlib(summary, tmp_path):
+    """Issue 24: matplotlib (0.5-1 s to import) is loaded only where a figure is drawn."""
+    from reports import html
+
+    html._figures(summary, parallel=False, cache=tmp_path / "figures")  # fills the cache
+    (tmp_path / "s.json").write_text(json.dumps(summary))
+    script = ("import json, sys; from pathlib import Path; from reports.html import render_report; "
+              f"out = render_report(json.load(open({str(tmp_path / 's.json')!r})), "
+              f"figure_cache=Path({str(tmp_path / 'figures')!r})); "
+              "print('matplotlib' in sys.modules, out.count('data:image/'))")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False", str(len(_imgs(render_report(summary))))]
