@@ -181,6 +181,16 @@ def test_compared_profiles_are_cached_exactly_and_rebuilt_when_corrupt(tmp_path,
     assert compare() == first and len(built) == 3
     assert "ignoring the corrupt profile cache entry" in caplog.text
     assert compare(use_cache=False) == first and len(built) == 5
+    # issue 24: the tables the comparison never reads are not kept (nor returned, built or read alike)
+    for entry in (cache_dir.parent / "profiles").glob("*.json"):
+        assert {"positions", "rasters"}.isdisjoint(json.loads(entry.read_text())["frames"])
+    for _ in range(2):  # read from the cache the second time
+        m = variants.measure_model("r", paths["released"], TEXT, 24, costs, "fp32")
+        assert m["_profile"].positions is None and m["_profile"].rasters is None
+        assert not m["_profile"].neurons.empty  # what the firing rates are read from
+    ids = list(range(5))
+    light = cache.profile_key("c", ids, mode="parallel", without=["positions", "rasters"])
+    assert cache.profile_key("c", ids, mode="parallel") != light
 
 
 def strict_json(d):

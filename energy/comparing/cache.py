@@ -319,16 +319,23 @@ def profile_key(checkpoint_sha256: str, ids: list[int], **settings) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def cached_profile(key: str | None, build, costs, precision: str):
-    """The profile under ``key`` from the cache, else ``build()`` (then stored); ``key`` None: no cache."""
+def cached_profile(key: str | None, build, costs, precision: str, without: tuple[str, ...] = ()):
+    """The profile under ``key`` from the cache, else ``build()`` (then stored); ``key`` None: no cache.
+
+    ``without``: tables the caller never reads (``positions``, ``rasters``: 4 of the 4.5 MB of the demo model's
+    entry), neither stored nor returned (None in their place, built or read alike); the key must say so
+    (``profile_key(..., without=...)``), so that an entry without them is never taken for a whole one."""
+    import dataclasses
+
     from energy.measuring.profile import Profile
 
+    absent = dict.fromkeys(without)
     if key is not None:
-        hit = read(key, "profiles", Profile, {"costs": costs, "precision": precision})
+        hit = read(key, "profiles", Profile, {"costs": costs, "precision": precision, **absent})
         if hit is not None:
             logger.info("profile from the cache (%s)", _path(key, "profiles"))
             return hit
     prof = build()
     if key is not None:
-        write(key, prof, "profiles", PROFILE_SKIP)
-    return prof
+        write(key, prof, "profiles", PROFILE_SKIP + tuple(without))
+    return dataclasses.replace(prof, **absent) if absent else prof
