@@ -18,6 +18,9 @@ dataclass field; DataFrames as columns with their dtypes), with a SHA-256 of the
 On load the file is size-limited, parsed as strict JSON, validated against ``CacheEntry``
 and its checksum and key compared; an entry that fails is logged, deleted and rebuilt.
 
+A baseline derived at a new context from its counted contexts (``baselines``) is kept in ``derived/`` beside
+``baselines/``, keyed as a counted entry with the contexts it comes from, and read back exactly.
+
 The RWKV twin is not cached: it runs in the same pass as SpikeGPT, on the same documents
 (``energy.measuring.runner``), which its paired bootstrap needs. The profiles of the models that the demo
 report and ``spike-energy pareto`` compare (``energy.comparing.variants``) are cached in ``profiles/`` beside
