@@ -125,8 +125,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         help="process node of the digital reference: 45, 28, 16, 7, 5 (nm); repeatable; 'all' (default)",
     )
     e.add_argument("--no-cache", action="store_true",
-                   help="rebuild the transformer baselines (and the bundled comparison models' profiles) instead "
-                        "of reading (and writing) the on-disk cache in the user cache directory")  # fmt: skip
+                   help="rebuild the transformer baselines (and the bundled comparison models' profiles and the "
+                        "report's figures) instead of reading (and writing) the on-disk cache in the user cache "
+                        "directory")  # fmt: skip
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
