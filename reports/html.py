@@ -186,14 +186,16 @@ SCALE_LABELS = {"paper": "paper's accounting: SpikeGPT ACs at R = 0.15, ANNs MAC
 
 def _figure_arguments(s: Mapping) -> dict[str, tuple[tuple, dict]]:
     """key -> (args, kwargs) of the figure's ``reports.plots`` function, taken from the summary."""
-    from reports import plots
-
     neurons = s.get("neurons") or {}
     audit = s.get("audit") or {}
     firing = s.get("firing_rate") or {}
     baselines = s.get("baselines") or {}
     base_per_char = {k: (v or {}).get("energy_pj_per_char") or {} for k, v in baselines.items()}
-    claim = audit.get("claim") or plots.PAPER_CLAIM
+    claim = audit.get("claim")
+    if not claim:  # matplotlib is imported only where a figure is drawn (a kept figure needs none)
+        from reports import plots
+
+        claim = plots.PAPER_CLAIM
     by_rate = (audit.get("sensitivity") or {}).get("by_rate") or []
     return {
         "firing_by_layer": ((firing,), {}),
@@ -265,8 +267,8 @@ def figure_helper():
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if cores < 2 or not sys.platform.startswith("linux") or os.environ.get("SPIKE_ENERGY_SERIAL_FIGURES"):
         return None
-    from reports import plots  # noqa: F401 - imported before the fork: neither process imports it again
-
+    # matplotlib is not imported here: the helper loads it (``_warm_up``) while this process makes the summary,
+    # and this process loads it only if it draws (a run whose figures are all kept draws none)
     for stream in (sys.stdout, sys.stderr):  # a forked child must not write this process's buffered output again
         stream.flush()
     try:
@@ -278,31 +280,47 @@ def figure_helper():
         return None
 
 
-def _figures(s: Mapping, parallel: bool = True, helper=None) -> dict[str, dict]:
+def _figures(s: Mapping, parallel: bool = True, helper=None, cache: Path | None = None) -> dict[str, dict]:
     """{key: {"title", "uri" or "note"}} for every figure (``FIGURE_SPECS``).
 
-    ``parallel``: share the drawing with one helper process (``helper``, one the caller started early with
-    ``figure_helper()`` and shuts down; else one started here), which takes figures from the front of the list
-    while this process takes them from the back; the figures are the same either way."""
+    ``cache``: a folder of figures kept from earlier runs (``reports.figure_cache``): a figure whose input data,
+    drawing code and libraries are those of a kept one is read, not drawn; the ones drawn are kept (None: no
+    cache). ``parallel``: share the drawing with one helper process (``helper``, one the caller started early with
+    ``figure_helper()`` and shuts down; else one started here, if anything is left to draw), which takes figures
+    from the front of the list while this process takes them from the back; the figures are the same either
+    way."""
     from concurrent.futures.process import BrokenProcessPool
+
+    from reports import figure_cache
 
     args = _figure_arguments(s)
     jobs = {key: (title, fmt, fn, *args[key]) for key, title, fmt, fn in FIGURE_SPECS}
-    pool = (helper or figure_helper()) if parallel else None
-    if pool is None:
-        return {key: _draw(*job) for key, job in jobs.items()}
+    keys = {key: figure_cache.figure_key(key, *job) for key, job in jobs.items()} if cache is not None else {}
     out = {}
-    with pool if helper is None else contextlib.nullcontext():
-        futures = {key: pool.submit(_draw, *job) for key, job in jobs.items()}
-        for key in reversed(jobs):  # what the helper has not started yet is drawn here
-            if futures[key].cancel():
-                out[key] = _draw(*jobs[key])
-        for key, fut in futures.items():
-            if key not in out:
-                try:
-                    out[key] = fut.result()
-                except BrokenProcessPool:  # the helper died: draw what it owed here
-                    out[key] = _draw(*jobs[key])
+    for key, job in jobs.items():
+        hit = figure_cache.read(cache, keys[key], job[0], job[1]) if keys.get(key) else None
+        if hit is not None:
+            out[key] = hit
+    todo = {key: job for key, job in jobs.items() if key not in out}
+    pool = (helper or figure_helper()) if parallel and todo else None
+    if pool is None:
+        out.update({key: _draw(*job) for key, job in todo.items()})
+    else:
+        with pool if helper is None else contextlib.nullcontext():
+            futures = {key: pool.submit(_draw, *job) for key, job in todo.items()}
+            for key in reversed(todo):  # what the helper has not started yet is drawn here
+                if futures[key].cancel():
+                    out[key] = _draw(*todo[key])
+            for key, fut in futures.items():
+                if key not in out:
+                    try:
+                        out[key] = fut.result()
+                    except BrokenProcessPool:  # the helper died: draw what it owed here
+                        out[key] = _draw(*todo[key])
+    for key in todo:  # a figure, or a figure with nothing to draw; never one that failed
+        fig = out[key]
+        if keys.get(key) and (fig["uri"] is not None or fig["note"].startswith(f"{fig['title']}: not drawn, ")):
+            figure_cache.write(cache, keys[key], fig)
     return {key: out[key] for key in jobs}
 
 
@@ -503,7 +521,7 @@ def _ops_by_layer_table(s: Mapping) -> dict:
 
 
 def _energy_tables(s: Mapping) -> dict:
-    from reports.plots import ENERGY_CATEGORIES, energy_categories
+    from reports.labels import ENERGY_CATEGORIES, energy_categories
 
     labels = s.get("scenarios") or {}
     breakdown = s.get("energy_breakdown") or {}
@@ -743,8 +761,8 @@ def _preset_text(s: Mapping) -> str:
             f"{num(p.get('ac_pj'))} pJ")  # fmt: skip
 
 
-def context(s: Mapping, helper=None) -> dict:
-    """Everything the template shows, from the summary alone (``helper``: see ``_figures``)."""
+def context(s: Mapping, helper=None, figure_cache: Path | None = None) -> dict:
+    """Everything the template shows, from the summary alone (``helper``, ``figure_cache``: see ``_figures``)."""
     model = s.get("model") or {}
     env = s.get("environment") or {}
     audit = s.get("audit") or {}
@@ -768,7 +786,7 @@ def context(s: Mapping, helper=None) -> dict:
         "per_char_ex": (s.get("energy_pj_per_char") or {}).get("as_executed"),
         "preset_text": _preset_text(s),
         "forward_note": forward_note(s),
-        "figs": _figures(s, helper=helper),
+        "figs": _figures(s, helper=helper, cache=figure_cache),
         "lif_rows": _lif_rows(s),
         "neurons": s.get("neurons") or {},
         "linears": linears,
@@ -1000,11 +1018,12 @@ def _env() -> Environment:
     return env
 
 
-def render_report(summary: dict, helper=None) -> str:
-    """The report as one self-contained HTML string (``helper``: a figure process from ``figure_helper()``)."""
+def render_report(summary: dict, helper=None, figure_cache: Path | None = None) -> str:
+    """The report as one self-contained HTML string (``helper``: a figure process from ``figure_helper()``;
+    ``figure_cache``: a folder of kept figures, ``reports.figure_cache``)."""
     validate_summary(summary, "summary")
-    return _env().get_template("report.html.j2").render(**context(summary, helper))
+    return _env().get_template("report.html.j2").render(**context(summary, helper, figure_cache))
 
 
-def write_report(summary: dict, path, helper=None) -> None:
-    Path(path).write_text(render_report(summary, helper), encoding="utf-8")
+def write_report(summary: dict, path, helper=None, figure_cache: Path | None = None) -> None:
+    Path(path).write_text(render_report(summary, helper, figure_cache), encoding="utf-8")

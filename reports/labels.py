@@ -10,6 +10,8 @@ the HTML and the terminal say the same thing the same way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from reports.schema import finite
 
 MODEL_NAMES = {
@@ -59,3 +61,54 @@ def beyond(r, digits: int = 3, na: str = "—") -> str:
     if v < 0:
         return "none (< 0)"
     return f"{v:.{digits}f}"
+
+
+# the energy breakdown's categories and their colours (the report's table and its figure): here, not in
+# reports.plots, so that the table needs no matplotlib
+ENERGY_CATEGORIES = (
+    ("projections as MAC", "#1e40af"),
+    ("projections as AC", "#10b981"),
+    ("WKV", "#8b5cf6"),
+    ("LIF / spike encoding", "#f59e0b"),
+    ("LayerNorm", "#14b8a6"),
+    ("sigmoid gates", "#ec4899"),
+    ("other elementwise", "#94a3b8"),
+    ("memory: weights, K/V cache", "#dc2626"),
+    ("memory: activations, potentials, addressing", "#f97316"),
+    ("memory: state, membranes, embedding", "#fca5a5"),
+)
+
+
+def stage_category(stage: str) -> str:
+    """One of ``ENERGY_CATEGORIES`` for a ``by_stage`` key."""
+    s = stage.lower()
+    if s.startswith("memory"):
+        if "weight" in s or "kv-cache" in s:
+            return "memory: weights, K/V cache"
+        if any(k in s for k in ("inputs", "outputs", "potentials", "addressing", "bias")):
+            return "memory: activations, potentials, addressing"
+        return "memory: state, membranes, embedding"
+    if "projection" in s and (" ac" in s or "spikes" in s):
+        return "projections as AC"
+    if s in ("linear", "head") or "projection" in s or s == "mac":
+        return "projections as MAC"
+    if s.startswith("wkv"):
+        return "WKV"
+    if s.startswith("lif") or s in ("heaviside", "encode"):
+        return "LIF / spike encoding"
+    if s.startswith("layernorm"):
+        return "LayerNorm"
+    if s.startswith("sigmoid") or s == "gate":
+        return "sigmoid gates"
+    return "other elementwise"
+
+
+def energy_categories(by_stage: Mapping[str, object]) -> dict[str, float]:
+    """pJ by category (``ENERGY_CATEGORIES``) from a ``by_stage`` breakdown (the report's table and figure)."""
+    out: dict[str, float] = {}
+    for stage, pj in by_stage.items():
+        v = finite(pj)
+        if v:
+            c = stage_category(str(stage))
+            out[c] = out.get(c, 0.0) + v
+    return out

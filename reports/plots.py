@@ -28,7 +28,7 @@ import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from reports.labels import model_name  # noqa: E402
+from reports.labels import ENERGY_CATEGORIES, energy_categories, model_name, stage_category  # noqa: E402, F401
 from reports.schema import finite  # noqa: E402
 
 PAPER_RATE = 0.15
@@ -493,54 +493,6 @@ def ops_by_layer(ops_by_layer: Mapping[str, Mapping[str, object]]) -> Figure:
                 label.set_rotation_mode("anchor")
     axes[-1].set_xlabel("block (numbers) and the layers outside the blocks")
     return fig
-
-
-ENERGY_CATEGORIES = (
-    ("projections as MAC", "#1e40af"),
-    ("projections as AC", "#10b981"),
-    ("WKV", "#8b5cf6"),
-    ("LIF / spike encoding", "#f59e0b"),
-    ("LayerNorm", "#14b8a6"),
-    ("sigmoid gates", "#ec4899"),
-    ("other elementwise", "#94a3b8"),
-    ("memory: weights, K/V cache", "#dc2626"),
-    ("memory: activations, potentials, addressing", "#f97316"),
-    ("memory: state, membranes, embedding", "#fca5a5"),
-)
-
-
-def stage_category(stage: str) -> str:
-    """One of ``ENERGY_CATEGORIES`` for a ``by_stage`` key."""
-    s = stage.lower()
-    if s.startswith("memory"):
-        if "weight" in s or "kv-cache" in s:
-            return "memory: weights, K/V cache"
-        if any(k in s for k in ("inputs", "outputs", "potentials", "addressing", "bias")):
-            return "memory: activations, potentials, addressing"
-        return "memory: state, membranes, embedding"
-    if "projection" in s and (" ac" in s or "spikes" in s):
-        return "projections as AC"
-    if s in ("linear", "head") or "projection" in s or s == "mac":
-        return "projections as MAC"
-    if s.startswith("wkv"):
-        return "WKV"
-    if s.startswith("lif") or s in ("heaviside", "encode"):
-        return "LIF / spike encoding"
-    if s.startswith("layernorm"):
-        return "LayerNorm"
-    if s.startswith("sigmoid") or s == "gate":
-        return "sigmoid gates"
-    return "other elementwise"
-
-
-def energy_categories(by_stage: Mapping[str, object]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for stage, pj in by_stage.items():
-        v = _num(pj)
-        if v:
-            c = stage_category(str(stage))
-            out[c] = out.get(c, 0.0) + v
-    return out
 
 
 @_styled

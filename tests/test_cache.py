@@ -181,6 +181,16 @@ def test_compared_profiles_are_cached_exactly_and_rebuilt_when_corrupt(tmp_path,
     assert compare() == first and len(built) == 3
     assert "ignoring the corrupt profile cache entry" in caplog.text
     assert compare(use_cache=False) == first and len(built) == 5
+    # issue 24: the tables the comparison never reads are not kept (nor returned, built or read alike)
+    for entry in (cache_dir.parent / "profiles").glob("*.json"):
+        assert {"positions", "rasters"}.isdisjoint(json.loads(entry.read_text())["frames"])
+    for _ in range(2):  # read from the cache the second time
+        m = variants.measure_model("r", paths["released"], TEXT, 24, costs, "fp32")
+        assert m["_profile"].positions is None and m["_profile"].rasters is None
+        assert not m["_profile"].neurons.empty  # what the firing rates are read from
+    ids = list(range(5))
+    light = cache.profile_key("c", ids, mode="parallel", without=["positions", "rasters"])
+    assert cache.profile_key("c", ids, mode="parallel") != light
 
 
 def strict_json(d):
@@ -267,3 +277,51 @@ def test_every_module_a_cache_key_hashes_exists():
         assert importlib.util.find_spec(name) is not None, name
     assert {"spikegpt.cpu_kernels", "spikegpt._numba_loops"} <= set(cache.PROFILING_MODULES)
     assert len(cache.code_hash(cache.PROFILING_MODULES)) == 64
+
+
+def _assert_identical(a, b):
+    """Two baselines alike in every field, frames bit for bit (dtypes included)."""
+    import dataclasses
+
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, pd.DataFrame) or isinstance(y, pd.DataFrame):
+            pd.testing.assert_frame_equal(x, y, check_exact=True)
+        else:
+            assert x == y, f.name
+
+
+def test_a_derived_baseline_is_kept_and_read_back_exactly(cache_dir, counted, monkeypatch):
+    """Issue 24: the baseline derived at a new context is kept in ``derived/``; a second call reads that one
+    entry (no counted entry read, nothing derived again) and gets the derivation's result bit for bit; another
+    context, other dimensions or other counting code is another entry; a corrupt one is derived again."""
+    from energy.comparing import baselines as bl
+
+    names = ("transformer-same-dims", "transformer-same-dims-relu")
+    derived_dir = cache_dir.parent / "derived"
+    first = cache.baselines(CFG, 29, names)
+    assert len(list(derived_dir.glob("*.json"))) == 2
+    samples = {t: cache.read(cache.cache_key(NAME, CFG, t)) for t in CLOSED_FORM_CONTEXTS}
+    _assert_identical(first[NAME], bl.derive_baseline(samples, 29))  # what is kept is the derivation's result
+    derives, reads = [], []
+    real_derive, real_read = cache.derive_baseline, cache.read
+    monkeypatch.setattr(cache, "derive_baseline", lambda *a: derives.append(1) or real_derive(*a))
+    monkeypatch.setattr(cache, "read", lambda key, folder="baselines", *a: reads.append(folder) or real_read(
+        key, folder, *a))  # fmt: skip
+    second = cache.baselines(CFG, 29, names)
+    assert derives == [] and reads == ["derived", "derived"]
+    for name in names:
+        _assert_identical(first[name], second[name])
+    k = cache.cache_key(NAME, CFG, 29, derived_from=CLOSED_FORM_CONTEXTS)
+    assert k != cache.cache_key(NAME, CFG, 29)  # never confused with an entry counted at 29
+    assert k != cache.cache_key(NAME, CFG, 41, derived_from=CLOSED_FORM_CONTEXTS)
+    assert k != cache.cache_key(NAME, CFG.replace(n_embd=32), 29, derived_from=CLOSED_FORM_CONTEXTS)
+    with monkeypatch.context() as m:
+        m.setattr(cache, "code_hash", lambda: "another version of the counting code (derive_baseline included)")
+        assert cache.cache_key(NAME, CFG, 29, derived_from=CLOSED_FORM_CONTEXTS) != k
+    entry = derived_dir / f"{k}.json"
+    _corrupt_number(entry)
+    third = cache.baselines(CFG, 29, (NAME,))[NAME]
+    assert derives == [1]  # derived again from the counted entries, and the same baseline
+    _assert_identical(first[NAME], third)
+    assert counted == [n for n in names for _ in CLOSED_FORM_CONTEXTS]  # nothing was ever counted twice

@@ -548,7 +548,7 @@ def test_sigint_and_sigterm_leave_nothing_behind(files, tmp_path):
         from energy.app.cli import main
         results = {{}}
         for name in ("SIGINT", "SIGTERM"):
-            def write_report(summary, path, helper=None, sig=getattr(signal, name)):
+            def write_report(summary, path, helper=None, figure_cache=None, sig=getattr(signal, name)):
                 os.kill(os.getpid(), sig)
             reports.html.write_report = write_report
             out = {str(tmp_path)!r} + "/out-" + name

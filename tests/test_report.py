@@ -680,3 +680,58 @@ def test_shapley_is_explained_where_the_verdict_uses_it():
 
     terms = dict(glossary("the largest factors (Shapley shares) are projections read floats (×0.32)"))
     assert "Shapley" in terms and "multiply to the whole gap" in terms["Shapley"]
+
+
+def test_kept_figures_are_the_drawn_ones_and_any_change_draws_again(summary, tmp_path, monkeypatch, caplog):
+    """Issue 24: figures kept on disk (``reports.figure_cache``) are read back equal to a fresh drawing; a
+    change of a figure's input data draws that figure again (and only it), a change of the drawing code draws
+    all; an entry whose data URI is not the figure's own format is refused (even with a correct checksum)."""
+    from reports import figure_cache, html
+
+    specs = [s for s in html.FIGURE_SPECS if s[0] in ("firing_by_layer", "raster", "pareto")]
+    monkeypatch.setattr(html, "FIGURE_SPECS", tuple(specs))  # an svg, a png, one with nothing to draw
+    fresh = html._figures(summary, parallel=False)
+    assert fresh["pareto"]["uri"] is None and fresh["raster"]["uri"].startswith("data:image/png")
+    drawn = []
+    real_draw = html._draw
+    monkeypatch.setattr(html, "_draw", lambda *job: drawn.append(job[2]) or real_draw(*job))
+    assert html._figures(summary, parallel=False, cache=tmp_path) == fresh and len(drawn) == 3
+    assert len(list(tmp_path.glob("*.json"))) == 3  # the note of a figure with no data is kept too
+    assert html._figures(summary, parallel=True, cache=tmp_path) == fresh and len(drawn) == 3  # nothing drawn
+
+    changed = copy.deepcopy(summary)
+    changed["firing_rate"]["blocks.0.lif1"] = changed["firing_rate"]["blocks.0.lif1"] / 2 + 0.01
+    again = html._figures(changed, parallel=False, cache=tmp_path)
+    assert drawn[3:] == ["firing_rate_by_layer"]  # only the figure whose data changed
+    assert again["firing_by_layer"] == html._figures(changed, parallel=False)["firing_by_layer"] != fresh[
+        "firing_by_layer"]  # fmt: skip
+
+    with monkeypatch.context() as m:
+        m.setattr(figure_cache, "_code_and_libraries", lambda: "another version of the drawing code")
+        n = len(drawn)
+        assert html._figures(summary, parallel=False, cache=tmp_path) == fresh and len(drawn) == n + 3
+
+    key = figure_cache.figure_key("raster", *next((t, f, fn) for k, t, f, fn in specs if k == "raster"),
+                                  *html._figure_arguments(summary)["raster"])  # fmt: skip
+    bad = {"title": fresh["raster"]["title"], "uri": "javascript:alert(1)//", "note": None}
+    (tmp_path / f"{key}.json").write_text(json.dumps({"format": 1, "key": key, "sha256": figure_cache._checksum(bad),
+                                                      "figure": bad}))  # fmt: skip
+    n = len(drawn)
+    assert html._figures(summary, parallel=False, cache=tmp_path) == fresh and drawn[n:] == ["spike_raster"]
+    assert "ignoring the corrupt figure cache entry" in caplog.text
+    assert figure_cache.figure_key("x", "t", "svg", "f", (float("nan"),), {}) is None  # not plain data: never kept
+
+
+def test_a_report_whose_figures_are_all_kept_imports_no_matplotlib(summary, tmp_path):
+    """Issue 24: matplotlib (0.5-1 s to import) is loaded only where a figure is drawn."""
+    from reports import html
+
+    html._figures(summary, parallel=False, cache=tmp_path / "figures")  # fills the cache
+    (tmp_path / "s.json").write_text(json.dumps(summary))
+    script = ("import json, sys; from pathlib import Path; from reports.html import render_report; "
+              f"out = render_report(json.load(open({str(tmp_path / 's.json')!r})), "
+              f"figure_cache=Path({str(tmp_path / 'figures')!r})); "
+              "print('matplotlib' in sys.modules, out.count('data:image/'))")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False", str(len(_imgs(render_report(summary))))]

@@ -188,3 +188,42 @@ def test_a_text_column_changed_in_place_is_planned_again(models):
             account(ops2, layers, costs, "fp32", Accounting(), spiking=spiking),
             account_reference(ops2, layers, costs, "fp32", Accounting(), spiking=spiking),
         )
+
+
+def test_the_fingerprint_sees_every_change_in_place_and_nothing_else():
+    """Issue 24: the plan cache's fingerprint, taken column by column: equal for an equal copy, different after
+    any cell of any dtype changes in place (float, int, bool, text, a NaN, a list cell) or a column's dtype."""
+    import pandas as pd
+
+    from energy.pricing.estimate import _fingerprint
+
+    def table():
+        return pd.DataFrame({"f": [1.0, float("nan"), 3.0], "i": [1, 2, 3], "b": [True, False, True],
+                             "s": pd.Series(["a", "b", None], dtype="string"), "o": [["x"], ["y"], []]})  # fmt: skip
+
+    base = _fingerprint(table())
+    assert _fingerprint(table()) == base
+    for col, value in (("f", 2.0), ("i", 5), ("b", True), ("s", "c"), ("o", ["z"])):
+        df = table()
+        df.at[1, col] = value
+        assert _fingerprint(df) != base, col
+    df = table()
+    df["i"] = df["i"].astype("float64")  # the same numbers, another dtype
+    assert _fingerprint(df) != base
+
+
+def test_the_memory_rows_are_the_values_itertuples_gives():
+    """Issue 24: ``memory_terms`` reads a table's rows through ``energy.pricing.memory._rows``: the same Python
+    values (and types) as ``itertuples``, NaN and text cells included."""
+    import pandas as pd
+
+    from energy.pricing.memory import _rows
+
+    df = pd.DataFrame({"layer": pd.Series(["a", "b", None], dtype="string"), "block": [0.0, float("nan"), 2.0],
+                       "n": [1, 2, 3], "flag": [True, False, True], "x": [0.1, 0.2, 1e300]})  # fmt: skip
+    cols = ["x", "layer", "n", "block", "flag"]
+    got = [tuple(r) for r in _rows(df, cols)]
+    want = [tuple(r)[1:] for r in df[cols].itertuples()]
+    assert [tuple(map(type, r)) for r in got] == [tuple(map(type, r)) for r in want]
+    assert repr(got) == repr(want)  # NaN == NaN in text
+    assert [r.n for r in _rows(df, cols)] == [1, 2, 3]  # by name, as itertuples' rows

@@ -125,8 +125,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         help="process node of the digital reference: 45, 28, 16, 7, 5 (nm); repeatable; 'all' (default)",
     )
     e.add_argument("--no-cache", action="store_true",
-                   help="rebuild the transformer baselines (and the bundled comparison models' profiles) instead "
-                        "of reading (and writing) the on-disk cache in the user cache directory")  # fmt: skip
+                   help="rebuild the transformer baselines (and the bundled comparison models' profiles and the "
+                        "report's figures) instead of reading (and writing) the on-disk cache in the user cache "
+                        "directory")  # fmt: skip
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
@@ -635,7 +636,12 @@ def _write_profile(out: Path, summary: dict, result, helper, cb=None) -> None:
         if cb:
             cb("report", 2, 3, "figures and report.html", eta=False)
         t0 = time.perf_counter()
-        write_report(summary, tmp / "report.html", helper=helper)
+        figures = None
+        if getattr(result.job, "cache", True):  # figures kept from earlier runs (reports.figure_cache)
+            from energy.comparing.cache import cache_dir
+
+            figures = cache_dir().parent / "figures"
+        write_report(summary, tmp / "report.html", helper=helper, figure_cache=figures)
         if isinstance(timings, dict):  # written last, so that it holds the writing's own times
             timings.update(write_csv_s=csv_s, write_report_s=time.perf_counter() - t0)
         (tmp / "summary.json").write_text(strict_dumps(summary, indent=1))

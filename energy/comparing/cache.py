@@ -18,6 +18,9 @@ dataclass field; DataFrames as columns with their dtypes), with a SHA-256 of the
 On load the file is size-limited, parsed as strict JSON, validated against ``CacheEntry``
 and its checksum and key compared; an entry that fails is logged, deleted and rebuilt.
 
+A baseline derived at a new context from its counted contexts (``baselines``) is kept in ``derived/`` beside
+``baselines/``, keyed as a counted entry with the contexts it comes from, and read back exactly.
+
 The RWKV twin is not cached: it runs in the same pass as SpikeGPT, on the same documents
 (``energy.measuring.runner``), which its paired bootstrap needs. The profiles of the models that the demo
 report and ``spike-energy pareto`` compare (``energy.comparing.variants``) are cached in ``profiles/`` beside
@@ -106,11 +109,14 @@ def _versions() -> dict:
     return out
 
 
-def cache_key(name: str, config, context: int) -> str:
-    """SHA-256 of everything the cached counts of baseline ``name`` depend on."""
+def cache_key(name: str, config, context: int, derived_from: tuple[int, ...] | None = None) -> str:
+    """SHA-256 of everything the cached counts of baseline ``name`` depend on (``derived_from``: the counted
+    contexts a derived entry comes from, ``derive_baseline``; its code is among the hashed sources)."""
     dims = GPT2_PRESETS[name] if name in GPT2_PRESETS else config.to_dict()
     spec = {"format": CACHE_FORMAT, "name": name, "dims": dims, "context": context, "code": code_hash(),
             **_versions()}  # fmt: skip
+    if derived_from is not None:
+        spec["derived_from"] = list(derived_from)
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
@@ -196,11 +202,11 @@ def from_entry(d: dict, key: str, cls=Baseline, extra: dict | None = None):
 # ---------------------------------------------------------------------------------
 
 
-WHAT = {"baselines": "baseline", "profiles": "profile"}  # cache folder -> what its entries hold
+WHAT = {"baselines": "baseline", "derived": "derived baseline", "profiles": "profile"}  # folder -> its entries
 
 
 def _path(key: str, folder: str = "baselines") -> Path:
-    """Baselines in ``cache_dir()``, profiles in the folder beside it."""
+    """Baselines in ``cache_dir()``, derived baselines and profiles in the folders beside it."""
     return (cache_dir() if folder == "baselines" else cache_dir().parent / folder) / f"{key}.json"
 
 
@@ -250,11 +256,23 @@ def baselines(config, context: int, include, use_cache: bool = True) -> dict[str
     Each architecture is counted once, at the small contexts ``CLOSED_FORM_CONTEXTS`` (a second each), and
     any other context is derived from them exactly (``energy.comparing.baselines.derive_baseline``): a new corpus or
     ``--max-tokens`` never recounts. A context at or below the largest of them is counted directly, as is a
-    baseline whose counts turn out not to be a polynomial in T (logged), and any context without the cache."""
+    baseline whose counts turn out not to be a polynomial in T (logged), and any context without the cache.
+
+    The derived baseline is kept too, in ``derived/`` beside ``baselines/`` (keyed like a counted entry, with the
+    contexts it comes from): a warm run reads one entry per baseline instead of reading five and deriving
+    (issue 24: 2.2 s of the demo's warm run). It is the derivation's own result, bit for bit (JSON floats
+    round-trip exactly), validated on reading like every entry."""
     out = {}
     for name in include:
         if context <= max(CLOSED_FORM_CONTEXTS) or not use_cache:
             out[name] = _counted(name, config, context, use_cache)
+            continue
+        key = cache_key(name, config, context, derived_from=CLOSED_FORM_CONTEXTS)
+        hit = read(key, "derived")
+        if hit is not None:
+            logger.info("baseline %s at context %d: derived, from the cache (%s)", name, context,
+                        _path(key, "derived"))  # fmt: skip
+            out[name] = hit
             continue
         samples = {t: _counted(name, config, t, use_cache) for t in CLOSED_FORM_CONTEXTS}
         try:
@@ -262,6 +280,8 @@ def baselines(config, context: int, include, use_cache: bool = True) -> dict[str
         except NotClosedForm as e:
             logger.warning("baseline %s: counted at context %d (%s)", name, context, e)
             out[name] = _counted(name, config, context, use_cache)
+            continue
+        write(key, out[name], "derived")
     return out
 
 
@@ -302,16 +322,23 @@ def profile_key(checkpoint_sha256: str, ids: list[int], **settings) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def cached_profile(key: str | None, build, costs, precision: str):
-    """The profile under ``key`` from the cache, else ``build()`` (then stored); ``key`` None: no cache."""
+def cached_profile(key: str | None, build, costs, precision: str, without: tuple[str, ...] = ()):
+    """The profile under ``key`` from the cache, else ``build()`` (then stored); ``key`` None: no cache.
+
+    ``without``: tables the caller never reads (``positions``, ``rasters``: 4 of the 4.5 MB of the demo model's
+    entry), neither stored nor returned (None in their place, built or read alike); the key must say so
+    (``profile_key(..., without=...)``), so that an entry without them is never taken for a whole one."""
+    import dataclasses
+
     from energy.measuring.profile import Profile
 
+    absent = dict.fromkeys(without)
     if key is not None:
-        hit = read(key, "profiles", Profile, {"costs": costs, "precision": precision})
+        hit = read(key, "profiles", Profile, {"costs": costs, "precision": precision, **absent})
         if hit is not None:
             logger.info("profile from the cache (%s)", _path(key, "profiles"))
             return hit
     prof = build()
     if key is not None:
-        write(key, prof, "profiles", PROFILE_SKIP)
-    return prof
+        write(key, prof, "profiles", PROFILE_SKIP + tuple(without))
+    return dataclasses.replace(prof, **absent) if absent else prof

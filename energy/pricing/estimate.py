@@ -259,18 +259,21 @@ _PLANS: dict[tuple, tuple] = {}
 
 
 def _fingerprint(df: pd.DataFrame) -> tuple:
-    """A cheap check that a table kept by identity was not changed in place since: its columns, its numbers and
-    its text (operand classes, primitives, ``input_from``: the plan depends on them too)."""
-    num = [c for c, t in df.dtypes.items() if t.kind in "fiub"]
-    numbers = hash(df[num].to_numpy(dtype=np.float64, na_value=np.nan).tobytes()) if num else 0
-    text = []
-    for c in df.columns.difference(num, sort=False):
-        values = df[c].tolist()
+    """A cheap check that a table kept by identity was not changed in place since: its columns and dtypes, its
+    numbers (each column's bytes) and its text (operand classes, primitives, ``input_from``: the plan depends on
+    them too). Column by column, without converting to float (issue 24: it is taken twice per priced
+    accounting, 900 times in the demo)."""
+    out = []
+    for _, col in df.items():
+        values = np.asarray(col.array)
+        if col.dtype.kind in "fiub":
+            out.append(hash(values.tobytes()))
+            continue
         try:
-            text.append(hash(tuple(values)))
+            out.append(hash(tuple(values)))
         except TypeError:  # unhashable cells (lists): their text
-            text.append(hash(repr(values)))
-    return df.shape, tuple(df.columns), numbers, tuple(text)
+            out.append(hash(repr(values.tolist())))
+    return df.shape, tuple(df.columns), tuple(str(t) for t in df.dtypes), tuple(out)
 
 
 def _plan(ops: pd.DataFrame, layers: pd.DataFrame, acc: Accounting, spiking: bool) -> _Plan:

@@ -35,6 +35,7 @@ Activations stay on chip. Spike events are addresses of ceil(log2(width) / 8) by
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 
@@ -94,13 +95,25 @@ def accumulator_bytes(precision: str) -> int:
     return int("".join(ch for ch in acc if ch.isdigit())) // 8
 
 
+@functools.cache
+def _row_type(columns: tuple[str, ...]):
+    return collections.namedtuple("Row", columns)
+
+
+def _rows(df: pd.DataFrame, columns: list[str]):
+    """The rows of ``df``'s ``columns`` as named tuples of the same Python values ``itertuples`` gives (a column's
+    ``tolist``), without its per-call indexing and named-tuple class (issue 24: half of ``memory_terms``' time,
+    which the demo calls 350 times)."""
+    return map(_row_type(tuple(columns))._make, zip(*(df[c].tolist() for c in columns)))
+
+
 def _items(layers: pd.DataFrame, b: int, acc: int, batch: int, weights: bool, state: bool) -> list[tuple]:
     """(bytes read per byte stored, ("kind", layer), bytes stored) of every placeable item: weight matrices and
     embedding tables (``weights``); K/V caches, membranes and recurrent state (``state``)."""
     items = []
     cols = ["layer", "kind", "weight_elems", "synaptic_ops_per_token", "params", "out_per_token",
             "membrane_rw_per_token", "state_rw_per_token"]  # fmt: skip
-    for r in layers[cols].itertuples():
+    for r in _rows(layers, cols):
         found = []
         if r.kind in MATRIX_KINDS and r.weight_elems:
             if r.params and weights:
@@ -165,7 +178,8 @@ def memory_terms(
     """
     b = BYTES_PER_VALUE[precision]
     acc = accumulator_bytes(precision)
-    layers = layers.assign(**{k: v for k, v in LAYER_DEFAULTS.items() if k not in layers})
+    missing = {k: v for k, v in LAYER_DEFAULTS.items() if k not in layers}
+    layers = layers.assign(**missing) if missing else layers  # read only below: no copy needed
     budget = costs.sram_budget_bytes if budget_bytes is None else budget_bytes
     on_chip = placement(layers, b, budget, acc_bytes=acc, batch=batch, weights=not weights_dram, state=True)
     access = functools.cache(costs.sram_access_pj)
@@ -184,7 +198,7 @@ def memory_terms(
                 pj = amount / value * access(size, value)
             rows.append((r.layer, r.block, stage, where, float(amount), float(pj)))
 
-    for r in layers[MEMORY_COLUMNS].itertuples():  # only the columns read: a wide table iterates slowly
+    for r in _rows(layers, MEMORY_COLUMNS):  # only the columns read
         width = r.out_per_token  # elements per token = neurons / channels
         if r.kind in MATRIX_KINDS:
             spike_in = r.operand_class in SPIKE_CLASSES
