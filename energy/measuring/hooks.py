@@ -132,8 +132,11 @@ class Tally:
 
     def add(self, other: Tally, detail: bool = True) -> Tally:
         for name in self.COUNTERS:
-            mine = getattr(self, name)
-            for k, v in getattr(other, name).items():
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if not mine:  # an empty counter takes the other's keys and counts in one C-level copy (same order)
+                dict.update(mine, theirs)
+                continue
+            for k, v in theirs.items():
                 mine[k] += v
         self.tokens += other.tokens
         self.widths.update(other.widths)
@@ -286,6 +289,37 @@ class SpikeStats:
         self.fresh = True
 
 
+def _wrap_forward(mod: nn.Module, hook):
+    """Call ``hook(mod, args, output)`` after each forward of ``mod``, as a forward hook would; returns the
+    function that undoes it.
+
+    The module's ``forward`` is replaced on the instance by a wrapper, instead of registering a forward hook:
+    a module with a hook takes ``nn.Module``'s general call path (pre-hooks, global hooks, the hook loop),
+    measured 3 us more per call than the plain path, and streaming mode calls the hooked modules ~490 times
+    per token of the 216M model (0.04 s for 32 tokens at 1 thread). A module called through ``mod(...)``,
+    the only way the models call them, gives the hook the same ``args`` and output either way."""
+    had = "forward" in mod.__dict__  # a forward patched on the instance: wrapped, and put back afterwards
+    previous = mod.__dict__.get("forward")
+    inner = mod.forward
+
+    def forward(*args, **kwargs):
+        out = inner(*args, **kwargs)
+        hook(mod, args, out)
+        return out
+
+    mod.forward = forward
+
+    def undo() -> None:
+        if mod.__dict__.get("forward") is forward:
+            if had:
+                mod.forward = previous
+            else:
+                del mod.forward
+            # (a forward patched again while measured is left as it is)
+
+    return undo
+
+
 class Meter:
     """Context manager: ``with Meter(model) as m: model.run(...)``; results in ``m.tally``.
 
@@ -348,12 +382,12 @@ class Meter:
                 continue
             self.module_types[name] = type(mod).__name__
             self.kinds[name] = rule.kind
-            self._handles.append(mod.register_forward_hook(self._hook(name, rule)))
+            self._handles.append(_wrap_forward(mod, self._hook(name, rule)))
         return self
 
     def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
+        for undo in reversed(self._handles):
+            undo()
         self._handles.clear()
         self._measure_pending()
         self._seen.clear()
