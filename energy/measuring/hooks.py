@@ -11,6 +11,7 @@ The model knows nothing of this: it only has to run its operations inside module
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections import Counter
@@ -416,44 +417,48 @@ class Meter:
         self._seen.clear()
 
     def _hook(self, name: str, rule):
+        pending, called = self._pending, self._called
+
         def hook(mod, args, output):
-            # The statistics are reductions over tensors of a few hundred thousand elements: with
-            # several intra-op threads each one opens a parallel region whose barrier waits for every
-            # thread, and when another job holds a core that wait is a scheduler time slice (measured:
-            # a count_nonzero of 256 x 768 values took 1.1 ms on 2 threads against 0.09 ms on 1). One
-            # thread here keeps the hooks' cost independent of the load; the model keeps its threads.
-            threads = torch.get_num_threads()
-            if threads > 1:
-                torch.set_num_threads(1)
-            try:
-                self._measure(name, rule, mod, args, output)
-            finally:
-                if threads > 1:
-                    torch.set_num_threads(threads)
+            out = output[0] if isinstance(output, tuple) else output
+            if out.dim() == 3 and out.shape[1] == 1:
+                # One token step (streaming mode): most of the cost of measuring it is per call, not per value.
+                # The call waits with the layer's next ones and they are measured together, as one call over
+                # those tokens (``_measure_pending``): every rule is linear in the tokens, so the counts are the
+                # ones of the calls one by one, and an operand is classified over those tokens at once, as
+                # parallel mode classifies a chunk. Waiting touches no values: it runs on the model's threads.
+                entry = pending.get(name)
+                if entry is None:
+                    if name not in called:  # order and dataflow: at the first call, while the inputs are alive
+                        called.add(name)
+                        self.order.append(name)
+                        self._record_dataflow(name, args, out)
+                    entry = pending[name] = (rule, mod, [])
+                calls = entry[2]
+                calls.append((args, out))
+                # the outputs held (the inputs are alike)
+                if len(calls) >= PENDING_CALLS or len(calls) * out.numel() * out.element_size() >= PENDING_BYTES:
+                    self._one_thread(self._measure_calls, name, *pending.pop(name))
+                return
+            self._one_thread(self._measure_one, name, rule, mod, args, out)
 
         return hook
 
-    def _measure(self, name: str, rule, mod, args, output) -> None:
-        out = output[0] if isinstance(output, tuple) else output
-        if out.dim() == 3 and out.shape[1] == 1:
-            # One token step (streaming mode): most of the cost of measuring it is per call, not per value.
-            # The call waits with the layer's next ones and they are measured together, as one call over
-            # those tokens (``_measure_pending``): every rule is linear in the tokens, so the counts are the
-            # ones of the calls one by one, and an operand is classified over those tokens at once, as
-            # parallel mode classifies a chunk.
-            if name not in self._called:  # order and dataflow: at the first call, while the inputs are alive
-                self._called.add(name)
-                self.order.append(name)
-                self._record_dataflow(name, args, out)
-            entry = self._pending.get(name)
-            if entry is None:
-                entry = self._pending[name] = (rule, mod, [])
-            entry[2].append((args, out))
-            held = len(entry[2]) * out.numel() * out.element_size()  # the outputs held (the inputs are alike)
-            if len(entry[2]) >= PENDING_CALLS or held >= PENDING_BYTES:
-                self._measure_calls(name, *self._pending.pop(name))
-            return
-        self._measure_one(name, rule, mod, args, out)
+    @staticmethod
+    def _one_thread(measure, *args) -> None:
+        # The statistics are reductions over tensors of a few hundred thousand elements: with
+        # several intra-op threads each one opens a parallel region whose barrier waits for every
+        # thread, and when another job holds a core that wait is a scheduler time slice (measured:
+        # a count_nonzero of 256 x 768 values took 1.1 ms on 2 threads against 0.09 ms on 1). One
+        # thread here keeps the hooks' cost independent of the load; the model keeps its threads.
+        threads = torch.get_num_threads()
+        if threads > 1:
+            torch.set_num_threads(1)
+        try:
+            measure(*args)
+        finally:
+            if threads > 1:
+                torch.set_num_threads(threads)
 
     def _measure_pending(self) -> None:
         """Measure every deferred one-token call (in the order the layers first waited)."""
@@ -614,6 +619,7 @@ def preceding_spike_source(order: list[str], kinds: dict[str, str]) -> dict[str,
     return out
 
 
+@functools.lru_cache(maxsize=8192)  # a pure function of the name, asked per row of every table
 def block_index(name: str) -> float:
     """The block a module belongs to, from its path (``blocks.3.att.key`` -> 3.0, GPT-2's ``h.3``), else NaN."""
     parts = name.split(".")
