@@ -225,3 +225,52 @@ def test_tally_add_into_an_empty_tally_equals_adding_key_by_key():
             mine[k] += v
         assert list(getattr(fast, name).items()) == list(mine.items())
     assert fast.counts == Counter({k: 2 * v for k, v in t.counts.items()})
+
+
+def test_compiled_classification_equals_the_numpy_passes():
+    """``classify`` of a float CPU tensor counts with two compiled passes where numba is there: class, size and
+    nonzeros equal those of the numpy tests, on every class, NaN (nonzero, not an integer), +-inf (an integer
+    after an integer first value, a float as the first nonzero), -0.0, subnormals, huge integers, strided
+    views and both float types; the compiled kernels are in the profiles' cache key."""
+    import numpy as np
+
+    from energy.comparing import cache
+    from energy.measuring import hooks
+
+    if hooks._counts() is None:
+        import pytest
+
+        pytest.skip("numba cannot compile here: classify uses the numpy passes themselves")
+    g = np.random.default_rng(0)
+    base = {
+        "empty": np.zeros(0),
+        "zeros": np.zeros(50),
+        "negative zeros": -np.zeros(50),
+        "binary": (g.random(3000) < 0.2) * 1.0,
+        "ternary": g.integers(-1, 2, 3000) * 1.0,
+        "minus ones": -np.ones(40),
+        "integer": g.integers(-5, 6, 3000) * 1.0,
+        "huge integers": np.array([0.0, 2.0**60, -(2.0**70), 3.0]),
+        "float": g.standard_normal(3000),
+        "late fraction": np.r_[np.zeros(10), np.ones(2000), [0.5], np.ones(5)],
+        "late half": np.r_[[2.0, 0.0], np.full(100, 3.0), [2.5]],
+        "nan first": np.r_[[0.0, np.nan], np.ones(10)],
+        "nan late": np.r_[[0.0, 1.0, 2.0], [np.nan]],
+        "inf first": np.r_[[0.0, np.inf], np.ones(10)],
+        "inf late": np.r_[[1.0, 2.0, -np.inf], np.zeros(3)],
+        "subnormal": np.r_[[0.0, 1.0], [5e-324, 1e-45]],
+    }
+    seen = set()
+    for name, a in base.items():
+        for dtype in (np.float32, np.float64):
+            b = a.astype(dtype)
+            for arr in (b, np.ascontiguousarray(np.repeat(b, 2)[::2]), np.tile(b, (3, 1)).T[:, 1]):
+                t = torch.from_numpy(np.ascontiguousarray(arr)) if arr.ndim == 1 else torch.from_numpy(arr)
+                got = hooks._classify_numpy(t)
+                want = hooks._classify_numpy_passes(np.asarray(arr, dtype=dtype).reshape(-1), tuple(t.shape))
+                assert got == want, (name, dtype, got, want)
+                seen.add(got.cls)
+    strided = torch.from_numpy(g.standard_normal((64, 90)).astype(np.float32))[:, ::3]
+    assert hooks._classify_numpy(strided) == hooks._classify_numpy_passes(strided.numpy().reshape(-1), (64, 30))
+    assert seen == {"binary", "ternary", "integer", "float"}
+    assert "energy.measuring._numba_counts" in cache.PROFILING_MODULES

@@ -78,9 +78,34 @@ def _classify_numpy(x: torch.Tensor) -> Operand:
 
     The cheap tests come first: the first nonzero value, if it is not an integer (NaN and inf are
     not), settles "float"; all nonzeros equal to 1 settle "binary" (spikes) without looking for
-    fractions; only what is left needs the full integrality test."""
+    fractions; only what is left needs the full integrality test. Where numba is there the counts come
+    from two compiled passes (``energy.measuring._numba_counts``: zeros and the first nonzero; then ones,
+    minus ones and integrality, only when the first nonzero is an integer) instead of up to five numpy
+    passes with a boolean temporary each; the decisions are the same."""
     shape = tuple(x.shape)
     a = (x.detach() if x.requires_grad else x).numpy().reshape(-1)
+    k = _counts()
+    if k is None:
+        return _classify_numpy_passes(a, shape)
+    numel = a.size
+    zeros, first = k.zeros_first(a)
+    nnz = numel - int(zeros)
+    if nnz == 0:
+        return Operand("binary", numel, 0, shape)
+    if not float(a[first]).is_integer():
+        return Operand("float", numel, nnz, shape)
+    ones, minus, integral = k.ones_integral(a)
+    if ones == nnz:
+        return Operand("binary", numel, nnz, shape)
+    if ones + minus == nnz:
+        return Operand("ternary", numel, nnz, shape)
+    if integral:  # NaN is not an integer; +-inf is, as np.round(inf) == inf in the numpy test
+        return Operand("integer", numel, nnz, shape)
+    return Operand("float", numel, nnz, shape)
+
+
+def _classify_numpy_passes(a: np.ndarray, shape: tuple) -> Operand:
+    """The numpy tests of ``_classify_numpy`` (without numba, and the reference its compiled passes equal)."""
     numel, nnz = a.size, count_nonzero(a)
     if nnz == 0:
         return Operand("binary", numel, 0, shape)
@@ -95,6 +120,26 @@ def _classify_numpy(x: torch.Tensor) -> Operand:
     if np.array_equal(a, np.round(a)):  # NaN is unequal to itself: float, as in torch
         return Operand("integer", numel, nnz, shape)
     return Operand("float", numel, nnz, shape)
+
+
+_COUNTS = None  # the compiled counting passes, False where numba cannot be used
+
+
+def _counts():
+    """``energy.measuring._numba_counts`` once it imported and compiled for float32 and float64, else None."""
+    global _COUNTS
+    if _COUNTS is None:
+        try:
+            from energy.measuring import _numba_counts as k
+
+            for dtype in (np.float32, np.float64):  # compile (or load from numba's cache) both, or neither
+                probe = np.array([0.0, 2.0, -1.0, 1.0], dtype=dtype)
+                if k.zeros_first(probe) != (1, 1) or k.ones_integral(probe) != (1, 1, True):
+                    raise RuntimeError("the compiled counts disagree on a probe")
+            _COUNTS = k
+        except Exception:  # no numba, or it cannot compile here: the numpy passes give the same results
+            _COUNTS = False
+    return _COUNTS or None
 
 
 CLASS_ORDER = ("binary", "ternary", "integer", "float")
