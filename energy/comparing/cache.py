@@ -61,7 +61,6 @@ COUNTING_MODULES = (
     "energy.measuring.rules",
     "energy.measuring.census",
     "energy.measuring.hooks",
-    "energy.measuring._numba_counts",
 )
 MAX_ENTRY_BYTES = 64 * 2**20
 _DTYPES = {"int64", "float64", "bool", "object", "str", "string"}
