@@ -274,3 +274,21 @@ def test_compiled_classification_equals_the_numpy_passes():
     assert hooks._classify_numpy(strided) == hooks._classify_numpy_passes(strided.numpy().reshape(-1), (64, 30))
     assert seen == {"binary", "ternary", "integer", "float"}
     assert "energy.measuring._numba_counts" in cache.PROFILING_MODULES
+
+
+def test_one_token_calls_joined_by_shape_where_no_value_is_read():
+    """Streaming mode joins a layer's one-token calls; inputs and outputs whose values are not read enter by the
+    shape the concatenation would have (and its size), any other shape by the concatenation itself."""
+    import pytest
+
+    from energy.measuring.hooks import _join, _Joined
+
+    parts = [torch.randn(2, 1, 5) for _ in range(7)]
+    joined = _join(parts, True)
+    assert isinstance(joined, _Joined)
+    assert joined.shape == torch.cat(parts, dim=1).shape and joined.numel() == torch.cat(parts, dim=1).numel()
+    assert torch.equal(_join(parts, False), torch.cat(parts, dim=1))  # values read: the concatenation
+    odd = [*parts, torch.randn(2, 2, 5)]
+    assert torch.equal(_join(odd, True), torch.cat(odd, dim=1))  # shapes differ: concatenated, as before
+    with pytest.raises(RuntimeError):
+        _join([*parts, torch.randn(3, 1, 5)], True)  # the concatenation's own check still applies

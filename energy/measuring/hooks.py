@@ -366,6 +366,28 @@ def _wrap_forward(mod: nn.Module, hook):
     return undo
 
 
+class _Joined:
+    """One-token tensors joined along the tokens where no value of them is read: the shape that
+    ``torch.cat(tensors, dim=1)`` would have, and its size."""
+
+    __slots__ = ("shape",)
+
+    def __init__(self, shape: torch.Size):
+        self.shape = shape
+
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def _join(tensors: list, shape_only: bool):
+    """``torch.cat(tensors, dim=1)``, or only its shape (``_Joined``) when ``shape_only`` and every tensor has the
+    first one's shape (otherwise the concatenation itself, which checks them, as before)."""
+    s = tensors[0].shape
+    if shape_only and len(s) == 3 and all(t.shape == s for t in tensors):
+        return _Joined(torch.Size((s[0], s[1] * len(tensors), s[2])))
+    return torch.cat(tensors, dim=1)
+
+
 class Meter:
     """Context manager: ``with Meter(model) as m: model.run(...)``; results in ``m.tally``.
 
@@ -518,12 +540,17 @@ class Meter:
             self._measure_one(name, rule, mod, *calls[0])
             return
         k = len(calls)
-        out = torch.cat([o for _, o in calls], dim=1)
+        # Only values that are read are joined: the classified inputs, and the output of a spiking layer
+        # (spike counts) or of ReLU^2 (its zeros). Any other input or output enters the counts by its shape
+        # alone (``_Joined``: the shape the concatenation would have), which saves ~2,000 of the ~2,400
+        # concatenations per 32 tokens of the 216M model.
+        reads_out = isinstance(mod, (*SPIKING_TYPES, sg.SquaredReLU))
+        out = _join([o for _, o in calls], not reads_out)
         first_args = calls[0][0]
         args = []
         for i, a in enumerate(first_args):
             if isinstance(a, torch.Tensor) and a.dim() == 3 and a.shape[1] == 1:
-                args.append(torch.cat([c[0][i] for c in calls], dim=1))
+                args.append(_join([c[0][i] for c in calls], i not in rule.classify))
             else:
                 args.append(a)  # parameters (time_mix, decay), states: the same shape on every call
         n_in_extra = sum(
@@ -542,7 +569,7 @@ class Meter:
         # a key of the classified operands and the other inputs' shapes (their operand follows from it).
         key, n_in, operands = [name, calls], extra_in, t.operands
         for i, a in enumerate(args):
-            if not isinstance(a, torch.Tensor):
+            if not isinstance(a, (torch.Tensor, _Joined)):
                 key.append(None)
                 continue
             n_in += a.numel()
