@@ -1,6 +1,7 @@
 """The profiled pass's shortcuts give the results of the long way (issue 24, target 2)."""
 
 import importlib
+from collections import Counter
 
 import pandas as pd
 import torch
@@ -292,3 +293,41 @@ def test_one_token_calls_joined_by_shape_where_no_value_is_read():
     assert torch.equal(_join(odd, True), torch.cat(odd, dim=1))  # shapes differ: concatenated, as before
     with pytest.raises(RuntimeError):
         _join([*parts, torch.randn(3, 1, 5)], True)  # the concatenation's own check still applies
+
+
+def test_meters_sharing_a_module_measure_their_own_calls_and_leave_no_wrapper():
+    """Two meters on models that share a module (here the head), exited in either order: each counts what
+    its own model ran, as with forward hooks, and no wrapper is left on any module."""
+    from energy.measuring.hooks import Meter
+
+    torch.manual_seed(0)
+    a = SpikeGPT(preset("tiny", n_layer=1)).eval()
+    b = SpikeGPT(preset("tiny", n_layer=1)).eval()
+    b.head = a.head
+    ids = torch.randint(0, a.config.vocab_size, (1, 12))
+
+    def alone(model):
+        with Meter(model) as m, torch.no_grad():
+            model.run(ids)
+        return m.take()
+
+    want_a, want_b = alone(a), alone(b)
+    for order in ("ab", "ba"):
+        ma, mb = Meter(a), Meter(b)
+        ma.__enter__()
+        mb.__enter__()
+        with torch.no_grad():
+            a.run(ids)
+            b.run(ids)
+        for m in (ma, mb) if order == "ab" else (mb, ma):
+            m.__exit__(None, None, None)
+        got_a, got_b = ma.take(), mb.take()
+        # the shared head is measured by both meters on both runs, as two forward hooks would measure it
+        assert got_a.counts - want_a.counts == want_b.counts - Counter(
+            {k: v for k, v in want_b.counts.items() if k[0] != "head"}
+        )
+        assert got_b.counts - want_b.counts == want_a.counts - Counter(
+            {k: v for k, v in want_a.counts.items() if k[0] != "head"}
+        )
+        assert not any("forward" in mod.__dict__ for mod in (*a.modules(), *b.modules())), order
+        assert got_a.calls["head"] == 2 and got_b.calls["head"] == 2

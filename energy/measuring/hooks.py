@@ -347,21 +347,30 @@ def _wrap_forward(mod: nn.Module, hook):
     had = "forward" in mod.__dict__  # a forward patched on the instance: wrapped, and put back afterwards
     previous = mod.__dict__.get("forward")
     inner = mod.forward
+    state = {"active": True, "had": had, "previous": previous}
 
     def forward(*args, **kwargs):
         out = inner(*args, **kwargs)
-        hook(mod, args, out)
+        if state["active"]:
+            hook(mod, args, out)
         return out
 
+    forward._meter_state = state
     mod.forward = forward
 
     def undo() -> None:
-        if mod.__dict__.get("forward") is forward:
-            if had:
-                mod.forward = previous
-            else:
-                del mod.forward
-            # (a forward patched again while measured is left as it is)
+        # Meters may share a module (two models with a common submodule) and exit in any order: a wrapper
+        # that is no longer on top only stops measuring, and the one above it skips it when it is undone.
+        state["active"] = False
+        if mod.__dict__.get("forward") is not forward:
+            return  # another wrapper (or a patch) is above this one
+        h, prev = had, previous
+        while h and getattr(prev, "_meter_state", None) is not None and not prev._meter_state["active"]:
+            h, prev = prev._meter_state["had"], prev._meter_state["previous"]
+        if h:
+            mod.forward = prev
+        else:
+            del mod.forward
 
     return undo
 
