@@ -307,8 +307,9 @@ def check_memory(config, context: int, include, budget: int | None) -> None:
 # ---------------------------------------------------------------------------------
 
 PROFILING_MODULES = ("energy.measuring.profile", "energy.measuring.runner", "energy.measuring.hooks",
-                     "energy.measuring.rules", "energy.measuring.census", "spikegpt.model", "spikegpt.config",
-                     "spikegpt.checkpoint", "spikegpt.cpu_kernels", "spikegpt._numba_loops")  # fmt: skip
+                     "energy.measuring._numba_counts", "energy.measuring.rules", "energy.measuring.census",
+                     "spikegpt.model", "spikegpt.config", "spikegpt.checkpoint", "spikegpt.cpu_kernels",
+                     "spikegpt._numba_loops")  # fmt: skip
 PROFILE_SKIP = ("costs", "precision")  # applied after loading, like a baseline's cost table
 
 

@@ -416,6 +416,7 @@ def _layers_frame(model: nn.Module, tally, static: dict, ops: pd.DataFrame, n_to
         seen = bool(tally.operands.get((name, ci, "calls")))
         src = source.get(name)
         relu_n = tally.relu[(name, "numel")]
+        own = _own_params(mod)
         rows.append(
             {
                 "layer": name,
@@ -425,8 +426,8 @@ def _layers_frame(model: nn.Module, tally, static: dict, ops: pd.DataFrame, n_to
                 "calls": tally.calls[name],
                 "in_features": getattr(mod, "in_features", None),
                 "out_features": getattr(mod, "out_features", None),
-                "params": sum(p.numel() for p in mod.parameters(recurse=False)),
-                "weight_elems": sum(p.numel() for p in mod.parameters(recurse=False)),
+                "params": own,
+                "weight_elems": own,
                 "operand_class": operand_class(tally, name, ci) if seen else "-",
                 "zero_fraction": 1 - tally.operands[(name, ci, "nnz")] / numel if seen and numel else nan,
                 "firing_rate": rates.get(name, nan),
@@ -451,3 +452,14 @@ def _layers_frame(model: nn.Module, tally, static: dict, ops: pd.DataFrame, n_to
             }
         )  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _own_params(mod: nn.Module) -> int:
+    """``sum(p.numel() for p in mod.parameters(recurse=False))`` without the generator machinery of
+    ``named_parameters`` (a parameter registered under two names counted once, as it lists it once)."""
+    seen, n = set(), 0
+    for p in mod._parameters.values():
+        if p is not None and id(p) not in seen:
+            seen.add(id(p))
+            n += p.numel()
+    return n
