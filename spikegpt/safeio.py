@@ -348,6 +348,35 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def prune_oldest(folder: str | Path, cap_bytes: int, keep: str | Path | None = None, pattern: str = "*.json") -> int:
+    """Delete the least recently used entries of a cache folder (oldest modification time first; a hit touches
+    its entry) until the folder's ``pattern`` files take at most ``cap_bytes``, never ``keep`` (the entry just
+    written); returns how many were deleted.
+    Anything that cannot be read or deleted is left as it is: a cache that cannot be pruned is not an error."""
+    entries = []
+    for p in Path(folder).glob(pattern):
+        with contextlib.suppress(OSError):
+            st = p.lstat()
+            if stat.S_ISREG(st.st_mode):
+                entries.append((st.st_mtime, st.st_size, p))
+    total, deleted = sum(e[1] for e in entries), 0
+    entries = [e for e in entries if keep is None or e[2].name != Path(keep).name]
+    for _, size, p in sorted(entries, key=lambda e: e[0]):
+        if total <= cap_bytes:
+            break
+        with contextlib.suppress(OSError):
+            p.unlink()
+            total -= size
+            deleted += 1
+    return deleted
+
+
+def touch(path: str | Path) -> None:
+    """Mark a cache entry as just used (its modification time), for ``prune_oldest``."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
 # OWASP "CSV Injection": cells beginning with these are formulas to a spreadsheet
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

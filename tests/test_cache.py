@@ -81,6 +81,7 @@ def test_code_hash_follows_the_counting_sources(tmp_path, monkeypatch):
         "energy.measuring.rules",
         "energy.measuring.census",
         "energy.measuring.hooks",
+        "energy.comparing.cache",
     ):
         expected.update(name.encode() + b"\0" + Path(importlib.util.find_spec(name).origin).read_bytes() + b"\0")
     assert cache.code_hash() == expected.hexdigest()
@@ -110,8 +111,56 @@ def _corrupt_nan(p):
     p.write_text(p.read_text().replace('"params":', '"params": NaN, "x":', 1))
 
 
+def _rehashed(edit):  # a file written by hand, its checksum recomputed: only the schema checks can catch it
+    def corrupt(p):
+        d = json.loads(p.read_text())
+        edit(d)
+        d["sha256"] = cache._payload_hash(d["fields"], d["frames"])
+        p.write_text(json.dumps(d))
+
+    corrupt.__name__ = edit.__name__
+    return corrupt
+
+
+def _drop_per_token(d):  # the review's reproduction: a KeyError in the audit's waterfall, with a traceback
+    del d["frames"]["ops"]["dtypes"]["per_token"], d["frames"]["ops"]["data"]["per_token"]
+
+
+def _params_not_an_int(d):
+    d["fields"]["params"] = "x"
+
+
+def _spiking_not_a_bool(d):
+    d["fields"]["spiking"] = 1
+
+
+def _assumptions_not_strings(d):
+    d["fields"]["assumptions"] = [1]
+
+
+def _a_table_of_another_class(d):
+    d["frames"]["neurons"] = d["frames"]["ops"]
+
+
+def _layers_without_mac(d):
+    del d["frames"]["layers"]["dtypes"]["mac"], d["frames"]["layers"]["data"]["mac"]
+
+
 @pytest.mark.parametrize(
-    "corrupt", [_corrupt_truncated, _corrupt_number, _corrupt_pickle, _corrupt_schema, _corrupt_nan]
+    "corrupt",
+    [_corrupt_truncated, _corrupt_number, _corrupt_pickle, _corrupt_schema, _corrupt_nan]
+    + [
+        _rehashed(e)
+        for e in (
+            _drop_per_token,
+            _params_not_an_int,
+            _spiking_not_a_bool,
+            _assumptions_not_strings,
+            _a_table_of_another_class,
+            _layers_without_mac,
+        )
+    ],  # fmt: skip
+    ids=lambda f: f.__name__,
 )
 def test_corrupt_entry_is_ignored_and_rebuilt(cache_dir, counted, caplog, corrupt):
     first = cache.baselines(CFG, 12, (NAME,))[NAME]  # a context counted directly (not derived): one entry
@@ -122,6 +171,20 @@ def test_corrupt_entry_is_ignored_and_rebuilt(cache_dir, counted, caplog, corrup
     assert "ignoring the corrupt baseline cache entry" in caplog.text
     assert_same_baseline(first, again)
     assert cache.read(entry.stem) is not None  # and the rebuilt entry is good
+
+
+def test_the_key_names_the_libraries_a_derived_entry_comes_from(monkeypatch):
+    """Review: a derived entry is pandas' result kept on disk, so the key names pandas, numpy and Python, and
+    the cache module itself (how entries are read back and which one is used) is among the hashed sources."""
+    from importlib import metadata
+
+    assert "energy.comparing.cache" in cache.COUNTING_MODULES
+    k = cache.cache_key(NAME, CFG, 29, derived_from=CLOSED_FORM_CONTEXTS)
+    real = metadata.version
+    for dist in ("pandas", "numpy"):
+        with monkeypatch.context() as m:
+            m.setattr(metadata, "version", lambda d, dist=dist: "0.0.0" if d == dist else real(d))
+            assert cache.cache_key(NAME, CFG, 29, derived_from=CLOSED_FORM_CONTEXTS) != k, dist
 
 
 def test_unwritable_cache_is_not_an_error(tmp_path, monkeypatch, caplog):
@@ -191,6 +254,38 @@ def test_compared_profiles_are_cached_exactly_and_rebuilt_when_corrupt(tmp_path,
     ids = list(range(5))
     light = cache.profile_key("c", ids, mode="parallel", without=["positions", "rasters"])
     assert cache.profile_key("c", ids, mode="parallel") != light
+    # and the comparison's own key says so (review: the assertion above alone passes without it)
+    keys = []
+    real_key = cache.profile_key
+    monkeypatch.setattr(cache, "profile_key", lambda *a, **k: keys.append(k) or real_key(*a, **k))
+    variants.measure_model("r", paths["released"], TEXT, 24, costs, "fp32")
+    assert keys and all(sorted(k.get("without", [])) == ["positions", "rasters"] for k in keys), keys
+
+
+def test_cache_folders_are_pruned_least_recently_used_first(tmp_path, cache_dir, monkeypatch):
+    """Review of issue 24: entries are written for every new text, option or code version; each folder is kept
+    under its cap, the entries read or written longest ago deleted first."""
+    import os
+
+    from spikegpt.safeio import prune_oldest
+
+    for i in range(5):
+        p = tmp_path / f"{i}.json"
+        p.write_text("x" * 100)
+        os.utime(p, (1000 + i, 1000 + i))
+    os.utime(tmp_path / "0.json")  # used just now: kept
+    (tmp_path / "other.txt").write_text("y" * 1000)  # not an entry: never deleted
+    assert prune_oldest(tmp_path, 250) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.json", "4.json", "other.txt"]
+    assert prune_oldest(tmp_path, 250) == 0
+    assert prune_oldest(tmp_path, 0, keep=tmp_path / "4.json") == 1 and (tmp_path / "4.json").exists()
+
+    monkeypatch.setitem(cache.CAP_BYTES, "baselines", 1)  # smaller than one entry: each write keeps only itself
+    cache.baselines(CFG, 12, (NAME,))
+    first = cache.cache_key(NAME, CFG, 12)
+    assert cache.read(first) is not None
+    cache.baselines(CFG, 13, (NAME,))
+    assert [p.stem for p in cache_dir.glob("*.json")] == [cache.cache_key(NAME, CFG, 13)]
 
 
 def strict_json(d):

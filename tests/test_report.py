@@ -735,3 +735,72 @@ def test_a_report_whose_figures_are_all_kept_imports_no_matplotlib(summary, tmp_
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["False", str(len(_imgs(render_report(summary))))]
+
+
+def test_the_figure_key_follows_matplotlibrc_the_libraries_and_refuses_ambiguous_data(
+    summary, tmp_path, monkeypatch, caplog
+):
+    """Review of issue 24: a user's matplotlibrc (where matplotlib itself would find it) and the version of any
+    library matplotlib draws with are in the key; data whose JSON form is ambiguous is never kept; a kept note
+    must be one of a figure with no data; every project module the drawing code imports is hashed."""
+    import ast
+    import importlib.util
+    from importlib import metadata
+    from pathlib import Path
+
+    from reports import figure_cache, html
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MATPLOTLIBRC", raising=False)
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mplconfig"))
+    spec = next(s for s in html.FIGURE_SPECS if s[0] == "firing_by_layer")
+    monkeypatch.setattr(html, "FIGURE_SPECS", (spec,))
+    args = html._figure_arguments(summary)["firing_by_layer"]
+    key = figure_cache.figure_key(spec[0], *spec[1:], *args)
+    assert key is not None
+    for where in (tmp_path / "matplotlibrc", tmp_path / "mplconfig" / "matplotlibrc"):
+        where.parent.mkdir(exist_ok=True)
+        where.write_text("lines.linewidth: 3\n")
+        assert figure_cache.figure_key(spec[0], *spec[1:], *args) != key, where
+        where.unlink()
+    rc = tmp_path / "elsewhere.rc"
+    rc.write_text("lines.linewidth: 3\n")
+    monkeypatch.setenv("MATPLOTLIBRC", str(rc))
+    assert figure_cache.figure_key(spec[0], *spec[1:], *args) != key
+    monkeypatch.delenv("MATPLOTLIBRC")
+    assert figure_cache.figure_key(spec[0], *spec[1:], *args) == key
+
+    real = metadata.version
+    for dist in ("kiwisolver", "fonttools", "pyparsing"):
+        figure_cache._code_and_libraries.cache_clear()
+        monkeypatch.setattr(metadata, "version", lambda d, dist=dist: "0.0.0" if d.lower() == dist else real(d))
+        assert figure_cache.figure_key(spec[0], *spec[1:], *args) != key, dist
+    monkeypatch.setattr(metadata, "version", real)
+    figure_cache._code_and_libraries.cache_clear()
+    assert figure_cache.figure_key(spec[0], *spec[1:], *args) == key
+
+    assert figure_cache.figure_key("x", "t", "svg", "f", ({1: 2},), {}) is None  # 1 and "1" are one JSON key
+    assert figure_cache.figure_key("x", "t", "svg", "f", ([(1, 2)],), {}) is None  # a tuple reads as a list
+    assert figure_cache.figure_key("x", "t", "svg", "f", ({"a": [1, 2.5, None]},), {}) is not None
+
+    title = spec[1]
+    forged = {"title": title, "uri": None, "note": "the figure shows SpikeGPT wins"}
+    (tmp_path / f"{key}.json").write_text(json.dumps({"format": 1, "key": key, "sha256": figure_cache._checksum(
+        forged), "figure": forged}))  # fmt: skip
+    assert html._figures(summary, parallel=False, cache=tmp_path)["firing_by_layer"]["uri"] is not None
+    assert "ignoring the corrupt figure cache entry" in caplog.text
+
+    ours = {"reports", "energy", "spikegpt"}
+    for name in figure_cache.DRAWING_MODULES:
+        tree = ast.parse(Path(importlib.util.find_spec(name).origin).read_text())
+        for node in ast.walk(tree):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])  # fmt: skip
+            if isinstance(node, ast.ImportFrom) and node.module == "reports":
+                mods = [f"reports.{a.name}" for a in node.names]
+            for m in mods:
+                if m.split(".")[0] == "reports":
+                    assert m in figure_cache.DRAWING_MODULES, f"{name} imports {m}, which the key does not hash"
+                assert m.split(".")[0] not in ours - {"reports"} or m in ("spikegpt.errors", "spikegpt.safeio"), (
+                    f"{name} imports {m}: a project module the figure key does not hash"
+                )

@@ -38,6 +38,7 @@ import importlib.util
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -48,13 +49,14 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, 
 from energy.comparing.baselines import (
     CLOSED_FORM_CONTEXTS,
     GPT2_PRESETS,
+    OPS_COLUMNS,
     Baseline,
     NotClosedForm,
     default_baselines,
     derive_baseline,
 )
 from spikegpt.errors import SpikeEnergyError
-from spikegpt.safeio import atomic_write_text, load_json, strict_dumps
+from spikegpt.safeio import atomic_write_text, load_json, prune_oldest, strict_dumps, touch
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ COUNTING_MODULES = (
     "energy.measuring.rules",
     "energy.measuring.census",
     "energy.measuring.hooks",
+    "energy.comparing.cache",  # how an entry is written and read back, and which one (counted or derived) is used
 )
 MAX_ENTRY_BYTES = 64 * 2**20
 _DTYPES = {"int64", "float64", "bool", "object", "str", "string"}
@@ -100,8 +103,9 @@ def _versions() -> dict:
     importing transformers only for its version would cost seconds on every warm run)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"spike_energy": _version(), "torch": torch.__version__}
-    for dist in ("transformers", "fvcore"):
+    out = {"spike_energy": _version(), "torch": torch.__version__, "python": list(sys.version_info[:2])}
+    # pandas and numpy: the derived entries are the result of pandas code (``derive_baseline``), kept on disk
+    for dist in ("transformers", "fvcore", "pandas", "numpy"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
@@ -174,6 +178,54 @@ class CorruptEntry(ValueError):
     pass
 
 
+# The columns an entry's tables must have, by table name: exactly these (``=``), or at least these (``>=``: the
+# layers tables, whose columns differ between a Baseline and a Profile). A checksum is no protection against a
+# file written by hand: an entry that lacks a column the pricing reads would otherwise fail far away, with a
+# traceback, instead of being rebuilt.
+_OPS = frozenset(OPS_COLUMNS)
+REQUIRED_COLUMNS = {
+    "ops": ("=", _OPS), "eager_ops": ("=", _OPS),
+    "setup": ("=", frozenset({"layer", "kind", "stage", "primitive", "count"})),
+    "neurons": ("=", frozenset({"layer", "neuron", "spikes", "rate"})),
+    "positions": ("=", frozenset({"layer", "position", "rate"})),
+    "census": ("=", frozenset({"module", "module_type", "aten_op", "calls", "elements", "status", "kind"})),
+    # the columns a Baseline's and a Profile's layers tables share (the pricing fills the others in)
+    "layers": (">=", frozenset({"layer", "block", "kind", "params", "weight_elems", "mac", "synaptic_ops_per_token",
+                                "operand_class", "zero_fraction", "in_per_token", "out_per_token",
+                                "membrane_rw_per_token", "state_rw_per_token"})),
+}  # fmt: skip
+_SCALARS = {"str": (str,), "int": (int,), "bool": (bool,), "float": (int, float), "dict": (dict,), "list": (list,)}
+
+
+def _check_columns(cls, name: str, columns: set) -> None:
+    frame_fields = {f.name for f in dataclasses.fields(cls) if "DataFrame" in str(f.type)}
+    if name not in frame_fields or name not in REQUIRED_COLUMNS:
+        raise CorruptEntry(f"a {cls.__name__} has no table {name!r}")
+    how, need = REQUIRED_COLUMNS[name]
+    if (columns != need) if how == "=" else not need <= columns:
+        missing, extra = sorted(need - columns), sorted(columns - need) if how == "=" else []
+        raise CorruptEntry(f"table {name!r} lacks columns {missing} or has unknown ones {extra}")
+
+
+def _check_fields(cls, fields: dict) -> None:
+    """The plain fields have the types their dataclass declares (str, int, bool, float, dict, list; ``| None``)."""
+    for f in dataclasses.fields(cls):
+        if f.name not in fields:
+            continue
+        spec = str(f.type).replace(" ", "")
+        optional = spec.endswith("|None")
+        base = spec.removesuffix("|None").split("[")[0]
+        v = fields[f.name]
+        if "DataFrame" in base and v is not None:  # a table that is absent is stored as a null field
+            raise CorruptEntry(f"field {f.name!r} is neither a table nor null")
+        if base not in _SCALARS or (v is None and optional):
+            continue
+        if not isinstance(v, _SCALARS[base]) or (base in ("int", "float") and isinstance(v, bool)):
+            raise CorruptEntry(f"field {f.name!r} is not a {base}")
+        if spec == "list[str]" and not all(isinstance(x, str) for x in v):
+            raise CorruptEntry(f"field {f.name!r} is not a list of strings")
+
+
 def from_entry(d: dict, key: str, cls=Baseline, extra: dict | None = None):
     """A ``cls`` (a Baseline by default) from a validated entry dict, with the fields in ``extra`` added;
     ``CorruptEntry`` if anything does not fit."""
@@ -190,7 +242,9 @@ def from_entry(d: dict, key: str, cls=Baseline, extra: dict | None = None):
         lengths = {len(col) for col in fr.data.values()}
         if len(lengths) > 1:
             raise CorruptEntry(f"frame {name!r} has columns of different lengths")
+        _check_columns(cls, name, set(fr.dtypes))
         frames[name] = pd.DataFrame({c: pd.Series(fr.data[c], dtype=dt) for c, dt in fr.dtypes.items()})
+    _check_fields(cls, entry.fields)
     try:
         return cls(**entry.fields, **frames, **(extra or {}))
     except TypeError as e:
@@ -203,6 +257,9 @@ def from_entry(d: dict, key: str, cls=Baseline, extra: dict | None = None):
 
 
 WHAT = {"baselines": "baseline", "derived": "derived baseline", "profiles": "profile"}  # folder -> its entries
+# each folder is kept under this size, the least recently used entries deleted first (a demo run writes about
+# 2.9 MB of baselines, 0.6 MB of derived ones and 0.7 MB of profiles)
+CAP_BYTES = {"baselines": 256 * 2**20, "derived": 256 * 2**20, "profiles": 1024 * 2**20}
 
 
 def _path(key: str, folder: str = "baselines") -> Path:
@@ -217,7 +274,9 @@ def read(key: str, folder: str = "baselines", cls=Baseline, extra: dict | None =
         return None
     try:
         d = load_json(path, f"{folder} cache entry", None, MAX_ENTRY_BYTES)
-        return from_entry(d, key, cls, extra)
+        out = from_entry(d, key, cls, extra)
+        touch(path)
+        return out
     except (SpikeEnergyError, ValueError, TypeError, KeyError) as e:  # ValidationError is a ValueError
         logger.warning("ignoring the corrupt %s cache entry %s (%s); it will be rebuilt",
                        WHAT[folder], path, str(e).splitlines()[0][:200])  # fmt: skip
@@ -232,6 +291,7 @@ def write(key: str, b, folder: str = "baselines", skip: tuple[str, ...] = ()) ->
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, strict_dumps(to_entry(b, key, skip)))
+        prune_oldest(path.parent, CAP_BYTES[folder], keep=path)
     except OSError as e:
         logger.warning("could not write the %s cache %s (%s); the next run rebuilds it", WHAT[folder], path,
                        e.strerror)  # fmt: skip

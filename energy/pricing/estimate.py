@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import infer_dtype
 
 from energy.pricing.costs import CostTable
 from energy.pricing.memory import SPIKE_CLASSES, memory_terms
@@ -269,10 +270,10 @@ def _fingerprint(df: pd.DataFrame) -> tuple:
         if col.dtype.kind in "fiub":
             out.append(hash(values.tobytes()))
             continue
-        try:
+        if infer_dtype(values, skipna=False) == "string":  # text only: str hashes tell any two strings apart
             out.append(hash(tuple(values)))
-        except TypeError:  # unhashable cells (lists): their text
-            out.append(hash(repr(values.tolist())))
+        else:  # anything else by its text and types (hash(-1) == hash(-2) in CPython; lists are unhashable)
+            out.append(hash(repr([(type(v).__name__, v) for v in values.tolist()])))
     return df.shape, tuple(df.columns), tuple(str(t) for t in df.dtypes), tuple(out)
 
 
