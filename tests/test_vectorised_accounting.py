@@ -3,6 +3,7 @@ per-part pandas accounting it replaced (kept here as the reference), for every a
 SpikeGPT and a tiny transformer; and the prefill curve against ``at_context`` priced context by context."""
 
 import itertools
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -282,3 +283,33 @@ def test_the_position_and_context_tables_are_the_loc_updates_bit_for_bit(models)
     for t in (1, 5, b.context):
         mem = memory_rows(_layers_at_reference(b, t), costs, "fp32", 1, dram=False)
         assert cost(t, True) - cost(t, False) == pytest.approx(float(mem.pj.sum()), rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("model", ["snn", "ann"])
+def test_a_plan_with_memory_shares_the_rows_of_the_plan_without(models, model):
+    """An accounting with memory traffic takes its priced rows from the same accounting without (issue 24f):
+    the plan equals one built from scratch, rows, quantities, primitives and memory layers, whichever of the
+    two is asked for first, and the priced rows are the same exactly."""
+    from energy.pricing import estimate
+
+    ops, layers, spiking = models[model]
+    n = 0
+    for proj, outside, memory, first in itertools.product(("paper", "executed", "counterfactual"), (True, False),
+                                                          ("sram", "dram"), ("with", "without")):  # fmt: skip
+        if proj == "counterfactual" and not spiking:
+            continue
+        o, lay = ops.copy(), layers.copy()  # new tables: nothing kept from another case
+        acc = Accounting(proj, None, True, outside, memory)
+        if first == "without":
+            estimate._plan(o, lay, replace(acc, memory=None), spiking)
+        got = estimate._plan(o, lay, acc, spiking)
+        want = estimate._build_plan(o, lay, acc, spiking)
+        pd.testing.assert_frame_equal(got.rows, want.rows, check_exact=True)
+        assert got.quantity.tobytes() == want.quantity.tobytes() and got.primitive == want.primitive
+        pd.testing.assert_frame_equal(got.memory_layers, want.memory_layers, check_exact=True)
+        costs = load_costs(sram_budget_bytes=2048)
+        pd.testing.assert_frame_equal(account(o, lay, costs, "fp32", acc, spiking=spiking),
+                                      account_reference(o, lay, costs, "fp32", acc, spiking=spiking),
+                                      check_exact=True)  # fmt: skip
+        n += 1
+    assert n >= 8
