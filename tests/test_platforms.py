@@ -502,3 +502,68 @@ def test_a_bundled_chip_is_one_file(tmp_path, monkeypatch):
     finally:
         platforms._load_bundled.cache_clear()
     assert (*real, "zz_one_file_chip") == platforms.PLATFORMS  # the copy: one chip more, and only that
+
+
+# ---------------------------------------------------------------- issue 24f: the same numbers, worked out once
+
+
+def _native_reference(w, rows):
+    """``split_rows``' native column before issue 24f: pandas string masks, events and layer sets worked out
+    at every call."""
+    neurons = platforms._lif_layers(w.layers) if w.spiking else set()
+    residual = platforms._spike_residual_layers(w.layers) if w.spiking else set()
+    proj = set(events(w)["native_projection_layers"]) if w.spiking else set()
+    stage = rows.stage.astype(str)
+    memory = stage.str.startswith("memory.")
+    on_core = stage.str.contains("weights|inputs|potentials|addressing")
+    return (
+        rows.layer.isin(neurons)
+        | (rows.layer.isin(residual) & ~memory)
+        | (rows.layer.isin(proj) & (rows.primitive == "ac"))
+        | (rows.layer.isin(proj) & memory & on_core)
+    ).to_numpy()
+
+
+def _by_kind_reference(rows):
+    """``_by_kind`` before issue 24f."""
+    stage = rows.stage.astype(str)
+    kind = stage.where(stage.str.startswith("memory."), "compute: " + rows.primitive.astype(str))
+    kind = kind.str.replace(r" \((SRAM|DRAM)\)$", r" (\1)", regex=True)
+    return {k: float(v) for k, v in rows.pj.groupby(kind.values).sum().items()}
+
+
+def test_the_split_worked_out_once_is_the_split_worked_out_per_call(prof):
+    """``split_of`` (once per workload) and the row-by-row native column equal the per-call pandas masks, for
+    SpikeGPT as executed, its counterfactual and a non-spiking workload, with SRAM and DRAM placement; the
+    breakdown by kind is the same dict, bit for bit; and a chip priced with a given split equals one without."""
+    small = load_costs(sram_budget_bytes=1024)  # part of the weights and state leave the SRAM
+    ws = [_workload(prof), _workload(prof, "counterfactual"),
+          Workload("ann", "ANN", prof.ops, prof.layers, prof.meta["params"], spiking=False)]  # fmt: skip
+    n_native = 0
+    for w in ws:
+        sp = platforms.split_of(w)
+        for costs in (load_costs(), small):
+            rows = platforms.split_rows(w, costs, "fp32", 1, split=sp)
+            want = _native_reference(w, rows)
+            assert rows.native.dtype == bool and (rows.native.to_numpy() == want).all()
+            n_native += int(want.sum())
+            assert platforms._by_kind(rows) == _by_kind_reference(rows)
+            assert platforms._by_kind(rows[~rows.native]) == _by_kind_reference(rows[~rows.native])
+            pd.testing.assert_frame_equal(rows, platforms.split_rows(w, costs, "fp32", 1))
+        for name in ("loihi", "truenorth"):
+            p = load_platform(name)
+            assert price_neuromorphic(p, w, load_costs(), "fp32", 1, 2, 4, sp) == price_neuromorphic(
+                p, w, load_costs(), "fp32", 1, 2, 4
+            )
+    assert n_native > 0  # the comparison covers native rows, not only fallback ones
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_figure_ranges_and_published_step_times_read_once_are_the_file_s(name):
+    """The ranges and published step times kept per platform are those read from its table at each call."""
+    p = load_platform(name)
+    for op in [*dict.fromkeys(p.table.df.op), "no-such-op"]:
+        rows = p.table.rows(op)
+        v = pd.to_numeric(rows.pj[rows.status != "outlier"], errors="coerce").dropna()
+        assert p.figure_range(op) == ((float(v.min()), float(v.max())) if len(v) else None)
+        assert p.published(op) == [float(x) for x in pd.to_numeric(rows.pj, errors="coerce").dropna()]

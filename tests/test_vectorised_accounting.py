@@ -3,6 +3,7 @@ per-part pandas accounting it replaced (kept here as the reference), for every a
 SpikeGPT and a tiny transformer; and the prefill curve against ``at_context`` priced context by context."""
 
 import itertools
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -229,3 +230,88 @@ def test_the_memory_rows_are_the_values_itertuples_gives():
     assert [tuple(map(type, r)) for r in got] == [tuple(map(type, r)) for r in want]
     assert repr(got) == repr(want)  # NaN == NaN in text
     assert [r.n for r in _rows(df, cols)] == [1, 2, 3]  # by name, as itertuples' rows
+
+
+def _layers_at_reference(baseline, t):
+    """decode's ``_layers_at`` before issue 24f: ``.loc`` updates on a copy of the table."""
+    T = baseline.context
+    f = 2 * t / (T + 1)
+    lay = baseline.layers.copy()
+    att = lay.kind == "matmul"
+    for col in ("mac", "synaptic_ops_per_token"):
+        lay.loc[att, col] *= f
+    lay.loc[att, "weight_elems"] *= t / T
+    for col, scores in (("in_per_token", "scores_in_per_token"), ("out_per_token", "scores_out_per_token")):
+        if scores in lay:
+            lay.loc[att, col] = lay.loc[att, col] - lay.loc[att, scores] * (1 - f)
+    return lay
+
+
+def _layers_at_context_reference(baseline, f, held):
+    """decode's ``_layers_at_context`` before issue 24f."""
+    T = baseline.context
+    lay = baseline.layers.copy()
+    att = lay.kind == "matmul"
+    for col in ("mac", "synaptic_ops_per_token"):
+        lay.loc[att, col] *= f
+    lay.loc[att, "weight_elems"] *= held / T
+    for col, scores in (("in_per_token", "scores_in_per_token"), ("out_per_token", "scores_out_per_token")):
+        if scores in lay:
+            lay.loc[att, col] = lay.loc[att, col] + lay.loc[att, scores] * (f - 1)
+            lay.loc[att, scores] *= f
+    return lay
+
+
+def test_the_position_and_context_tables_are_the_loc_updates_bit_for_bit(models):
+    """Decode's table at position t and prefill's at another context, built column by column on numpy arrays,
+    equal the ``.loc`` updates they replace exactly (values, dtypes, column order), and leave the baseline's
+    table unchanged; the decode curve's memory terms are then the same numbers."""
+    from energy.comparing.decode import _layers_at, _layers_at_context, energy_by_position
+    from energy.pricing.estimate import memory_rows
+
+    b = models["ann_baseline"]
+    before = b.layers.copy()
+    assert (b.layers.kind == "matmul").any() and "scores_in_per_token" in b.layers
+    for t in (1, 2, 7, b.context - 1, b.context):
+        pd.testing.assert_frame_equal(_layers_at(b, t), _layers_at_reference(b, t), check_exact=True)
+    for c in (1, 3, 16, 40, 200):
+        k = (c + 1) / 2
+        f, held = 2 * k / (b.context + 1), 2 * k - 1
+        got, want = _layers_at_context(b, f, held), _layers_at_context_reference(b, f, held)
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+    pd.testing.assert_frame_equal(b.layers, before, check_exact=True)
+    costs = load_costs(sram_budget_bytes=2048)  # small: the K/V cache leaves the SRAM at long positions
+    cost = energy_by_position(b, costs, "fp32")
+    for t in (1, 5, b.context):
+        mem = memory_rows(_layers_at_reference(b, t), costs, "fp32", 1, dram=False)
+        assert cost(t, True) - cost(t, False) == pytest.approx(float(mem.pj.sum()), rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("model", ["snn", "ann"])
+def test_a_plan_with_memory_shares_the_rows_of_the_plan_without(models, model):
+    """An accounting with memory traffic takes its priced rows from the same accounting without (issue 24f):
+    the plan equals one built from scratch, rows, quantities, primitives and memory layers, whichever of the
+    two is asked for first, and the priced rows are the same exactly."""
+    from energy.pricing import estimate
+
+    ops, layers, spiking = models[model]
+    n = 0
+    for proj, outside, memory, first in itertools.product(("paper", "executed", "counterfactual"), (True, False),
+                                                          ("sram", "dram"), ("with", "without")):  # fmt: skip
+        if proj == "counterfactual" and not spiking:
+            continue
+        o, lay = ops.copy(), layers.copy()  # new tables: nothing kept from another case
+        acc = Accounting(proj, None, True, outside, memory)
+        if first == "without":
+            estimate._plan(o, lay, replace(acc, memory=None), spiking)
+        got = estimate._plan(o, lay, acc, spiking)
+        want = estimate._build_plan(o, lay, acc, spiking)
+        pd.testing.assert_frame_equal(got.rows, want.rows, check_exact=True)
+        assert got.quantity.tobytes() == want.quantity.tobytes() and got.primitive == want.primitive
+        pd.testing.assert_frame_equal(got.memory_layers, want.memory_layers, check_exact=True)
+        costs = load_costs(sram_budget_bytes=2048)
+        pd.testing.assert_frame_equal(account(o, lay, costs, "fp32", acc, spiking=spiking),
+                                      account_reference(o, lay, costs, "fp32", acc, spiking=spiking),
+                                      check_exact=True)  # fmt: skip
+        n += 1
+    assert n >= 8

@@ -23,19 +23,39 @@ from energy.pricing.costs import CostTable
 from energy.pricing.estimate import Accounting, account, memory_rows
 
 
+def _scale_attention(layers: pd.DataFrame, f: float, kv: float, scores_f: float | None) -> pd.DataFrame:
+    """``layers`` with its attention rows (kind ``matmul``) scaled: MACs and synaptic ops x ``f``, the K/V cache
+    (``weight_elems``) x ``kv``; inputs and outputs change by the scores' part, ``x - scores x (1 - f)`` (decode,
+    ``scores_f`` None) or ``x + scores x (f - 1)`` with the scores x ``scores_f`` (prefill, ``_layers_at_context``).
+
+    Column by column on numpy arrays, the same float operations on the same rows as ``lay.loc[att, col] *= f``
+    (issue 24: the ``.loc`` updates were most of the decode curves' time, 92 positions per transformer)."""
+    att = (layers.kind == "matmul").to_numpy()
+    new = {}
+
+    def scaled(col, by):
+        x = layers[col].to_numpy(dtype=np.float64, copy=True)
+        x[att] *= by
+        return x
+
+    for col in ("mac", "synaptic_ops_per_token"):
+        new[col] = scaled(col, f)
+    new["weight_elems"] = scaled("weight_elems", kv)
+    for col, scores in (("in_per_token", "scores_in_per_token"), ("out_per_token", "scores_out_per_token")):
+        if scores in layers:
+            x = layers[col].to_numpy(dtype=np.float64, copy=True)
+            s = layers[scores].to_numpy(dtype=np.float64)[att]
+            x[att] = x[att] - s * (1 - f) if scores_f is None else x[att] + s * (f - 1)
+            new[col] = x
+            if scores_f is not None:
+                new[scores] = scaled(scores, scores_f)
+    return layers.assign(**new)
+
+
 def _layers_at(baseline, t: int) -> pd.DataFrame:
     """The transformer's per-token layers table when generating token t (1-based)."""
     T = baseline.context
-    f = 2 * t / (T + 1)
-    lay = baseline.layers.copy()
-    att = lay.kind == "matmul"
-    for col in ("mac", "synaptic_ops_per_token"):
-        lay.loc[att, col] *= f
-    lay.loc[att, "weight_elems"] *= t / T  # K and V of t positions
-    for col, scores in (("in_per_token", "scores_in_per_token"), ("out_per_token", "scores_out_per_token")):
-        if scores in lay:
-            lay.loc[att, col] = lay.loc[att, col] - lay.loc[att, scores] * (1 - f)
-    return lay
+    return _scale_attention(baseline.layers, 2 * t / (T + 1), t / T, None)
 
 
 def _at_position(baseline, t: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -174,17 +194,7 @@ def at_context(baseline, context: float, keys: float | None = None):
 
 def _layers_at_context(baseline, f: float, held: float) -> pd.DataFrame:
     """``at_context``'s layers table: attention counts x ``f``, a K/V cache of ``held`` positions."""
-    T = baseline.context
-    lay = baseline.layers.copy()
-    att = lay.kind == "matmul"
-    for col in ("mac", "synaptic_ops_per_token"):
-        lay.loc[att, col] *= f
-    lay.loc[att, "weight_elems"] *= held / T
-    for col, scores in (("in_per_token", "scores_in_per_token"), ("out_per_token", "scores_out_per_token")):
-        if scores in lay:
-            lay.loc[att, col] = lay.loc[att, col] + lay.loc[att, scores] * (f - 1)
-            lay.loc[att, scores] *= f
-    return lay
+    return _scale_attention(baseline.layers, f, held / baseline.context, f)
 
 
 def context_curve(baseline, spikegpt_pj: dict[str, float], costs: CostTable, precision: str, zero_skipping=True,

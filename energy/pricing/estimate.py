@@ -281,12 +281,22 @@ def _plan(ops: pd.DataFrame, layers: pd.DataFrame, acc: Accounting, spiking: boo
     """``account``'s rows before prices, built once per (ops, layers, accounting): kept by the tables' identity
     with the tables themselves (a new table is never confused with a collected one) and their fingerprints
     (a table changed in place is planned again)."""
+    return _kept_plan(ops, layers, acc, spiking, (_fingerprint(ops), _fingerprint(layers)))
+
+
+def _kept_plan(ops: pd.DataFrame, layers: pd.DataFrame, acc: Accounting, spiking: bool, prints: tuple) -> _Plan:
+    """``_plan`` with the tables' fingerprints at hand. The priced rows do not depend on the memory traffic: an
+    accounting with memory shares them with the same accounting without (issue 24: the intervals price every
+    bootstrap unit's new tables as executed, with SRAM and with DRAM weights), and adds its memory layers."""
     key = (id(ops), id(layers), acc, spiking)
     hit = _PLANS.get(key)
-    prints = (_fingerprint(ops), _fingerprint(layers))
     if hit is not None and hit[0] is ops and hit[1] is layers and hit[2] == prints:
         return hit[3]
-    plan = _build_plan(ops, layers, acc, spiking)
+    if acc.memory:
+        rows = _kept_plan(ops, layers, replace(acc, memory=None), spiking, prints)
+        plan = replace(rows, memory_layers=_memory_layers(layers, acc))
+    else:
+        plan = _build_plan(ops, layers, acc, spiking)
     if len(_PLANS) >= 256:
         _PLANS.clear()
     _PLANS[key] = (ops, layers, prints, plan)
@@ -308,6 +318,16 @@ def _rows_plan(rows: list[tuple]):
     """(layer, block, stage, primitive, quantity) tuples -> (rows without pj, quantities, primitives)."""
     df = pd.DataFrame([r[:4] for r in rows], columns=COLUMNS[1:5])
     return df, np.array([r[4] for r in rows], dtype=np.float64), tuple(r[3] for r in rows)
+
+
+def _memory_layers(layers: pd.DataFrame, acc: Accounting, cf: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The layers table the memory terms of ``acc`` are computed from (``cf``: the counterfactual's inputs
+    indexed by layer, if at hand)."""
+    mem_layers = layers if acc.outside_blocks else layers[layers.block.notna()]
+    if acc.projections == "counterfactual":
+        cf = counterfactual_inputs(layers).set_index("layer") if cf is None else cf  # of the whole table
+        mem_layers = counterfactual_layers(mem_layers, acc.rate, cf)
+    return mem_layers
 
 
 def _build_plan(ops: pd.DataFrame, layers: pd.DataFrame, acc: Accounting, spiking: bool) -> _Plan:
@@ -337,11 +357,7 @@ def _build_plan(ops: pd.DataFrame, layers: pd.DataFrame, acc: Accounting, spikin
         parts.append(_rows_plan([(r.layer, r.block, "wkv (paper: 6 MACs)", "mac", PAPER_WKV_OPS * r.out_per_token)
                                  for _, r in lay.iterrows()]))  # fmt: skip
     parts = [p for p in parts if not p[0].empty]
-    mem_layers = None
-    if acc.memory:
-        mem_layers = layers if acc.outside_blocks else layers[layers.block.notna()]
-        if acc.projections == "counterfactual":
-            mem_layers = counterfactual_layers(mem_layers, acc.rate, cf)
+    mem_layers = _memory_layers(layers, acc, cf) if acc.memory else None
     if not parts:
         return _Plan(None, np.zeros(0), (), mem_layers)
     rows = parts[0][0] if len(parts) == 1 else pd.concat([p[0] for p in parts], ignore_index=True)

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from energy.pricing.costs import BYTES_PER_VALUE, CostTable, load_costs
@@ -174,13 +175,31 @@ class Platform:
         v = float(r["pj"]) if str(r["pj"]).strip() != "" else math.nan
         return v if math.isfinite(v) else None
 
+    @functools.cached_property
+    def _figures(self) -> dict[str, tuple[list[float], list[float]]]:
+        """op -> (every figure, every figure but outliers), as numbers, in the file's order (read once: the
+        ranges and step times are asked for every workload)."""
+        out: dict[str, tuple[list[float], list[float]]] = {}
+        if self.table is None:
+            return out
+        df = self.table.df
+        for op in dict.fromkeys(df.op.tolist()):
+            rows = self.table.rows(op)
+            every = pd.to_numeric(rows.pj, errors="coerce").dropna()
+            kept = pd.to_numeric(rows.pj[rows.status != "outlier"], errors="coerce").dropna()
+            out[op] = ([float(x) for x in every], [float(x) for x in kept])
+        return out
+
+    def published(self, op: str) -> list[float]:
+        """Every figure for ``op`` that is a number (defaults, alternatives and outliers), in the file's order."""
+        return list(self._figures.get(op, ([], []))[0])
+
     def figure_range(self, op: str) -> tuple[float, float] | None:
         """(min, max) over every published figure for ``op`` (defaults and alternatives)."""
         if self.table is None:
             return None
-        rows = self.table.rows(op)
-        v = pd.to_numeric(rows.pj[rows.status != "outlier"], errors="coerce").dropna()
-        return (float(v.min()), float(v.max())) if len(v) else None
+        v = self._figures.get(op, ([], []))[1]
+        return (min(v), max(v)) if v else None
 
     @property
     def node_nm(self) -> float | None:
@@ -319,27 +338,52 @@ def events(w: Workload) -> dict:
     }
 
 
-def split_rows(w: Workload, costs: CostTable, precision: str, batch: int, ev: dict | None = None) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Split:
+    """What ``split_rows`` needs of a workload besides the priced rows, the same on every chip and node (issue 24:
+    ``evaluate`` prices each workload about 20 times; these were worked out again each time): ``events(w)``, the
+    LIF (and threshold) layers, the spike-driven residual adds and the projections a core runs."""
+
+    events: dict
+    neurons: frozenset
+    residual: frozenset
+    projections: frozenset
+
+
+NO_EVENTS = {"synaptic_events": 0.0, "neuron_updates": 0.0, "spikes": 0.0, "native_projection_layers": []}
+
+
+def split_of(w: Workload, ev: dict | None = None) -> Split:
+    """``Split`` of ``w`` (``ev``: ``events(w)``, if at hand); a non-spiking workload runs nothing natively."""
+    if not w.spiking:
+        return Split(dict(NO_EVENTS), frozenset(), frozenset(), frozenset())
+    ev = ev or events(w)
+    return Split(ev, frozenset(_lif_layers(w.layers)), frozenset(_spike_residual_layers(w.layers)),
+                 frozenset(ev["native_projection_layers"]))  # fmt: skip
+
+
+_ON_CORE = ("weights", "inputs", "potentials", "addressing")
+
+
+def split_rows(
+    w: Workload, costs: CostTable, precision: str, batch: int, ev: dict | None = None, split: Split | None = None
+) -> pd.DataFrame:
     """``account`` rows (SRAM memory included) with a ``native`` column: True for the rows that
     a neuromorphic core runs (synaptic events, neuron updates and their own memory traffic).
-    ``ev``: ``events(w)``, if at hand."""
+    ``ev``: ``events(w)``, if at hand; ``split``: ``split_of(w)``, if at hand."""
     acc = Accounting(projections=w.projections, memory="sram")
     rows = account(w.ops, w.layers, costs, precision, acc, spiking=w.spiking, batch=batch)
-    neurons = _lif_layers(w.layers) if w.spiking else set()
-    residual = _spike_residual_layers(w.layers) if w.spiking else set()
-    proj = set((ev or events(w))["native_projection_layers"]) if w.spiking else set()
-    stage = rows.stage.astype(str)
-    memory = stage.str.startswith("memory.")
+    sp = split if split is not None else split_of(w, ev)
     # a synaptic event on a core reads its weight, finds its target and updates the target's potential; the
     # input spike reaches it through the core's router: those memory terms are inside the event costs
-    on_core = stage.str.contains("weights|inputs|potentials|addressing")
-    native = (
-        rows.layer.isin(neurons)  # neuron updates, membranes and output spikes
-        | (rows.layer.isin(residual) & ~memory)
-        | (rows.layer.isin(proj) & (rows.primitive == "ac"))
-        | (rows.layer.isin(proj) & memory & on_core)
-    )
-    return rows.assign(native=native.values)
+    native = [
+        layer in sp.neurons  # neuron updates, membranes and output spikes
+        or (layer in sp.residual and not memory)
+        or (layer in sp.projections and (prim == "ac" or (memory and any(k in stage for k in _ON_CORE))))
+        for layer, stage, prim in zip(rows.layer.tolist(), map(str, rows.stage.tolist()), rows.primitive.tolist())
+        for memory in (stage.startswith("memory."),)
+    ]
+    return rows.assign(native=np.array(native, dtype=bool))
 
 
 # ---------------------------------------------------------------------------------
@@ -407,9 +451,12 @@ def _scaled(costs: CostTable, node: float, supply_v: float | None = None) -> Cos
     return hit[1]
 
 
-def price_digital(w: Workload, costs: CostTable, precision: str, batch: int, node: int) -> dict:
-    """Everything on a digital accelerator: the Horowitz table at ``node`` nm, SRAM traffic included."""
-    rows = split_rows(w, _scaled(costs, node), precision, batch)
+def price_digital(
+    w: Workload, costs: CostTable, precision: str, batch: int, node: int, split: Split | None = None
+) -> dict:
+    """Everything on a digital accelerator: the Horowitz table at ``node`` nm, SRAM traffic included (``split``:
+    ``split_of(w)``, if at hand)."""
+    rows = split_rows(w, _scaled(costs, node), precision, batch, split=split)
     total = float(rows.pj.sum())
     return {"pj_per_token": total, "fallback_pj": total, "native_pj": 0.0, "native_fraction": None,
             "static_pj": None, "node_nm": node, "fallback_by_stage": _by_kind(rows), "native_by_event": {},
@@ -431,8 +478,7 @@ def step_time_us(p: Platform, synaptic_events: float, neuron_updates: float, cor
     end-of-step synchronisation (the floor); else the published step_time. Also every published step time,
     for the range (the 1 ms real-time convention among them)."""
     t_syn, t_upd, t_sync = p.value("time_synaptic_op"), p.value("time_neuron_update"), p.value("sync_time")
-    published = [float(v) for v in pd.to_numeric(p.table.rows("step_time").pj, errors="coerce").dropna()] \
-        if p.table is not None else []  # fmt: skip
+    published = p.published("step_time")
     if None not in (t_syn, t_upd, t_sync) and cores:
         busy_ns = (synaptic_events * t_syn + neuron_updates * t_upd) / cores
         return {"us": busy_ns * 1e-3 + t_sync, "basis": "derived from this workload", "busy_us": busy_ns * 1e-3,
@@ -442,16 +488,23 @@ def step_time_us(p: Platform, synaptic_events: float, neuron_updates: float, cor
 
 
 def price_neuromorphic(
-    p: Platform, w: Workload, costs: CostTable, precision: str, batch: int, chips: int | None, cores: int | None = None
+    p: Platform,
+    w: Workload,
+    costs: CostTable,
+    precision: str,
+    batch: int,
+    chips: int | None,
+    cores: int | None = None,
+    split: Split | None = None,
 ) -> dict:
     """Native events at the chip's costs + the fallback at the chip's node and supply + static energy; and the
-    range every published figure spans (``pj_per_token_range``)."""
+    range every published figure spans (``pj_per_token_range``). ``split``: ``split_of(w)``, if at hand."""
     if p.value("synaptic_op") is None:
         missing = [e for e in EVENTS if p.row(e) is not None and p.value(e) is None]
         return {"pj_per_token": None, "not_priced": f"no published per-event energy ({', '.join(missing)})"}
     node = p.node_nm
-    ev = events(w) if w.spiking else {"synaptic_events": 0.0, "neuron_updates": 0.0, "spikes": 0.0,
-                                      "native_projection_layers": []}  # fmt: skip
+    split = split if split is not None else split_of(w)
+    ev = split.events
     hops = p.value("hops_per_spike") or 0.0
     per_weight = events_per_weight_event(p)
     terms = {
@@ -464,7 +517,7 @@ def price_neuromorphic(
     unpriced = list(dict.fromkeys(READABLE[k] for k, (n, e) in terms.items() if e is None and n > 0))
     supply = p.value("supply_voltage")
     scaled = _scaled(costs, node, supply)
-    rows = split_rows(w, scaled, precision, batch, ev)
+    rows = split_rows(w, scaled, precision, batch, split=split)
     fallback = float(rows.pj[~rows.native].sum())
     native_pj = float(sum(native.values()))
     step = step_time_us(p, terms["synaptic_events"][0], ev["neuron_updates"], cores)
@@ -473,9 +526,9 @@ def price_neuromorphic(
     static = p_static * 1e-3 * t_step * 1e-6 * chips * 1e12 if None not in (p_static, t_step, chips) else None
     static = static if deployed or static is None else 0.0
     dynamic = native_pj + fallback
-    layers = w.layers.set_index("layer")
     offchip = 0.0
     if chips is not None and chips > 1:
+        layers = w.layers.set_index("layer")
         proj = ev["native_projection_layers"]
         wb = float(layers.weight_elems.reindex(proj).fillna(0).sum()) * NATIVE_WEIGHT_BYTES
         offchip = wb * scaled.dram_pj_per_byte() / batch
@@ -536,10 +589,9 @@ def price_neuromorphic(
 
 def _by_kind(rows: pd.DataFrame) -> dict:
     """pJ per token by what the rows are: memory (weights, potentials, state...), synaptic ACs, MACs, the rest."""
-    stage = rows.stage.astype(str)
-    kind = stage.where(stage.str.startswith("memory."), "compute: " + rows.primitive.astype(str))
-    kind = kind.str.replace(r" \((SRAM|DRAM)\)$", r" (\1)", regex=True)
-    return {k: float(v) for k, v in rows.pj.groupby(kind.values).sum().items()}
+    kind = [s if s.startswith("memory.") else f"compute: {p}"
+            for s, p in zip(map(str, rows.stage.tolist()), map(str, rows.primitive.tolist()))]  # fmt: skip
+    return {k: float(v) for k, v in rows.pj.groupby(np.array(kind, dtype=object)).sum().items()}
 
 
 def price_gpu(p: Platform, w: Workload, precision: str, batch: int) -> dict:
@@ -637,20 +689,23 @@ def evaluate(
     deploy = {r["platform"]: r["chips"] for r in cap if r["model"] == "profiled" and r["precision"] == "int8"}
     deploy_cores = {r["platform"]: r["cores"] for r in cap if r["model"] == "profiled" and r["precision"] == "int8"}
     results = []
+    splits = {id(w): split_of(w) for w in workloads}  # the same on every chip and node
     for name, p in plats.items():
         for w in workloads:
             base = {"platform": name, "workload": w.name}
             if p.kind == "digital":
                 for node in nodes:
-                    r = price_digital(w, costs, precision, batch, node)
+                    r = price_digital(w, costs, precision, batch, node, splits[id(w)])
                     results.append({**base, **r, "pj_per_char": _per_char(r["pj_per_token"], w)})
                 continue
             if p.kind == "gpu":
                 r = price_gpu(p, w, precision, batch)
             else:
-                r = price_neuromorphic(p, w, costs, precision, batch, deploy.get(name), deploy_cores.get(name))
+                r = price_neuromorphic(p, w, costs, precision, batch, deploy.get(name), deploy_cores.get(name),
+                                       splits[id(w)])  # fmt: skip
             results.append({**base, **r, "pj_per_char": _per_char(r.get("pj_per_token"), w)})
-    memory_models = _other_memory_model(workloads, costs, precision, batch, plats, nodes, deploy, deploy_cores, results)
+    memory_models = _other_memory_model(workloads, costs, precision, batch, plats, nodes, deploy, deploy_cores, results,
+                                        splits)  # fmt: skip
     presets = {}
     for name, p in plats.items():
         presets[name] = {
@@ -697,8 +752,10 @@ def evaluate(
     }
 
 
-def _other_memory_model(workloads, costs, precision, batch, plats, nodes, deploy, deploy_cores, results) -> dict:
-    """SpikeGPT's pJ per token on every platform under the other SRAM memory model, beside the selected one."""
+def _other_memory_model(workloads, costs, precision, batch, plats, nodes, deploy, deploy_cores, results,
+                        splits=None) -> dict:  # fmt: skip
+    """SpikeGPT's pJ per token on every platform under the other SRAM memory model, beside the selected one
+    (``splits``: id(workload) -> ``split_of`` it, if at hand)."""
     from energy.pricing.costs import MEMORY_MODEL_LABELS, MEMORY_MODELS
 
     other = next(m for m in MEMORY_MODELS if m != costs.memory_model)
@@ -707,14 +764,15 @@ def _other_memory_model(workloads, costs, precision, batch, plats, nodes, deploy
     for w in workloads:
         if not w.name.startswith("spikegpt"):
             continue
+        sp = (splits or {}).get(id(w)) or split_of(w)
         for name, p in plats.items():
             if p.kind == "digital":
-                got = [(n, price_digital(w, alt, precision, batch, n)) for n in nodes]
+                got = [(n, price_digital(w, alt, precision, batch, n, sp)) for n in nodes]
             elif p.kind == "neuromorphic":
                 got = [
                     (
                         p.node_nm,
-                        price_neuromorphic(p, w, alt, precision, batch, deploy.get(name), deploy_cores.get(name)),
+                        price_neuromorphic(p, w, alt, precision, batch, deploy.get(name), deploy_cores.get(name), sp),
                     )
                 ]
             else:
