@@ -291,3 +291,20 @@ def test_the_verdict_compares_both_figures_at_the_paper_figures_context(tiny_set
     assert shorter["matches"] and shorter["holds"]  # like for like it matches; at the run's length it would not
     assert abs(shorter["measured_paper_metric"] / shorter["paper_figure"] - 1) > 0.01
     assert at_paper["measured_paper_metric_at_paper_context"] == at_paper["measured_paper_metric"]
+
+
+def test_the_decomposition_sums_in_one_order_whatever_the_process(tiny_setup, monkeypatch):
+    """The shares in the paper's metric were summed over a set's players: their order follows string hashes,
+    which Python seeds per process, so the last digit changed between two runs of one command. The players
+    now come in GAP_FACTORS' order, and the numbers are the same in every process."""
+    from energy.comparing import audit
+
+    model, ids, prof, bases = tiny_setup
+    orders = []
+    real = audit.shapley
+    monkeypatch.setattr(audit, "shapley", lambda value, players: orders.append(list(players)) or real(value, players))
+    audit.gap_decomposition(prof, bases["gpt2-small"], load_costs(), ctx_len=16)
+    names = [n for n, _ in audit.GAP_FACTORS]
+    assert len(orders) == 2
+    for players in orders:
+        assert players == [n for n in names if n in players]

@@ -676,7 +676,8 @@ def gap_decomposition(
             "ratio_without_it": ratio(everything - {name}),
             "alone_restores_paper_figure": ratio(everything - {name}) >= paper * (1 - MATCH_TOLERANCE),
         })  # fmt: skip
-    phi_m = shapley(log_ratio, list(metric))
+    phi_m = shapley(log_ratio, [n for n in names if n in metric])  # in GAP_FACTORS' order: a set's order (string
+    # hashes, seeded per process) would change the order of the sums, and the last digit, from run to run
     for r in rows:
         r["share_in_paper_metric"] = math.exp(phi_m[r["factor"]]) if r["factor"] in metric else None
     # like for like: the measured figure in the paper's metric with the comparator at the paper figure's own
