@@ -4,6 +4,7 @@ import importlib
 from collections import Counter
 
 import pandas as pd
+import pytest
 import torch
 
 import energy
@@ -331,3 +332,70 @@ def test_meters_sharing_a_module_measure_their_own_calls_and_leave_no_wrapper():
         )
         assert not any("forward" in mod.__dict__ for mod in (*a.modules(), *b.modules())), order
         assert got_a.calls["head"] == 2 and got_b.calls["head"] == 2
+
+
+def test_a_deep_copy_made_while_measured_runs_its_own_weights_unmeasured():
+    """Review: a wrapper's closure held the original module, so a deep copy made under a meter ran the
+    original's weights (and kept doing so after the meter exited). The copy now gets its own forward: the
+    same outputs as a copy made outside any meter, and nothing of it is measured."""
+    import copy
+
+    from energy.measuring.hooks import Meter
+
+    torch.manual_seed(0)
+    model = SpikeGPT(preset("tiny", n_layer=1)).eval()
+    ids = torch.randint(0, model.config.vocab_size, (1, 6), generator=torch.Generator().manual_seed(1))
+    lin = model.blocks[0].ffn.value
+    patched = lambda x: torch.nn.functional.linear(x, lin.weight)  # noqa: E731
+    lin.forward = patched  # a forward patched on the instance before: the copy gets a copy of it
+    reference = copy.deepcopy(model)
+    with torch.no_grad(), Meter(model) as meter:
+        twin = copy.deepcopy(model)
+        for m in (twin, reference):
+            for p in m.parameters():
+                p.mul_(0.5)
+        out = twin(ids).logits
+        meter.flush()
+        assert sum(meter.tally.calls.values()) == 0  # the copy is not measured
+    with torch.no_grad():
+        assert torch.equal(out, reference(ids).logits)
+        assert torch.equal(twin(ids).logits, reference(ids).logits)  # after the meter too
+        assert not torch.equal(model(ids).logits, reference(ids).logits)  # the original kept its own weights
+
+
+def test_a_module_with_its_own_forward_hook_is_measured_after_it():
+    """Review: a user's forward hook may replace a module's output; the meter measured the raw output once it
+    wrapped forwards. A module with hooks of its own is measured by a hook registered after them, as before."""
+    torch.manual_seed(0)
+    model = SpikeGPT(preset("tiny", n_layer=1)).eval()
+    ids = torch.randint(0, model.config.vocab_size, (12,), generator=torch.Generator().manual_seed(2))
+    plain = energy.profile(model, ids)
+    lif = next(m for m in model.modules() if type(m).__name__ == "LIF")
+    h = lif.register_forward_hook(lambda mod, args, out: (torch.zeros_like(out[0]), *out[1:]))  # silenced spikes
+    try:
+        silenced = energy.profile(model, ids)
+    finally:
+        h.remove()
+    name = next(n for n, m in model.named_modules() if m is lif)
+    rates = silenced.firing_rates
+    assert plain.firing_rates[name] > 0 and rates[name] == 0
+    assert "forward" not in lif.__dict__ and list(lif._forward_hooks) == []
+
+
+def test_a_meter_that_fails_on_entry_leaves_nothing_wrapped(monkeypatch):
+    from energy.measuring import hooks
+
+    model = SpikeGPT(preset("tiny", n_layer=1)).eval()
+    calls = []
+    real = hooks._wrap_forward
+
+    def failing(mod, hook):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(mod, hook)
+
+    monkeypatch.setattr(hooks, "_wrap_forward", failing)
+    with pytest.raises(KeyboardInterrupt):
+        hooks.Meter(model).__enter__()
+    assert not any("forward" in m.__dict__ for m in model.modules())

@@ -130,9 +130,11 @@ def run_with_module_stack(model: nn.Module, fn, effective: bool = False) -> _Dis
     def pop(mod, args, out):
         stack.pop()
 
-    handles = [register_module_forward_pre_hook(pre), register_module_forward_hook(pop)]
     mode = _Dispatch(stack, effective)
-    try:  # the model's torch loops, whose aten ops the mode sees (the compiled CPU loops run outside aten)
+    handles = [register_module_forward_pre_hook(pre)]  # the last thing before the try that removes them
+    try:
+        handles.append(register_module_forward_hook(pop))
+        # the model's torch loops, whose aten ops the mode sees (the compiled CPU loops run outside aten)
         with torch.no_grad(), cpu_kernels.disabled(), mode:
             fn()
     finally:

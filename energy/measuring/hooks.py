@@ -335,6 +335,37 @@ class SpikeStats:
         self.fresh = True
 
 
+class _Wrapper:
+    """A measured module's ``forward`` (see ``_wrap_forward``): the module's own forward, then the hook."""
+
+    __slots__ = ("mod", "inner", "hook", "_meter_state", "__wrapped__")
+
+    def __init__(self, mod: nn.Module, inner, hook, state: dict):
+        self.mod, self.inner, self.hook, self._meter_state = mod, inner, hook, state
+        self.__wrapped__ = inner  # inspect.signature and the like see the module's own forward
+
+    def __call__(self, *args, **kwargs):
+        out = self.inner(*args, **kwargs)
+        if self._meter_state["active"]:
+            self.hook(self.mod, args, out)
+        return out
+
+    def __deepcopy__(self, memo):
+        """A copy of the module made while it is measured gets its own forward, unmeasured: the class's, or a
+        copy of the forward that was patched on the instance before (a wrapper's closure would run the
+        original module, with the original's weights)."""
+        import copy
+        import types
+
+        new = memo.get(id(self.mod))
+        if new is None:  # the wrapper alone, outside a copy of its module
+            return self
+        state = self._meter_state
+        if state["had"]:
+            return copy.deepcopy(state["previous"], memo)
+        return types.MethodType(type(self.mod).forward, new)
+
+
 def _wrap_forward(mod: nn.Module, hook):
     """Call ``hook(mod, args, output)`` after each forward of ``mod``, as a forward hook would; returns the
     function that undoes it.
@@ -343,19 +374,14 @@ def _wrap_forward(mod: nn.Module, hook):
     a module with a hook takes ``nn.Module``'s general call path (pre-hooks, global hooks, the hook loop),
     measured 3 us more per call than the plain path, and streaming mode calls the hooked modules ~490 times
     per token of the 216M model (0.04 s for 32 tokens at 1 thread). A module called through ``mod(...)``,
-    the only way the models call them, gives the hook the same ``args`` and output either way."""
+    the only way the models call them, gives the hook the same ``args`` and output either way, unless the
+    module has forward hooks of its own (one may replace the output): ``Meter`` then registers a forward hook
+    after them, as before. Unlike a hook, the wrapper also sees a direct ``mod.forward(...)`` call. A deep copy
+    of the module made meanwhile gets its own, unmeasured forward (``_Wrapper.__deepcopy__``)."""
     had = "forward" in mod.__dict__  # a forward patched on the instance: wrapped, and put back afterwards
     previous = mod.__dict__.get("forward")
-    inner = mod.forward
     state = {"active": True, "had": had, "previous": previous}
-
-    def forward(*args, **kwargs):
-        out = inner(*args, **kwargs)
-        if state["active"]:
-            hook(mod, args, out)
-        return out
-
-    forward._meter_state = state
+    forward = _Wrapper(mod, mod.forward, hook, state)
     mod.forward = forward
 
     def undo() -> None:
@@ -451,15 +477,22 @@ class Meter:
         }
 
     def __enter__(self) -> Meter:
-        for name, mod in self.model.named_modules():
-            rule = MODULE_RULES.get(type(mod))
-            if rule is None:
-                if not list(mod.children()) and name:
-                    self.unruled.append(name)
-                continue
-            self.module_types[name] = type(mod).__name__
-            self.kinds[name] = rule.kind
-            self._handles.append(_wrap_forward(mod, self._hook(name, rule)))
+        try:
+            for name, mod in self.model.named_modules():
+                rule = MODULE_RULES.get(type(mod))
+                if rule is None:
+                    if not list(mod.children()) and name:
+                        self.unruled.append(name)
+                    continue
+                self.module_types[name] = type(mod).__name__
+                self.kinds[name] = rule.kind
+                if mod._forward_hooks:  # a hook of its own may replace the output: measure after it, as a hook
+                    self._handles.append(mod.register_forward_hook(self._hook(name, rule)).remove)
+                else:
+                    self._handles.append(_wrap_forward(mod, self._hook(name, rule)))
+        except BaseException:  # nothing left wrapped (an interrupt included)
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
